@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Prepares this machine for slipway's integration tests: the tools the registry harness
+# (tests/support/registry.rs) shells out to, a running Docker Engine and the offline base
+# image slipway-test-base:1. Idempotent; does nothing slow when everything is there already.
+set -euo pipefail
+
+BASE_IMAGE=slipway-test-base:1
+DOCKERD_LOG=/var/log/slipway-dockerd.log
+
+say() { echo "test-env: $*"; }
+die() { echo "test-env: error: $*" >&2; exit 1; }
+
+is_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+install_packages() {
+    local wanted=(docker-registry busybox-static apache2-utils openssl ca-certificates curl)
+    # Any docker CLI will do (one may come from outside Debian); docker.io only when there is none.
+    command -v docker >/dev/null || wanted+=(docker.io)
+    local missing=() pkg
+    for pkg in "${wanted[@]}"; do
+        is_installed "$pkg" || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        say "packages: all present"
+        return
+    fi
+    [ "$(id -u)" -eq 0 ] || die "missing packages ${missing[*]} and not root to install them"
+    say "packages: installing ${missing[*]}"
+    # Lock::Timeout: wait for an apt/dpkg run that may still be going on in the background.
+    local apt=(apt-get -qq -o DPkg::Lock::Timeout=600)
+    "${apt[@]}" update >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# dockerd refuses a flag that daemon.json also sets, so pass only those it does not.
+dockerd_flags() {
+    local config=/etc/docker/daemon.json key value
+    for key in iptables=false bridge=none storage-driver=vfs; do
+        value=${key#*=}
+        key=${key%%=*}
+        if [ -f "$config" ] && grep -q "\"$key\"" "$config"; then continue; fi
+        echo "--$key=$value"
+    done
+}
+
+ensure_engine() {
+    if docker info >/dev/null 2>&1; then
+        say "docker engine: answering"
+        return
+    fi
+    [ "$(id -u)" -eq 0 ] || die "docker engine not answering and not root to start dockerd"
+    local flags
+    mapfile -t flags < <(dockerd_flags)
+    nohup dockerd "${flags[@]}" >>"$DOCKERD_LOG" 2>&1 &
+    local pid=$! i
+    for i in $(seq 60); do
+        if docker info >/dev/null 2>&1; then
+            say "docker engine: started dockerd ${flags[*]} (pid $pid, ready after ${i}s, log $DOCKERD_LOG)"
+            return
+        fi
+        kill -0 "$pid" 2>/dev/null || { tail -n 20 "$DOCKERD_LOG" >&2; die "dockerd exited"; }
+        sleep 1
+    done
+    tail -n 20 "$DOCKERD_LOG" >&2
+    die "dockerd not answering after 60 s"
+}
+
+# Docker Hub is out of reach, so the tests' base image is busybox-static imported from a tar.
+ensure_base_image() {
+    if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+        say "base image $BASE_IMAGE: present"
+        return
+    fi
+    local root applet
+    root=$(mktemp -d)
+    mkdir -p "$root/bin" "$root/etc" "$root/root" "$root/tmp"
+    chmod 1777 "$root/tmp"
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+    echo 'root:x:0:' >"$root/etc/group"
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in $("$root/bin/busybox" --list); do
+        [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
+    done
+    tar -C "$root" -c . | docker import \
+        --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' - "$BASE_IMAGE" >/dev/null
+    rm -rf "$root"
+    say "base image $BASE_IMAGE: built from busybox-static"
+}
+
+install_packages
+ensure_engine
+ensure_base_image

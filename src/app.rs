@@ -1,0 +1,228 @@
+//! Wiring: options → store, clients, pipeline, queue → HTTP server, and an
+//! orderly shutdown that lets running builds finish.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+use warp::Filter;
+
+use crate::config::{Secret, ServeArgs};
+use crate::context::{ContextPolicy, Limits};
+use crate::github::GitHub;
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::queue::Queue;
+use crate::registry::{Registry, RegistrySettings};
+use crate::store::{BuildStatus, SqliteStore, Store};
+
+/// Why the service cannot start: each is a one-line reason for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("{0}")]
+    GitHub(#[from] crate::github::GitHubError),
+    #[error("cannot use the data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What request handlers share.
+pub struct AppState {
+    pub webhook_secret: Secret,
+    pub branches: Vec<String>,
+    pub max_queued_builds: u64,
+    pub store: Arc<dyn Store>,
+    pub queue: Queue,
+    pub pipeline: Arc<Pipeline>,
+    pub metrics: Metrics,
+}
+
+/// A started service: bound, with its queue running.
+pub struct App {
+    pub addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    tracker: TaskTracker,
+    grace: Duration,
+}
+
+impl App {
+    pub async fn build(args: ServeArgs) -> Result<Self, StartError> {
+        let work_dir = prepare_work_dir(&args.data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.data_dir)?);
+        let registry = Registry::new(&RegistrySettings {
+            host: &args.registry,
+            ca_file: args.registry_ca.as_deref(),
+            user: args.registry_user.as_deref(),
+            password: args.registry_password.as_ref(),
+            namespace: args.registry_namespace.as_ref(),
+            plain_http: args.registry_plain_http,
+        })?;
+        let github = GitHub::new(&args.github_api, args.github_token.clone())?;
+        let settings = PipelineSettings {
+            manifest_path: args.manifest.clone(),
+            limits: Limits {
+                max_bytes: args.max_source_bytes,
+                max_entries: args.max_source_entries,
+            },
+            build_timeout: args.build_timeout,
+            build_network: args.build_network.clone(),
+            policy: ContextPolicy {
+                allow_syntax_directive: args.allow_syntax_directive,
+            },
+            work_dir,
+        };
+        let slots = args.max_concurrent_builds as usize;
+        let pipeline = Arc::new(Pipeline::new(
+            store.clone(),
+            github,
+            registry,
+            settings,
+            slots,
+        ));
+        let tracker = TaskTracker::new();
+        let queue = Queue::start(pipeline.clone(), slots, tracker.clone());
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: args.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+        let state = Arc::new(AppState {
+            webhook_secret: args.webhook_secret.clone(),
+            branches: args
+                .branches
+                .iter()
+                .map(|b| b.trim().to_string())
+                .filter(|b| !b.is_empty())
+                .collect(),
+            max_queued_builds: args.max_queued_builds,
+            store,
+            queue,
+            pipeline,
+            metrics: Metrics::default(),
+        });
+        Ok(Self {
+            addr,
+            listener,
+            state,
+            tracker,
+            grace: args.shutdown_grace,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then waits up to the grace period
+    /// for running builds. Builds still unfinished stay in the store and run
+    /// again at the next start.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.resume_unfinished().await;
+        let Self {
+            addr,
+            listener,
+            state,
+            tracker,
+            grace,
+        } = self;
+        let routes = crate::webhook::route(state.clone())
+            .or(crate::api::routes(state.clone()))
+            .unify()
+            .with(warp::trace::request());
+        tracing::info!(%addr, "listening");
+        warp::serve(routes)
+            .incoming(listener)
+            .graceful(shutdown)
+            .run()
+            .await;
+        tracing::info!(
+            ?grace,
+            "stopped taking webhooks; letting running builds finish"
+        );
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!("grace period over; unfinished builds will run again at the next start");
+            requeue_running(&state).await;
+        }
+    }
+
+    async fn resume_unfinished(&self) {
+        match self.state.store.unfinished().await {
+            Ok(builds) => {
+                for build in builds {
+                    tracing::info!(build = %build.id, "resuming build left unfinished");
+                    self.state.queue.push(build.id);
+                }
+            }
+            Err(err) => tracing::error!(%err, "could not list unfinished builds"),
+        }
+    }
+}
+
+async fn requeue_running(state: &AppState) {
+    let Ok(builds) = state.store.unfinished().await else {
+        return;
+    };
+    for mut build in builds
+        .into_iter()
+        .filter(|b| b.status == BuildStatus::Running)
+    {
+        build.status = BuildStatus::Queued;
+        if let Err(err) = state.store.save(&build).await {
+            tracing::error!(%err, build = %build.id, "could not requeue build");
+        }
+    }
+}
+
+/// Temporary space lives in the data dir (it may be large); leftovers of a
+/// killed process are removed at start.
+fn prepare_work_dir(data_dir: &std::path::Path) -> Result<PathBuf, StartError> {
+    let work = data_dir.join("work");
+    let err = |source| StartError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    };
+    if work.exists() {
+        std::fs::remove_dir_all(&work).map_err(err)?;
+    }
+    std::fs::create_dir_all(&work).map_err(err)?;
+    Ok(work)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

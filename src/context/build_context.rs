@@ -1,0 +1,272 @@
+//! One service's build context: the files of its folder that `.dockerignore`
+//! keeps, as a tar for the engine, and a digest of everything that decides
+//! what the image will be (the "inputs digest").
+
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::dockerignore::DockerIgnore;
+use super::source::{SourceEntry, SourceTree};
+use crate::manifest::ServiceSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("context folder `{0}` does not exist in the commit")]
+    MissingContext(String),
+    #[error("Dockerfile `{0}` does not exist in the commit")]
+    MissingDockerfile(String),
+    #[error("symlink `{path}` points outside the build context (to `{target}`); builds may only use files inside their context")]
+    EscapingLink { path: String, target: String },
+    #[error("{0}")]
+    DockerIgnore(#[from] super::dockerignore::DockerIgnoreError),
+    #[error("Dockerfile `{0}` starts with a `# syntax=` directive, which makes the engine fetch a frontend image; remove it or start Slipway with --allow-syntax-directive")]
+    SyntaxDirective(String),
+    #[error("could not write the build context: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A build context ready for the engine.
+#[derive(Debug)]
+pub struct PreparedContext {
+    pub tar_path: PathBuf,
+    /// `sha256:<hex>` of the context after `.dockerignore`, the Dockerfile path, build args and target.
+    pub inputs_digest: String,
+    pub files: usize,
+}
+
+/// Options that are the operator's, not the repository's.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextPolicy {
+    pub allow_syntax_directive: bool,
+}
+
+pub fn prepare(
+    tree: &SourceTree,
+    spec: &ServiceSpec,
+    policy: ContextPolicy,
+    out_dir: &Path,
+) -> Result<PreparedContext, ContextError> {
+    let context = spec.context.as_str();
+    if !tree.is_dir(context) {
+        return Err(ContextError::MissingContext(context.to_string()));
+    }
+    let dockerfile_rel = spec.dockerfile_in_context().to_string();
+    let dockerfile_text = read_dockerfile(tree, context, &dockerfile_rel, spec)?;
+    if !policy.allow_syntax_directive && has_syntax_directive(&dockerfile_text) {
+        return Err(ContextError::SyntaxDirective(
+            spec.dockerfile.as_str().to_string(),
+        ));
+    }
+    let ignore = match tree.read_file(&join(context, ".dockerignore")) {
+        Ok(bytes) => DockerIgnore::parse(&String::from_utf8_lossy(&bytes))?,
+        Err(_) => DockerIgnore::default(),
+    };
+    let tar_path = out_dir.join(format!(
+        "context-{}.tar",
+        spec.name.as_str().replace('/', "_")
+    ));
+    let mut writer = ContextWriter::new(File::create(&tar_path)?);
+    for (rel, entry) in entries_under(tree, context) {
+        let always_sent = rel == dockerfile_rel || rel == ".dockerignore";
+        if !always_sent && ignore.is_excluded(rel) {
+            continue;
+        }
+        writer.add(rel, entry)?;
+    }
+    let files = writer.files;
+    let mut hasher = writer.finish()?;
+    hash_line(&mut hasher, &("dockerfile", &dockerfile_rel));
+    hash_line(&mut hasher, &("target", &spec.target));
+    for (key, value) in &spec.build_args {
+        hash_line(&mut hasher, &("arg", key, value));
+    }
+    Ok(PreparedContext {
+        tar_path,
+        inputs_digest: format!("sha256:{}", hex::encode(hasher.finalize())),
+        files,
+    })
+}
+
+fn read_dockerfile(
+    tree: &SourceTree,
+    context: &str,
+    rel: &str,
+    spec: &ServiceSpec,
+) -> Result<String, ContextError> {
+    let path = join(context, rel);
+    let resolved = match tree.get(&path) {
+        Some(SourceEntry::Symlink { target }) => resolve_link(rel, target)
+            .map(|inside| join(context, &inside))
+            .ok_or_else(|| ContextError::EscapingLink {
+                path: path.clone(),
+                target: target.clone(),
+            })?,
+        _ => path,
+    };
+    tree.read_file(&resolved)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .map_err(|_| ContextError::MissingDockerfile(spec.dockerfile.as_str().to_string()))
+}
+
+/// A `# syntax=` parser directive must come before any other line but comments.
+fn has_syntax_directive(dockerfile: &str) -> bool {
+    for line in dockerfile.lines() {
+        let line = line.trim();
+        let Some(comment) = line.strip_prefix('#') else {
+            return false;
+        };
+        let Some((key, _)) = comment.split_once('=') else {
+            return false;
+        };
+        if key.trim().eq_ignore_ascii_case("syntax") {
+            return true;
+        }
+    }
+    false
+}
+
+/// Entries inside `context`, with paths relative to it, in path order.
+fn entries_under<'a>(
+    tree: &'a SourceTree,
+    context: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a SourceEntry)> {
+    tree.entries().iter().filter_map(move |(path, entry)| {
+        let rel = if context.is_empty() {
+            Some(path.as_str())
+        } else {
+            path.strip_prefix(context).and_then(|r| r.strip_prefix('/'))
+        };
+        rel.filter(|r| !r.is_empty()).map(|r| (r, entry))
+    })
+}
+
+/// Resolves a symlink's target lexically from the link's own folder; None
+/// when it leaves the context root.
+fn resolve_link(link_rel: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = link_rel.split('/').collect();
+    parts.pop();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn join(dir: &str, rel: &str) -> String {
+    if dir.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{dir}/{rel}")
+    }
+}
+
+fn hash_line(hasher: &mut Sha256, value: &impl serde::Serialize) {
+    // One JSON document per line keeps the encoding unambiguous.
+    if let Ok(line) = serde_json::to_string(value) {
+        hasher.update(line.as_bytes());
+        hasher.update(b"\n");
+    }
+}
+
+/// Writes the context tar with fixed owners and times, so that the same files
+/// always give the same tar, and hashes each entry as it goes.
+struct ContextWriter {
+    tar: tar::Builder<BufWriter<File>>,
+    hasher: Sha256,
+    files: usize,
+}
+
+impl ContextWriter {
+    fn new(file: File) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"slipway-inputs-v1\n");
+        Self {
+            tar: tar::Builder::new(BufWriter::new(file)),
+            hasher,
+            files: 0,
+        }
+    }
+
+    fn add(&mut self, rel: &str, entry: &SourceEntry) -> Result<(), ContextError> {
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        match entry {
+            SourceEntry::Dir { mode } => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(*mode | 0o700);
+                header.set_size(0);
+                self.tar.append_data(&mut header, rel, io::empty())?;
+                hash_line(&mut self.hasher, &("dir", rel, mode));
+            }
+            SourceEntry::File {
+                mode,
+                size,
+                sha256,
+                blob,
+            } => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                header.set_size(*size);
+                self.tar.append_data(&mut header, rel, File::open(blob)?)?;
+                hash_line(&mut self.hasher, &("file", rel, mode, hex::encode(sha256)));
+                self.files += 1;
+            }
+            SourceEntry::Symlink { target } => {
+                if resolve_link(rel, target).is_none() {
+                    return Err(ContextError::EscapingLink {
+                        path: rel.to_string(),
+                        target: target.clone(),
+                    });
+                }
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                self.tar.append_link(&mut header, rel, target)?;
+                hash_line(&mut self.hasher, &("symlink", rel, target));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Sha256, ContextError> {
+        let mut out = self.tar.into_inner()?;
+        io::Write::flush(&mut out)?;
+        Ok(self.hasher)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_resolve_lexically_within_the_context() {
+        assert_eq!(resolve_link("a/link", "b").as_deref(), Some("a/b"));
+        assert_eq!(resolve_link("a/link", "../b").as_deref(), Some("b"));
+        assert_eq!(resolve_link("a/link", "../../b"), None);
+        assert_eq!(resolve_link("link", "/etc/passwd"), None);
+        assert_eq!(resolve_link("link", "./x/./y").as_deref(), Some("x/y"));
+    }
+
+    #[test]
+    fn syntax_directives_are_spotted_only_at_the_top() {
+        assert!(has_syntax_directive("# syntax=docker/dockerfile:1\nFROM x"));
+        assert!(has_syntax_directive("#SYNTAX = x\nFROM x"));
+        assert!(has_syntax_directive("# escape=`\n# syntax=x\nFROM x"));
+        assert!(!has_syntax_directive("FROM x\n# syntax=x"));
+        assert!(!has_syntax_directive("# just a comment\nFROM x"));
+    }
+}

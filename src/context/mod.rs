@@ -1,0 +1,9 @@
+//! From a commit's tarball to one build context per service: the tar reading
+//! with its safety checks, `.dockerignore`, and the inputs digest.
+
+mod build_context;
+pub mod dockerignore;
+pub mod source;
+
+pub use build_context::{prepare, ContextError, ContextPolicy, PreparedContext};
+pub use source::{unpack, Limits, SourceEntry, SourceError, SourceTree};

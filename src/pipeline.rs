@@ -1,0 +1,479 @@
+//! One build, start to end: source → context → build → publish → record.
+//! Each service is its own span and fails on its own.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use tokio::sync::{Mutex, OnceCell, Semaphore};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+use tracing::Instrument;
+
+use crate::context::{self, ContextPolicy, Limits, PreparedContext, SourceTree};
+use crate::engine::{BuildRequest, Engine, EngineError};
+use crate::github::{GitHub, GitHubError};
+use crate::log::BuildLog;
+use crate::manifest::{self, ServiceEntry, ServiceSpec};
+use crate::registry::{self, export, Published, PushStats, Registry};
+use crate::store::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Store};
+use crate::types::{CommitSha, Repository};
+
+/// What the pipeline needs that is fixed for the life of the service.
+pub struct PipelineSettings {
+    pub manifest_path: String,
+    pub limits: Limits,
+    pub build_timeout: Duration,
+    pub build_network: Option<String>,
+    pub policy: ContextPolicy,
+    /// Temporary space for tarballs, contexts and exported layers.
+    pub work_dir: PathBuf,
+}
+
+pub struct Pipeline {
+    pub store: Arc<dyn Store>,
+    pub github: GitHub,
+    pub registry: Registry,
+    pub settings: PipelineSettings,
+    engine: OnceCell<Engine>,
+    /// Service images built (and pushed) at once, across all builds.
+    service_slots: Semaphore,
+}
+
+impl Pipeline {
+    pub fn new(
+        store: Arc<dyn Store>,
+        github: GitHub,
+        registry: Registry,
+        settings: PipelineSettings,
+        max_concurrent_builds: usize,
+    ) -> Self {
+        Self {
+            store,
+            github,
+            registry,
+            settings,
+            engine: OnceCell::new(),
+            service_slots: Semaphore::new(max_concurrent_builds),
+        }
+    }
+
+    /// The engine, connected on first use so that Slipway can start (and take
+    /// webhooks) while the engine is still coming up.
+    pub async fn engine(&self) -> Result<&Engine, EngineError> {
+        let timeout = self.settings.build_timeout + Duration::from_secs(60);
+        self.engine
+            .get_or_try_init(|| Engine::connect(timeout))
+            .await
+    }
+
+    /// Runs the stored build `id` to its end and records the result.
+    pub async fn run(self: &Arc<Self>, id: &str) {
+        let record = match self.store.get(id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return tracing::error!(build = id, "queued build is not in the store"),
+            Err(err) => return tracing::error!(build = id, %err, "could not load build"),
+        };
+        let span = tracing::info_span!("build", build = %record.id, repository = %record.repository, commit = %record.commit);
+        self.run_record(record).instrument(span).await;
+    }
+
+    async fn run_record(self: &Arc<Self>, mut record: BuildRecord) {
+        record.status = BuildStatus::Running;
+        record.started_at = Some(now_rfc3339());
+        record.finished_at = None;
+        record.error = None;
+        record.services.clear();
+        let (log, writer) = BuildLog::start(self.store.clone(), record.id.clone());
+        log.line(&format!(
+            "build {} of {} at {} (PR #{})",
+            record.id, record.repository, record.commit, record.pull_request
+        ));
+        let shared = Arc::new(Mutex::new(record));
+        save(&self.store, &*shared.lock().await).await;
+        if let Err(error) = self.execute(&shared, &log).await {
+            log.line(&format!("build failed: {error}"));
+            shared.lock().await.error = Some(error);
+        }
+        let mut record = shared.lock().await;
+        for service in record
+            .services
+            .iter_mut()
+            .filter(|s| !s.status.is_finished())
+        {
+            service.status = ServiceStatus::Failed;
+            service.error.get_or_insert_with(|| {
+                "not built: the build failed before this service ran".into()
+            });
+        }
+        record.status = record.outcome();
+        record.finished_at = Some(now_rfc3339());
+        log.line(&format!("build {}", record.status.as_str()));
+        tracing::info!(status = record.status.as_str(), "build finished");
+        save(&self.store, &record).await;
+        drop(log);
+        let _ = writer.await;
+    }
+
+    /// Returns the whole-build error, if any.
+    async fn execute(
+        self: &Arc<Self>,
+        shared: &Arc<Mutex<BuildRecord>>,
+        log: &BuildLog,
+    ) -> Result<(), String> {
+        let (repo, commit, source_url) = {
+            let r = shared.lock().await;
+            let repo = Repository::parse(&r.repository).map_err(|e| e.to_string())?;
+            let commit = CommitSha::parse(&r.commit).map_err(|e| e.to_string())?;
+            (repo, commit, r.source_url.clone())
+        };
+        let entries = self.read_manifest(&repo, &commit).await?;
+        let services = self.service_records(&entries);
+        {
+            let mut r = shared.lock().await;
+            r.services = services;
+            save(&self.store, &r).await;
+        }
+        let specs: Vec<(usize, ServiceSpec)> = entries
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.spec.ok().map(|s| (i, s)))
+            .collect();
+        if specs.is_empty() {
+            log.line("no service in the manifest is valid; nothing to build");
+            return Ok(());
+        }
+        let tree = Arc::new(self.fetch_source(&repo, &commit, log).await?);
+        let labels_base = BuildLabels {
+            revision: commit.to_string(),
+            source: source_url,
+        };
+        let tasks = specs.into_iter().map(|(index, spec)| {
+            let job = ServiceJob {
+                pipeline: self.clone(),
+                shared: shared.clone(),
+                tree: tree.clone(),
+                log: log.for_service(spec.name.as_str()),
+                labels: labels_base.clone(),
+                index,
+                spec,
+            };
+            let span = tracing::info_span!("service", service = %job.spec.name, version = %job.spec.version);
+            tokio::spawn(job.run().instrument(span))
+        });
+        for result in futures::future::join_all(tasks).await {
+            if let Err(err) = result {
+                tracing::error!(%err, "service task panicked");
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_manifest(
+        &self,
+        repo: &Repository,
+        commit: &CommitSha,
+    ) -> Result<Vec<ServiceEntry>, String> {
+        let path = &self.settings.manifest_path;
+        let bytes = self.github.file_at(repo, commit, path).await.map_err(|e| match e {
+            GitHubError::NotFound { .. } => format!(
+                "no manifest: `{path}` not found at commit {commit} of {repo} (add it, or set --manifest)"
+            ),
+            other => format!("could not read the manifest `{path}`: {other}"),
+        })?;
+        manifest::parse(&bytes).map_err(|e| format!("`{path}` at commit {commit}: {e}"))
+    }
+
+    fn service_records(&self, entries: &[ServiceEntry]) -> Vec<ServiceRecord> {
+        entries
+            .iter()
+            .map(|entry| ServiceRecord {
+                name: entry.name.clone(),
+                version: entry.version.clone(),
+                image: entry
+                    .spec
+                    .as_ref()
+                    .ok()
+                    .map(|s| self.registry.image_ref(&s.name, &s.version)),
+                status: if entry.spec.is_ok() {
+                    ServiceStatus::Pending
+                } else {
+                    ServiceStatus::Failed
+                },
+                digest: None,
+                error: entry.spec.as_ref().err().cloned(),
+                duration_ms: None,
+            })
+            .collect()
+    }
+
+    /// Downloads the commit's tarball once for all its services, and unpacks it.
+    async fn fetch_source(
+        &self,
+        repo: &Repository,
+        commit: &CommitSha,
+        log: &BuildLog,
+    ) -> Result<SourceTree, String> {
+        let work = tempfile::Builder::new()
+            .prefix("tarball-")
+            .tempdir_in(&self.settings.work_dir)
+            .map_err(|e| format!("temporary space unusable: {e}"))?;
+        let tarball = work.path().join("source.tar.gz");
+        let started = Instant::now();
+        let size = self
+            .github
+            .download_tarball(repo, commit, &tarball, self.settings.limits.max_bytes)
+            .await
+            .map_err(|e| format!("could not download the commit's files: {e}"))?;
+        log.line(&format!(
+            "downloaded {} KiB of sources in {:?}",
+            size / 1024,
+            started.elapsed()
+        ));
+        let limits = self.settings.limits;
+        let commit = commit.clone();
+        let work_dir = self.settings.work_dir.clone();
+        let tree = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&tarball)?;
+            context::unpack(file, &commit, limits, &work_dir).map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|e| format!("unpacking the sources crashed: {e}"))?
+        .map_err(|e| format!("could not read the commit's files: {e}"))?;
+        log.line(&format!("unpacked {} entries", tree.entries().len()));
+        Ok(tree)
+    }
+}
+
+async fn save(store: &Arc<dyn Store>, record: &BuildRecord) {
+    if let Err(err) = store.save(record).await {
+        tracing::error!(%err, build = %record.id, "could not save build record");
+    }
+}
+
+#[derive(Clone)]
+struct BuildLabels {
+    revision: String,
+    source: String,
+}
+
+/// One service of one build.
+struct ServiceJob {
+    pipeline: Arc<Pipeline>,
+    shared: Arc<Mutex<BuildRecord>>,
+    tree: Arc<SourceTree>,
+    log: BuildLog,
+    labels: BuildLabels,
+    index: usize,
+    spec: ServiceSpec,
+}
+
+/// How a service ended, short of failing.
+enum Done {
+    Published { digest: String, stats: PushStats },
+    Skipped { digest: String },
+}
+
+impl ServiceJob {
+    async fn run(self) {
+        let started = Instant::now();
+        let outcome = self.publish().await;
+        let elapsed = started.elapsed();
+        self.update(|s| {
+            s.duration_ms = Some(elapsed.as_millis() as u64);
+            match &outcome {
+                Ok(Done::Published { digest, .. }) => {
+                    s.status = ServiceStatus::Succeeded;
+                    s.digest = Some(digest.clone());
+                }
+                Ok(Done::Skipped { digest }) => {
+                    s.status = ServiceStatus::Skipped;
+                    s.digest = Some(digest.clone());
+                }
+                Err(error) => {
+                    s.status = ServiceStatus::Failed;
+                    s.error = Some(error.clone());
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Done::Published { digest, stats }) => {
+                self.log.line(&format!(
+                    "published {} ({digest}): {} blobs pushed ({} KiB), {} already present, in {elapsed:?}",
+                    self.image(),
+                    stats.blobs_pushed,
+                    stats.bytes_pushed / 1024,
+                    stats.blobs_present
+                ));
+                tracing::info!(%digest, "published");
+            }
+            Ok(Done::Skipped { digest }) => {
+                self.log.line(&format!(
+                    "skipped: {} is already published from the same sources ({digest})",
+                    self.image()
+                ));
+                tracing::info!(%digest, "skipped");
+            }
+            Err(error) => {
+                self.log.line(&format!("failed: {error}"));
+                tracing::warn!(%error, "service failed");
+            }
+        }
+    }
+
+    fn image(&self) -> String {
+        self.pipeline
+            .registry
+            .image_ref(&self.spec.name, &self.spec.version)
+    }
+
+    async fn update(&self, change: impl FnOnce(&mut ServiceRecord)) {
+        let mut record = self.shared.lock().await;
+        if let Some(service) = record.services.get_mut(self.index) {
+            change(service);
+        }
+        save(&self.pipeline.store, &record).await;
+    }
+
+    async fn publish(&self) -> Result<Done, String> {
+        let work = tempfile::Builder::new()
+            .prefix("service-")
+            .tempdir_in(&self.pipeline.settings.work_dir)
+            .map_err(|e| format!("temporary space unusable: {e}"))?;
+        let context = self.prepare_context(work.path().to_path_buf()).await?;
+        self.log.line(&format!(
+            "context: {} files, inputs {}",
+            context.files, context.inputs_digest
+        ));
+        if let Some(done) = self.check_published(&context.inputs_digest).await? {
+            return Ok(done);
+        }
+        let _slot = self
+            .pipeline
+            .service_slots
+            .acquire()
+            .await
+            .map_err(|_| "the service is shutting down".to_string())?;
+        let timeout = self.pipeline.settings.build_timeout;
+        tokio::time::timeout(
+            timeout,
+            self.build_and_push(&context, work.path().to_path_buf()),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "timed out after {} (--build-timeout)",
+                humantime::format_duration(timeout)
+            )
+        })?
+    }
+
+    async fn prepare_context(&self, out_dir: PathBuf) -> Result<PreparedContext, String> {
+        let tree = self.tree.clone();
+        let spec = self.spec.clone();
+        let policy = self.pipeline.settings.policy;
+        tokio::task::spawn_blocking(move || context::prepare(&tree, &spec, policy, &out_dir))
+            .await
+            .map_err(|e| format!("preparing the context crashed: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Published versions are immutable: same inputs → skip, other inputs → refuse.
+    async fn check_published(&self, inputs: &str) -> Result<Option<Done>, String> {
+        let published = self
+            .pipeline
+            .registry
+            .lookup(&self.spec.name, &self.spec.version)
+            .await
+            .map_err(|e| e.to_string())?;
+        match published {
+            Published::Absent => Ok(None),
+            Published::Present { digest, inputs: Some(existing) } if existing == inputs => {
+                Ok(Some(Done::Skipped { digest }))
+            }
+            Published::Present { inputs: existing, .. } => Err(format!(
+                "{} is already published from other sources ({}); published versions are immutable: bump `version` of `{}` in the manifest",
+                self.image(),
+                existing.map(|e| format!("inputs {e}, these are {inputs}")).unwrap_or_else(|| "not built by Slipway".into()),
+                self.spec.name
+            )),
+        }
+    }
+
+    async fn build_and_push(
+        &self,
+        context: &PreparedContext,
+        work_dir: PathBuf,
+    ) -> Result<Done, String> {
+        self.update(|s| s.status = ServiceStatus::Building).await;
+        let engine = self.pipeline.engine().await.map_err(|e| e.to_string())?;
+        let image = self.image();
+        let request = BuildRequest {
+            context_tar: &context.tar_path,
+            dockerfile: self.spec.dockerfile_in_context(),
+            tag: &image,
+            build_args: &self.spec.build_args,
+            target: self.spec.target.as_deref(),
+            labels: self.labels(&context.inputs_digest),
+            network: self.pipeline.settings.build_network.as_deref(),
+        };
+        let image_id = engine
+            .build(request, &self.log)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.log.line(&format!("built {image_id}"));
+        self.update(|s| s.status = ServiceStatus::Pushing).await;
+        let exported = export_image(engine, &image_id, work_dir).await?;
+        // Someone may have published the tag while this built.
+        if let Some(done) = self.check_published(&context.inputs_digest).await? {
+            return Ok(done);
+        }
+        let mut stats = PushStats::default();
+        let digest = self
+            .pipeline
+            .registry
+            .push(&self.spec.name, &self.spec.version, &exported, &mut stats)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Done::Published { digest, stats })
+    }
+
+    fn labels(&self, inputs: &str) -> HashMap<String, String> {
+        [
+            (
+                "org.opencontainers.image.revision",
+                self.labels.revision.clone(),
+            ),
+            (
+                "org.opencontainers.image.source",
+                self.labels.source.clone(),
+            ),
+            (
+                "org.opencontainers.image.version",
+                self.spec.version.to_string(),
+            ),
+            ("org.opencontainers.image.created", now_rfc3339()),
+            ("org.opencontainers.image.title", self.spec.name.to_string()),
+            (registry::INPUTS_LABEL, inputs.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// Streams the engine's export into blobs on disk, never holding a layer in memory.
+async fn export_image(
+    engine: &Engine,
+    image_id: &str,
+    work_dir: PathBuf,
+) -> Result<export::ExportedImage, String> {
+    let stream = engine.export(image_id).map_err(std::io::Error::other);
+    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    tokio::task::spawn_blocking(move || export::read_docker_save(reader, &work_dir))
+        .await
+        .map_err(|e| format!("reading the exported image crashed: {e}"))?
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,346 @@
+//! Reading an image exported by the engine (docker-save format) into blobs
+//! ready to push: the config as bytes, each layer gzipped into a temp file.
+//! Handles the classic layout of Engine 20.10 (`<id>/layer.tar`) and the OCI
+//! layout of Engine 25+ (`blobs/sha256/<hex>`, with compat symlinks).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Entries at most this large are kept in memory (configs, manifests, tiny
+/// layers); larger ones are layers and go straight to disk, gzipped.
+const IN_MEMORY_MAX: u64 = 1 << 20;
+
+pub const LAYER_MEDIA_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.docker.container.image.v1+json";
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("exported image has no manifest.json")]
+    NoManifest,
+    #[error("exported image's manifest.json is unreadable: {0}")]
+    BadManifest(String),
+    #[error("exported image lacks `{0}`, which its manifest.json names")]
+    Missing(String),
+    #[error("could not read the exported image: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A blob on disk, with its digest.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub path: PathBuf,
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(Debug)]
+pub struct ExportedImage {
+    pub config: Vec<u8>,
+    pub layers: Vec<Blob>,
+    _dir: tempfile::TempDir,
+}
+
+impl ExportedImage {
+    pub fn config_digest(&self) -> String {
+        sha256_digest(&self.config)
+    }
+
+    /// The Docker schema 2 manifest for this image.
+    pub fn manifest(&self) -> Vec<u8> {
+        let layers: Vec<_> = self
+            .layers
+            .iter()
+            .map(|l| serde_json::json!({"mediaType": LAYER_MEDIA_TYPE, "size": l.size, "digest": l.digest}))
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": CONFIG_MEDIA_TYPE, "size": self.config.len(), "digest": self.config_digest()},
+            "layers": layers,
+        });
+        manifest.to_string().into_bytes()
+    }
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+#[derive(Deserialize)]
+struct SaveManifest {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+#[derive(Default)]
+struct Contents {
+    small: HashMap<String, Vec<u8>>,
+    blobs: HashMap<String, Blob>,
+    links: HashMap<String, String>,
+}
+
+/// Reads a docker-save tar from `reader`, spilling layers into `work_dir`.
+pub fn read_docker_save(reader: impl Read, work_dir: &Path) -> Result<ExportedImage, ExportError> {
+    let dir = tempfile::Builder::new()
+        .prefix("export-")
+        .tempdir_in(work_dir)?;
+    let mut contents = Contents::default();
+    let mut archive = tar::Archive::new(reader);
+    for (index, entry) in archive.entries()?.enumerate() {
+        let mut entry = entry?;
+        let path = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+        match entry.header().entry_type() {
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned());
+                if let Some(target) = target {
+                    contents.links.insert(path.clone(), resolve(&path, &target));
+                }
+            }
+            tar::EntryType::Regular if entry.size() <= IN_MEMORY_MAX => {
+                let mut bytes = Vec::with_capacity(entry.size() as usize);
+                entry.read_to_end(&mut bytes)?;
+                contents.small.insert(path, bytes);
+            }
+            tar::EntryType::Regular => {
+                let blob = gzip_to_file(&mut entry, &dir.path().join(format!("layer-{index}.gz")))?;
+                contents.blobs.insert(path, blob);
+            }
+            _ => {}
+        }
+    }
+    assemble(contents, dir)
+}
+
+fn assemble(mut contents: Contents, dir: tempfile::TempDir) -> Result<ExportedImage, ExportError> {
+    let manifest = contents
+        .small
+        .get("manifest.json")
+        .ok_or(ExportError::NoManifest)?;
+    let mut manifests: Vec<SaveManifest> =
+        serde_json::from_slice(manifest).map_err(|e| ExportError::BadManifest(e.to_string()))?;
+    if manifests.is_empty() {
+        return Err(ExportError::BadManifest("it lists no image".into()));
+    }
+    let save = manifests.swap_remove(0);
+    let config_path = contents.follow(&clean(&save.config));
+    let config = contents
+        .small
+        .get(&config_path)
+        .cloned()
+        .ok_or(ExportError::Missing(save.config))?;
+    let mut layers = Vec::with_capacity(save.layers.len());
+    for (index, layer) in save.layers.iter().enumerate() {
+        let path = contents.follow(&clean(layer));
+        let blob = match (contents.blobs.get(&path), contents.small.remove(&path)) {
+            (Some(blob), _) => blob.clone(),
+            (None, Some(bytes)) => {
+                let blob = gzip_to_file(
+                    &mut bytes.as_slice(),
+                    &dir.path().join(format!("small-{index}.gz")),
+                )?;
+                contents.blobs.insert(path, blob.clone());
+                blob
+            }
+            (None, None) => return Err(ExportError::Missing(layer.clone())),
+        };
+        layers.push(blob);
+    }
+    Ok(ExportedImage {
+        config,
+        layers,
+        _dir: dir,
+    })
+}
+
+impl Contents {
+    fn follow(&self, path: &str) -> String {
+        let mut current = path.to_string();
+        // Bounded: a link cycle in a hostile tar must not hang the push.
+        for _ in 0..8 {
+            match self.links.get(&current) {
+                Some(next) => current = next.clone(),
+                None => break,
+            }
+        }
+        current
+    }
+}
+
+fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+fn resolve(link: &str, target: &str) -> String {
+    let parent = link.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+    clean(&format!("{parent}/{target}"))
+}
+
+/// Copies a layer into `dest` gzipped, unless it already is gzip, and
+/// returns the digest of what was written.
+fn gzip_to_file(reader: &mut impl Read, dest: &Path) -> io::Result<Blob> {
+    let mut reader = BufReader::with_capacity(256 << 10, reader);
+    let already_gzip = io::BufRead::fill_buf(&mut reader)?.starts_with(&[0x1f, 0x8b]);
+    let mut out = CountingHasher::new(BufWriter::with_capacity(256 << 10, File::create(dest)?));
+    if already_gzip {
+        io::copy(&mut reader, &mut out)?;
+    } else {
+        // Fast compression: the push is usually bound by CPU here, and the
+        // output is deterministic, so unchanged layers keep their digests.
+        let mut gz = GzEncoder::new(&mut out, Compression::fast());
+        io::copy(&mut reader, &mut gz)?;
+        gz.finish()?;
+    }
+    let (digest, size) = out.finish()?;
+    Ok(Blob {
+        path: dest.to_path_buf(),
+        digest,
+        size,
+    })
+}
+
+struct CountingHasher<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> CountingHasher<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn finish(mut self) -> io::Result<(String, u64)> {
+        self.inner.flush()?;
+        Ok((
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.size,
+        ))
+    }
+}
+
+impl<W: Write> Write for CountingHasher<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            builder
+                .append_data(&mut header, path, *data)
+                .expect("append");
+        }
+        for (path, target) in links {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            builder
+                .append_link(&mut header, path, target)
+                .expect("link");
+        }
+        builder.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn classic_layout_is_read() {
+        let layer = vec![7u8; 2 << 20];
+        let manifest =
+            br#"[{"Config":"abc.json","RepoTags":null,"Layers":["l1/layer.tar","l2/layer.tar"]}]"#;
+        let tar = tar_of(
+            &[
+                ("l1/layer.tar", &layer),
+                ("l2/layer.tar", b"small"),
+                ("abc.json", b"{}"),
+                ("manifest.json", manifest),
+            ],
+            &[],
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = read_docker_save(tar.as_slice(), dir.path()).expect("reads");
+        assert_eq!(image.config, b"{}");
+        assert_eq!(image.layers.len(), 2);
+        let gz = std::fs::read(&image.layers[0].path).expect("layer");
+        assert_eq!(image.layers[0].digest, sha256_digest(&gz));
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_end(&mut unzipped)
+            .expect("gunzip");
+        assert_eq!(unzipped, layer);
+        let manifest: serde_json::Value = serde_json::from_slice(&image.manifest()).expect("json");
+        assert_eq!(manifest["layers"][1]["mediaType"], LAYER_MEDIA_TYPE);
+    }
+
+    #[test]
+    fn oci_layout_with_compat_links_is_read() {
+        let manifest = br#"[{"Config":"blobs/sha256/cfg","Layers":["blobs/sha256/aaa"]}]"#;
+        let tar = tar_of(
+            &[
+                ("blobs/sha256/aaa", b"layer-bytes"),
+                ("blobs/sha256/cfg", b"{\"a\":1}"),
+                ("manifest.json", manifest),
+            ],
+            &[("xyz/layer.tar", "../blobs/sha256/aaa")],
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = read_docker_save(tar.as_slice(), dir.path()).expect("reads");
+        assert_eq!(image.config, b"{\"a\":1}");
+        assert_eq!(image.layers.len(), 1);
+    }
+
+    #[test]
+    fn missing_parts_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let no_manifest = tar_of(&[("x", b"y")], &[]);
+        assert!(matches!(
+            read_docker_save(no_manifest.as_slice(), dir.path()),
+            Err(ExportError::NoManifest)
+        ));
+        let manifest = br#"[{"Config":"c.json","Layers":["gone/layer.tar"]}]"#;
+        let missing = tar_of(&[("c.json", b"{}"), ("manifest.json", manifest)], &[]);
+        assert!(matches!(
+            read_docker_save(missing.as_slice(), dir.path()),
+            Err(ExportError::Missing(_))
+        ));
+    }
+}

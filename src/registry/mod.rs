@@ -1,0 +1,500 @@
+//! The team's registry, spoken to directly over the distribution API: look a
+//! tag up, push blobs the registry lacks, then the manifest. The Docker
+//! Engine needs no registry configuration; the private CA is trusted here.
+
+pub mod export;
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use tokio_util::io::ReaderStream;
+
+use crate::config::Secret;
+use crate::retry::with_backoff;
+use crate::types::{ImageName, Version};
+use export::{ExportedImage, MANIFEST_MEDIA_TYPE};
+
+/// The label carrying the digest of a service's build inputs.
+pub const INPUTS_LABEL: &str = "io.slipway.inputs";
+
+const ACCEPTED_MANIFESTS: &[&str] = &[
+    MANIFEST_MEDIA_TYPE,
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry {registry} rejected the credentials{} (401): check --registry-user and --registry-password", user_note(.user))]
+    Unauthorized {
+        registry: String,
+        user: Option<String>,
+    },
+    #[error("registry {registry} denied access to {repository} (403): the user lacks push rights")]
+    Forbidden {
+        registry: String,
+        repository: String,
+    },
+    #[error("the TLS certificate of registry {registry} is not trusted ({reason}): pass the CA that signed it with --registry-ca")]
+    Untrusted { registry: String, reason: String },
+    #[error("registry {registry} unreachable: {reason}")]
+    Unreachable { registry: String, reason: String },
+    #[error("registry {registry} failed: {reason}")]
+    Failed { registry: String, reason: String },
+    #[error("registry {registry} reports manifest digest {reported}, but the pushed manifest is {expected}")]
+    DigestMismatch {
+        registry: String,
+        expected: String,
+        reported: String,
+    },
+    #[error("could not read the CA file {path}: {reason}")]
+    BadCa { path: String, reason: String },
+    #[error("{0}")]
+    Export(#[from] export::ExportError),
+}
+
+fn user_note(user: &Option<String>) -> String {
+    user.as_ref()
+        .map(|u| format!(" of user `{u}`"))
+        .unwrap_or_default()
+}
+
+impl RegistryError {
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Unreachable { .. } | RegistryError::Failed { .. }
+        )
+    }
+}
+
+/// What the registry holds at `NAME:VERSION`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    Absent,
+    Present {
+        digest: String,
+        /// The `io.slipway.inputs` label, when the image has one.
+        inputs: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PushStats {
+    pub blobs_pushed: usize,
+    pub blobs_present: usize,
+    pub bytes_pushed: u64,
+}
+
+/// Where and how to reach the registry.
+pub struct RegistrySettings<'a> {
+    pub host: &'a str,
+    pub ca_file: Option<&'a Path>,
+    pub user: Option<&'a str>,
+    pub password: Option<&'a Secret>,
+    pub namespace: Option<&'a ImageName>,
+    pub plain_http: bool,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    client: std::sync::Arc<Client>,
+    auth: RegistryAuth,
+    host: String,
+    user: Option<String>,
+    namespace: Option<ImageName>,
+}
+
+impl Registry {
+    pub fn new(settings: &RegistrySettings<'_>) -> Result<Self, RegistryError> {
+        let mut config = ClientConfig {
+            protocol: if settings.plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            use_monolithic_push: true,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(120)),
+            ..Default::default()
+        };
+        if let Some(path) = settings.ca_file {
+            config.extra_root_certificates.push(read_ca(path)?);
+        }
+        let auth = match (settings.user, settings.password) {
+            (Some(user), Some(password)) => {
+                RegistryAuth::Basic(user.to_string(), password.expose().to_string())
+            }
+            _ => RegistryAuth::Anonymous,
+        };
+        Ok(Self {
+            client: std::sync::Arc::new(Client::new(config)),
+            auth,
+            host: settings.host.to_string(),
+            user: settings.user.map(str::to_string),
+            namespace: settings.namespace.cloned(),
+        })
+    }
+
+    /// `REGISTRY[/NAMESPACE]/NAME:VERSION`.
+    pub fn image_ref(&self, name: &ImageName, version: &Version) -> String {
+        format!(
+            "{}/{}:{}",
+            self.host,
+            ImageName::within(self.namespace.as_ref(), name),
+            version
+        )
+    }
+
+    fn reference(&self, name: &ImageName, version: &Version) -> Reference {
+        let repository = ImageName::within(self.namespace.as_ref(), name);
+        Reference::with_tag(
+            self.host.clone(),
+            repository.to_string(),
+            version.to_string(),
+        )
+    }
+
+    /// Checks that the registry answers `/v2/` at all (for health checks).
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let probe = Reference::with_tag(self.host.clone(), "slipway-health".into(), "probe".into());
+        self.client
+            .auth(&probe, &self.auth, RegistryOperation::Pull)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify(e, "slipway-health"))
+    }
+
+    /// Looks `NAME:VERSION` up, with the inputs label of what is there.
+    pub async fn lookup(
+        &self,
+        name: &ImageName,
+        version: &Version,
+    ) -> Result<Published, RegistryError> {
+        let reference = self.reference(name, version);
+        with_backoff(
+            &format!("looking up {}", self.image_ref(name, version)),
+            || self.try_lookup(&reference),
+            RegistryError::is_transient,
+        )
+        .await
+    }
+
+    async fn try_lookup(&self, reference: &Reference) -> Result<Published, RegistryError> {
+        self.authenticate(reference).await?;
+        let pulled = self
+            .client
+            .pull_manifest_raw(reference, &self.auth, ACCEPTED_MANIFESTS)
+            .await;
+        let (manifest, digest) = match pulled {
+            Ok(found) => found,
+            Err(err) if is_not_found(&err) => return Ok(Published::Absent),
+            Err(err) => return Err(self.classify(err, reference.repository())),
+        };
+        let config = serde_json::from_slice::<serde_json::Value>(&manifest)
+            .ok()
+            .and_then(|m| serde_json::from_value::<OciDescriptor>(m["config"].clone()).ok());
+        // An index, or anything without a config, was not pushed by Slipway.
+        let Some(config) = config else {
+            return Ok(Published::Present {
+                digest,
+                inputs: None,
+            });
+        };
+        let mut config_bytes = Vec::new();
+        self.client
+            .pull_blob(reference, &config, &mut config_bytes)
+            .await
+            .map_err(|e| self.classify(e, reference.repository()))?;
+        Ok(Published::Present {
+            digest,
+            inputs: inputs_label(&config_bytes),
+        })
+    }
+
+    async fn authenticate(&self, reference: &Reference) -> Result<(), RegistryError> {
+        for op in [RegistryOperation::Pull, RegistryOperation::Push] {
+            self.client
+                .auth(reference, &self.auth, op)
+                .await
+                .map_err(|e| self.classify(e, reference.repository()))?;
+        }
+        Ok(())
+    }
+
+    /// Pushes the blobs the registry lacks, then the manifest; returns the
+    /// manifest digest the registry reports.
+    pub async fn push(
+        &self,
+        name: &ImageName,
+        version: &Version,
+        image: &ExportedImage,
+        stats: &mut PushStats,
+    ) -> Result<String, RegistryError> {
+        let reference = self.reference(name, version);
+        let what = format!("pushing {}", self.image_ref(name, version));
+        with_backoff(
+            &what,
+            || self.authenticate(&reference),
+            RegistryError::is_transient,
+        )
+        .await?;
+        for layer in &image.layers {
+            let pushed = with_backoff(
+                &what,
+                || self.push_layer(&reference, &layer.path, &layer.digest, layer.size),
+                RegistryError::is_transient,
+            )
+            .await?;
+            stats.record(pushed, layer.size);
+        }
+        let config = image.config.clone();
+        let config_digest = image.config_digest();
+        let pushed = with_backoff(
+            &what,
+            || self.push_small_blob(&reference, config.clone(), &config_digest),
+            RegistryError::is_transient,
+        )
+        .await?;
+        stats.record(pushed, config.len() as u64);
+        let manifest = image.manifest();
+        with_backoff(
+            &what,
+            || self.push_manifest(&reference, manifest.clone()),
+            RegistryError::is_transient,
+        )
+        .await
+    }
+
+    async fn push_layer(
+        &self,
+        reference: &Reference,
+        path: &Path,
+        digest: &str,
+        size: u64,
+    ) -> Result<bool, RegistryError> {
+        if self.blob_exists(reference, digest).await? {
+            return Ok(false);
+        }
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| self.failed(format!("reading layer {digest}: {e}")))?;
+        let stream =
+            ReaderStream::with_capacity(file, 256 << 10).map_err(OciDistributionError::IoError);
+        self.client
+            .push_blob_stream(reference, stream, digest, Some(size))
+            .await
+            .map_err(|e| self.classify(e, reference.repository()))?;
+        Ok(true)
+    }
+
+    async fn push_small_blob(
+        &self,
+        reference: &Reference,
+        bytes: Vec<u8>,
+        digest: &str,
+    ) -> Result<bool, RegistryError> {
+        if self.blob_exists(reference, digest).await? {
+            return Ok(false);
+        }
+        self.client
+            .push_blob(reference, bytes, digest)
+            .await
+            .map_err(|e| self.classify(e, reference.repository()))?;
+        Ok(true)
+    }
+
+    async fn blob_exists(
+        &self,
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<bool, RegistryError> {
+        self.client
+            .blob_exists(reference, digest)
+            .await
+            .map_err(|e| self.classify(e, reference.repository()))
+    }
+
+    async fn push_manifest(
+        &self,
+        reference: &Reference,
+        manifest: Vec<u8>,
+    ) -> Result<String, RegistryError> {
+        let expected = export::sha256_digest(&manifest);
+        let content_type = reqwest::header::HeaderValue::from_static(MANIFEST_MEDIA_TYPE);
+        self.client
+            .push_manifest_raw(reference, manifest, content_type)
+            .await
+            .map_err(|e| self.classify(e, reference.repository()))?;
+        let reported = self
+            .client
+            .fetch_manifest_digest(reference, &self.auth)
+            .await
+            .map_err(|e| self.classify(e, reference.repository()))?;
+        if reported != expected {
+            return Err(RegistryError::DigestMismatch {
+                registry: self.host.clone(),
+                expected,
+                reported,
+            });
+        }
+        Ok(reported)
+    }
+
+    fn failed(&self, reason: String) -> RegistryError {
+        RegistryError::Failed {
+            registry: self.host.clone(),
+            reason,
+        }
+    }
+
+    /// Maps the client's errors to ones that say what to do.
+    fn classify(&self, err: OciDistributionError, repository: &str) -> RegistryError {
+        let registry = self.host.clone();
+        let status = match &err {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => 401,
+            OciDistributionError::ServerError { code, .. } => *code,
+            OciDistributionError::RegistryError { envelope, .. } => {
+                envelope_status(&envelope.errors)
+            }
+            OciDistributionError::RequestError(e) => return self.request_error(e),
+            _ => 0,
+        };
+        match status {
+            401 => RegistryError::Unauthorized {
+                registry,
+                user: self.user.clone(),
+            },
+            403 => RegistryError::Forbidden {
+                registry,
+                repository: repository.to_string(),
+            },
+            s if s >= 500 || s == 429 => RegistryError::Unreachable {
+                registry,
+                reason: format!("answered {s}"),
+            },
+            _ => RegistryError::Failed {
+                registry,
+                reason: short(&err.to_string()),
+            },
+        }
+    }
+
+    fn request_error(&self, err: &reqwest::Error) -> RegistryError {
+        let registry = self.host.clone();
+        let chain = error_chain(err);
+        let tls = ["certificate", "UnknownIssuer", "x509", "InvalidCertificate"];
+        if tls.iter().any(|needle| chain.contains(needle)) {
+            return RegistryError::Untrusted {
+                registry,
+                reason: short(&chain),
+            };
+        }
+        let reason = if err.is_timeout() {
+            "timed out".to_string()
+        } else if err.is_connect() {
+            format!("could not connect ({})", short(&chain))
+        } else {
+            short(&chain)
+        };
+        RegistryError::Unreachable { registry, reason }
+    }
+}
+
+impl PushStats {
+    fn record(&mut self, pushed: bool, size: u64) {
+        if pushed {
+            self.blobs_pushed += 1;
+            self.bytes_pushed += size;
+        } else {
+            self.blobs_present += 1;
+        }
+    }
+}
+
+fn envelope_status(errors: &[oci_client::errors::OciError]) -> u16 {
+    let codes: Vec<&OciErrorCode> = errors.iter().map(|e| &e.code).collect();
+    if codes
+        .iter()
+        .any(|c| matches!(c, OciErrorCode::Unauthorized))
+    {
+        401
+    } else if codes.iter().any(|c| matches!(c, OciErrorCode::Denied)) {
+        403
+    } else if codes
+        .iter()
+        .any(|c| matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown))
+    {
+        404
+    } else {
+        400
+    }
+}
+
+fn is_not_found(err: &OciDistributionError) -> bool {
+    match err {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope_status(&envelope.errors) == 404
+        }
+        _ => false,
+    }
+}
+
+fn inputs_label(config: &[u8]) -> Option<String> {
+    let config: serde_json::Value = serde_json::from_slice(config).ok()?;
+    config["config"]["Labels"][INPUTS_LABEL]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn read_ca(path: &Path) -> Result<oci_client::client::Certificate, RegistryError> {
+    let bad = |reason: String| RegistryError::BadCa {
+        path: path.display().to_string(),
+        reason,
+    };
+    let data = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    Ok(oci_client::client::Certificate {
+        encoding: oci_client::client::CertificateEncoding::Pem,
+        data,
+    })
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(inner) = source {
+        parts.push(format!("{inner:?}"));
+        source = inner.source();
+    }
+    parts.join(": ")
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_label_is_read_from_the_config() {
+        let config = br#"{"config":{"Labels":{"io.slipway.inputs":"sha256:abc"}}}"#;
+        assert_eq!(inputs_label(config).as_deref(), Some("sha256:abc"));
+        assert_eq!(inputs_label(br#"{"config":{"Labels":null}}"#), None);
+        assert_eq!(inputs_label(b"not json"), None);
+    }
+}

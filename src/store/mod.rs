@@ -1,0 +1,54 @@
+//! Build records and logs, behind a small interface so that a shared
+//! Postgres store can replace SQLite without touching the pipeline.
+
+mod record;
+mod sqlite;
+
+pub use record::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("build store at {path}: {source}; check that the data dir is writable")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("build store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("build store holds an unreadable record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("build store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What admitting a delivery led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Created(String),
+    /// Same delivery id, or the same repository and commit, already has this build.
+    Duplicate(String),
+    /// `max_queued` builds are already waiting.
+    QueueFull,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub repository: Option<String>,
+    pub status: Option<BuildStatus>,
+    pub limit: usize,
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records a new build unless it duplicates one, atomically: a build
+    /// answered 202 is stored before the answer goes out.
+    async fn admit(&self, record: &BuildRecord, max_queued: u64) -> Result<Admission, StoreError>;
+    async fn save(&self, record: &BuildRecord) -> Result<(), StoreError>;
+    async fn get(&self, id: &str) -> Result<Option<BuildRecord>, StoreError>;
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<BuildRecord>, StoreError>;
+    /// Builds left queued or running, oldest first.
+    async fn unfinished(&self) -> Result<Vec<BuildRecord>, StoreError>;
+    async fn append_log(&self, id: &str, lines: &[String]) -> Result<(), StoreError>;
+    async fn read_log(&self, id: &str) -> Result<String, StoreError>;
+}

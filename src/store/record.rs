@@ -1,0 +1,108 @@
+//! Build records, as the results API shows them.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl BuildStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Queued => "queued",
+            BuildStatus::Running => "running",
+            BuildStatus::Succeeded => "succeeded",
+            BuildStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, BuildStatus::Succeeded | BuildStatus::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceStatus {
+    Pending,
+    Building,
+    Pushing,
+    Succeeded,
+    Skipped,
+    Failed,
+}
+
+impl ServiceStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            ServiceStatus::Succeeded | ServiceStatus::Skipped | ServiceStatus::Failed
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub name: String,
+    pub version: String,
+    /// `REGISTRY[/NAMESPACE]/NAME:VERSION`, or null when the name or version is invalid.
+    pub image: Option<String>,
+    pub status: ServiceStatus,
+    pub digest: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    pub id: String,
+    pub status: BuildStatus,
+    pub repository: String,
+    pub pull_request: u64,
+    pub commit: String,
+    pub base_ref: String,
+    pub delivery: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    pub services: Vec<ServiceRecord>,
+    /// The repository's web URL (image label `org.opencontainers.image.source`).
+    pub source_url: String,
+    /// The build this one retries, if any.
+    #[serde(default)]
+    pub retry_of: Option<String>,
+}
+
+impl BuildRecord {
+    /// `succeeded` when every service succeeded or was skipped.
+    pub fn outcome(&self) -> BuildStatus {
+        let all_good = self.error.is_none()
+            && self
+                .services
+                .iter()
+                .all(|s| matches!(s.status, ServiceStatus::Succeeded | ServiceStatus::Skipped));
+        if all_good {
+            BuildStatus::Succeeded
+        } else {
+            BuildStatus::Failed
+        }
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,291 @@
+//! The SQLite store: one file in the data dir. Each record is kept whole as
+//! JSON beside the columns that queries and uniqueness need.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Admission, BuildRecord, BuildStatus, ListFilter, Store, StoreError};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS builds (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         TEXT NOT NULL UNIQUE,
+    status     TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    delivery   TEXT,
+    retry_of   TEXT,
+    record     TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS builds_by_delivery ON builds(delivery) WHERE delivery IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS builds_by_commit ON builds(repository, commit_sha) WHERE retry_of IS NULL;
+CREATE INDEX IF NOT EXISTS builds_by_status ON builds(status);
+CREATE TABLE IF NOT EXISTS log_lines (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    build_id TEXT NOT NULL,
+    line     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_lines_by_build ON log_lines(build_id, seq);
+";
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) `slipway.db` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("slipway.db");
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(open_err)?;
+        // WAL keeps readers off the writer's back; NORMAL sync survives a
+        // process kill, which is the failure the service must not lose work to.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+        )
+        .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (each
+        // statement is atomic), so a poisoned lock is still usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn duplicate_of(conn: &Connection, record: &BuildRecord) -> rusqlite::Result<Option<String>> {
+    let by_commit = record.retry_of.is_none();
+    conn.query_row(
+        "SELECT id FROM builds
+         WHERE (?1 IS NOT NULL AND delivery = ?1)
+            OR (?4 AND repository = ?2 AND commit_sha = ?3 AND retry_of IS NULL)
+         ORDER BY seq LIMIT 1",
+        params![record.delivery, record.repository, record.commit, by_commit],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+fn queued_count(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM builds WHERE status = 'queued'",
+        [],
+        |row| row.get(0),
+    )
+}
+
+fn insert(conn: &Connection, record: &BuildRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO builds (id, status, repository, commit_sha, delivery, retry_of, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            record.id,
+            record.status.as_str(),
+            record.repository,
+            record.commit,
+            record.delivery,
+            record.retry_of,
+            serde_json::to_string(record)?
+        ],
+    )?;
+    Ok(())
+}
+
+fn decode_rows(rows: Vec<String>) -> Result<Vec<BuildRecord>, StoreError> {
+    rows.iter()
+        .map(|json| serde_json::from_str(json).map_err(StoreError::from))
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn admit(&self, record: &BuildRecord, max_queued: u64) -> Result<Admission, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if let Some(existing) = duplicate_of(&tx, record)? {
+            return Ok(Admission::Duplicate(existing));
+        }
+        if queued_count(&tx)? >= max_queued {
+            return Ok(Admission::QueueFull);
+        }
+        insert(&tx, record)?;
+        tx.commit()?;
+        Ok(Admission::Created(record.id.clone()))
+    }
+
+    async fn save(&self, record: &BuildRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record)?;
+        self.conn().execute(
+            "UPDATE builds SET status = ?2, record = ?3 WHERE id = ?1",
+            params![record.id, record.status.as_str(), json],
+        )?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<BuildRecord>, StoreError> {
+        let json: Option<String> = self
+            .conn()
+            .query_row("SELECT record FROM builds WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        json.map(|j| serde_json::from_str(&j).map_err(StoreError::from))
+            .transpose()
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<BuildRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT record FROM builds
+             WHERE (?1 IS NULL OR repository = ?1) AND (?2 IS NULL OR status = ?2)
+             ORDER BY seq DESC LIMIT ?3",
+        )?;
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(
+                params![
+                    filter.repository,
+                    filter.status.map(BuildStatus::as_str),
+                    limit
+                ],
+                |row| row.get::<_, String>(0),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        decode_rows(rows)
+    }
+
+    async fn unfinished(&self) -> Result<Vec<BuildRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT record FROM builds WHERE status IN ('queued', 'running') ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        decode_rows(rows)
+    }
+
+    async fn append_log(&self, id: &str, lines: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO log_lines (build_id, line) VALUES (?1, ?2)")?;
+            for line in lines {
+                stmt.execute(params![id, line])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    async fn read_log(&self, id: &str) -> Result<String, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT line FROM log_lines WHERE build_id = ?1 ORDER BY seq")?;
+        let mut log = String::new();
+        for line in stmt.query_map([id], |row| row.get::<_, String>(0))? {
+            log.push_str(&line?);
+            log.push('\n');
+        }
+        Ok(log)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::now_rfc3339;
+
+    fn record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
+        BuildRecord {
+            id: id.into(),
+            status: BuildStatus::Queued,
+            repository: "o/r".into(),
+            pull_request: 1,
+            commit: commit.into(),
+            base_ref: "main".into(),
+            delivery: delivery.map(Into::into),
+            created_at: now_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            services: vec![],
+            source_url: "https://github.com/o/r".into(),
+            retry_of: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicates_by_delivery_and_by_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let first = record("a", Some("d1"), "c1");
+        assert_eq!(
+            store.admit(&first, 10).await.expect("admit"),
+            Admission::Created("a".into())
+        );
+        let same_delivery = record("b", Some("d1"), "c2");
+        assert_eq!(
+            store.admit(&same_delivery, 10).await.expect("admit"),
+            Admission::Duplicate("a".into())
+        );
+        let same_commit = record("c", Some("d2"), "c1");
+        assert_eq!(
+            store.admit(&same_commit, 10).await.expect("admit"),
+            Admission::Duplicate("a".into())
+        );
+        let mut retry = record("r", None, "c1");
+        retry.retry_of = Some("a".into());
+        assert_eq!(
+            store.admit(&retry, 10).await.expect("admit"),
+            Admission::Created("r".into())
+        );
+        assert_eq!(
+            store
+                .admit(&record("x", Some("d3"), "c3"), 2)
+                .await
+                .expect("admit"),
+            Admission::QueueFull
+        );
+    }
+
+    #[tokio::test]
+    async fn records_and_logs_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            let mut rec = record("a", Some("d1"), "c1");
+            store.admit(&rec, 10).await.expect("admit");
+            rec.status = BuildStatus::Running;
+            store.save(&rec).await.expect("save");
+            store
+                .append_log("a", &["one".into(), "two".into()])
+                .await
+                .expect("log");
+        }
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        let rec = store.get("a").await.expect("get").expect("exists");
+        assert_eq!(rec.status, BuildStatus::Running);
+        assert_eq!(store.unfinished().await.expect("unfinished").len(), 1);
+        assert_eq!(store.read_log("a").await.expect("log"), "one\ntwo\n");
+        let filter = ListFilter {
+            status: Some(BuildStatus::Succeeded),
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(store.list(&filter).await.expect("list").is_empty());
+    }
+}

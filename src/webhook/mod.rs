@@ -1,0 +1,193 @@
+//! `POST /webhook`: read the body under a cap, check the signature before
+//! anything else, decide, admit, answer. No call to GitHub or Docker happens
+//! before the answer goes out.
+
+pub mod payload;
+pub mod signature;
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use futures::{Stream, StreamExt};
+use serde_json::json;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::app::AppState;
+use crate::store::{now_rfc3339, Admission, BuildRecord, BuildStatus};
+use crate::trigger::{self, Decision, MergedPullRequest};
+
+/// GitHub caps payloads at 25 MB; anything larger is not from GitHub.
+pub const MAX_BODY_BYTES: usize = 25 << 20;
+
+pub fn route(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("webhook")
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(warp::any().map(move || state.clone()))
+        .then(|method, headers, body, state| handle(method, headers, body, state))
+}
+
+pub fn json_reply(status: StatusCode, body: serde_json::Value) -> Response {
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+pub fn error_reply(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    json_reply(status, json!({ "error": message.to_string() }))
+}
+
+async fn handle<S, B>(method: Method, headers: HeaderMap, body: S, state: Arc<AppState>) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let response = respond(method, &headers, body, &state).await;
+    state.metrics.delivery(response.status());
+    response
+}
+
+async fn respond<S, B>(method: Method, headers: &HeaderMap, body: S, state: &AppState) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    if method != Method::POST {
+        let mut reply = error_reply(StatusCode::METHOD_NOT_ALLOWED, "use POST for /webhook");
+        reply
+            .headers_mut()
+            .insert("allow", warp::http::HeaderValue::from_static("POST"));
+        return reply;
+    }
+    let body = match read_capped(headers, body).await {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let signature = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
+    if let Err(err) = signature::verify(state.webhook_secret.expose().as_bytes(), signature, &body)
+    {
+        tracing::warn!(%err, "webhook rejected");
+        return error_reply(StatusCode::UNAUTHORIZED, err);
+    }
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+    let json = match payload::json_body(content_type, &body) {
+        Ok(json) => json,
+        Err(err @ payload::PayloadError::UnsupportedContentType(_)) => {
+            return error_reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, err)
+        }
+        Err(err) => return error_reply(StatusCode::BAD_REQUEST, err),
+    };
+    let Some(event) = headers.get("x-github-event").and_then(|v| v.to_str().ok()) else {
+        return error_reply(StatusCode::BAD_REQUEST, "X-GitHub-Event header missing");
+    };
+    let delivery = headers
+        .get("x-github-delivery")
+        .and_then(|v| v.to_str().ok())
+        .map(|d| d.chars().take(100).collect::<String>());
+    match trigger::decide(event, json.bytes(), &state.branches) {
+        Err(err) => error_reply(StatusCode::BAD_REQUEST, err),
+        Ok(Decision::Ignore(reason)) => json_reply(StatusCode::OK, json!({ "ignored": reason })),
+        Ok(Decision::Build(pr)) => admit(state, pr, delivery).await,
+    }
+}
+
+/// Reads the body, refusing it as soon as it passes the cap, whether or not
+/// a Content-Length announced it.
+async fn read_capped<S, B>(headers: &HeaderMap, mut body: S) -> Result<Vec<u8>, Response>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let too_large = || {
+        error_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let announced = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::with_capacity(announced.unwrap_or(0).min(1 << 20) as usize);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk
+            .map_err(|e| error_reply(StatusCode::BAD_REQUEST, format!("reading body: {e}")))?;
+        if buf.len() + chunk.remaining() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            buf.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(buf.to_vec())
+}
+
+async fn admit(state: &AppState, pr: MergedPullRequest, delivery: Option<String>) -> Response {
+    let record = new_record(pr, delivery);
+    match state.store.admit(&record, state.max_queued_builds).await {
+        Ok(Admission::Created(id)) => {
+            tracing::info!(build = %id, repository = %record.repository, commit = %record.commit, "build queued");
+            state.queue.push(id.clone());
+            json_reply(
+                StatusCode::ACCEPTED,
+                json!({ "build_id": id, "status": "queued", "url": format!("/builds/{id}") }),
+            )
+        }
+        Ok(Admission::Duplicate(id)) => json_reply(
+            StatusCode::OK,
+            json!({ "build_id": id, "duplicate": true, "url": format!("/builds/{id}") }),
+        ),
+        Ok(Admission::QueueFull) => {
+            tracing::warn!(
+                limit = state.max_queued_builds,
+                "queue full; delivery refused with 503"
+            );
+            let mut reply = error_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} builds are already waiting; redeliver later",
+                    state.max_queued_builds
+                ),
+            );
+            reply
+                .headers_mut()
+                .insert("retry-after", warp::http::HeaderValue::from_static("60"));
+            reply
+        }
+        Err(err) => {
+            tracing::error!(%err, "could not store the delivery");
+            error_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not record the build; redeliver later",
+            )
+        }
+    }
+}
+
+pub fn new_record(pr: MergedPullRequest, delivery: Option<String>) -> BuildRecord {
+    BuildRecord {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        status: BuildStatus::Queued,
+        repository: pr.repository.to_string(),
+        pull_request: pr.number,
+        commit: pr.commit.to_string(),
+        base_ref: pr.base_ref,
+        delivery,
+        created_at: now_rfc3339(),
+        started_at: None,
+        finished_at: None,
+        error: None,
+        services: vec![],
+        source_url: pr.source_url,
+        retry_of: None,
+    }
+}

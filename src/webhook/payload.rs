@@ -1,0 +1,144 @@
+//! The parts of GitHub's `pull_request` payload that Slipway reads. Every field
+//! is optional here so that a missing one becomes a clear 400, not a serde
+//! message about struct layout.
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("unsupported content type `{0}`: configure the webhook with application/json or application/x-www-form-urlencoded")]
+    UnsupportedContentType(String),
+    #[error("form-encoded body has no `payload` field")]
+    MissingFormPayload,
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("pull_request payload is missing `{0}`")]
+    MissingField(&'static str),
+    #[error("pull_request payload has an invalid `{field}`: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PullRequestEvent {
+    pub action: Option<String>,
+    pub pull_request: Option<PullRequest>,
+    pub repository: Option<RepositoryPayload>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PullRequest {
+    pub number: Option<u64>,
+    pub merged: Option<bool>,
+    pub merge_commit_sha: Option<String>,
+    pub base: Option<Base>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Base {
+    #[serde(rename = "ref")]
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RepositoryPayload {
+    pub full_name: Option<String>,
+    pub html_url: Option<String>,
+}
+
+/// Extracts the JSON document from a body as GitHub sends it, given the
+/// request's `Content-Type`.
+pub fn json_body<'a>(
+    content_type: Option<&str>,
+    body: &'a [u8],
+) -> Result<JsonBody<'a>, PayloadError> {
+    let media_type = content_type
+        .and_then(|ct| ct.split(';').next())
+        .map(|ct| ct.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match media_type.as_str() {
+        "application/json" => Ok(JsonBody::Raw(body)),
+        "application/x-www-form-urlencoded" => form_payload(body).map(JsonBody::Owned),
+        _ => Err(PayloadError::UnsupportedContentType(
+            content_type.unwrap_or("none").chars().take(100).collect(),
+        )),
+    }
+}
+
+pub enum JsonBody<'a> {
+    Raw(&'a [u8]),
+    Owned(String),
+}
+
+impl JsonBody<'_> {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            JsonBody::Raw(bytes) => bytes,
+            JsonBody::Owned(text) => text.as_bytes(),
+        }
+    }
+}
+
+fn form_payload(body: &[u8]) -> Result<String, PayloadError> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|(key, value)| (key == "payload").then_some(value))
+        .ok_or(PayloadError::MissingFormPayload)
+}
+
+/// Parses the whole document: unlike skipping unknown fields, this checks
+/// every string is UTF-8 and caps nesting depth (serde_json's limit of 128).
+fn parse_value(json: &[u8]) -> Result<serde_json::Value, PayloadError> {
+    serde_json::from_slice(json).map_err(|e| PayloadError::InvalidJson(e.to_string()))
+}
+
+/// Checks that the document is JSON at all, for events whose content Slipway ignores.
+pub fn check_json(json: &[u8]) -> Result<(), PayloadError> {
+    parse_value(json).map(|_| ())
+}
+
+pub fn parse_pull_request_event(json: &[u8]) -> Result<PullRequestEvent, PayloadError> {
+    serde_json::from_value(parse_value(json)?).map_err(|e| PayloadError::InvalidJson(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_bodies_carry_json_in_payload() {
+        let body = b"payload=%7B%22zen%22%3A%22hi%22%7D&other=1";
+        let json = json_body(Some("application/x-www-form-urlencoded"), body).expect("form");
+        assert_eq!(json.bytes(), br#"{"zen":"hi"}"#);
+        assert!(matches!(
+            json_body(Some("application/x-www-form-urlencoded"), b"x=1"),
+            Err(PayloadError::MissingFormPayload)
+        ));
+    }
+
+    #[test]
+    fn content_types_are_matched_without_parameters() {
+        assert!(json_body(Some("application/json; charset=utf-8"), b"{}").is_ok());
+        assert!(json_body(Some("Application/JSON"), b"{}").is_ok());
+        assert!(matches!(
+            json_body(Some("text/plain"), b"{}"),
+            Err(PayloadError::UnsupportedContentType(_))
+        ));
+        assert!(matches!(
+            json_body(None, b"{}"),
+            Err(PayloadError::UnsupportedContentType(_))
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert!(check_json(deep.as_bytes()).is_err());
+        assert!(parse_pull_request_event(format!("{{\"action\":{deep}}}").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error() {
+        assert!(check_json(b"{\"a\":\"\xff\"}").is_err());
+    }
+}

@@ -1,0 +1,395 @@
+//! The whole path, for real: a signed merged-PR delivery, the stand-in
+//! GitHub, the machine's Docker Engine, and a TLS registry with basic auth.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+const REPO: &str = "acme/shop";
+
+fn api_dockerfile() -> &'static str {
+    "FROM slipway-test-base:1 AS build\n\
+     ARG GREETING=unset\n\
+     RUN echo \"$GREETING\" > /greeting\n\
+     FROM slipway-test-base:1 AS runtime\n\
+     COPY --from=build /greeting /greeting\n\
+     COPY . /app/\n\
+     CMD [\"cat\", \"/greeting\"]\n\
+     FROM runtime AS broken\n\
+     RUN false\n"
+}
+
+async fn setup() -> (FakeGitHub, TestRegistry, Slipway) {
+    let github = FakeGitHub::start().await;
+    let registry = TestRegistry::start();
+    let slipway = Slipway::start(SlipwayOptions::new(&github, &registry)).await;
+    (github, registry, slipway)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_pr_publishes_two_services_that_pull_and_run() {
+    let (github, registry, slipway) = setup().await;
+    github.require_token("gh-token-xyz");
+    let slipway = {
+        drop(slipway);
+        Slipway::start(
+            SlipwayOptions::new(&github, &registry).env("SLIPWAY_GITHUB_TOKEN", "gh-token-xyz"),
+        )
+        .await
+    };
+    let sha = sha();
+    let manifest = json!({"services": [
+        {"name": "api", "version": "1.4.0", "context": "services/api", "dockerfile": "docker/Dockerfile",
+         "build_args": {"GREETING": "hello-from-args"}, "target": "runtime"},
+        {"name": "web", "version": "0.2.0", "context": "web"}
+    ]});
+    github.add_commit_files(
+        REPO,
+        &sha,
+        &[
+            ("dockerInfo.json", &manifest.to_string()),
+            ("services/api/docker/Dockerfile", api_dockerfile()),
+            ("services/api/app.txt", "api app"),
+            ("services/api/secret.env", "TOKEN=do-not-ship"),
+            ("services/api/docs/guide.md", "guide"),
+            ("services/api/docs/KEEP.md", "kept"),
+            ("services/api/.dockerignore", "# comments are fine\n*.env\ndocs\n!docs/KEEP.md\n"),
+            ("web/Dockerfile", "FROM slipway-test-base:1\nCOPY index.html /www/index.html\nCMD [\"cat\", \"/www/index.html\"]\n"),
+            ("web/index.html", "<h1>shop</h1>"),
+        ],
+    );
+    let id = slipway.merge(REPO, &sha).await;
+    let record = slipway.wait_for(&id).await;
+    let log = slipway.build_log(&id).await;
+    println!("build log:\n{log}");
+    assert_eq!(record["status"], "succeeded", "{record}\n{}", slipway.log());
+    assert_eq!(record["commit"], sha);
+    assert_eq!(record["repository"], REPO);
+
+    let api = service(&record, "api");
+    let api_image = format!("{}/api:1.4.0", registry.host);
+    assert_eq!(api["image"], api_image.as_str());
+    assert_eq!(api["status"], "succeeded");
+    assert!(api["digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    let web_image = format!("{}/web:0.2.0", registry.host);
+    assert_eq!(service(&record, "web")["status"], "succeeded");
+    assert_eq!(registry.tags("api"), vec!["1.4.0"]);
+
+    pull_fresh(&api_image);
+    pull_fresh(&web_image);
+    assert_eq!(
+        docker(&["run", "--rm", &api_image]).trim(),
+        "hello-from-args"
+    );
+    assert_eq!(docker(&["run", "--rm", &web_image]).trim(), "<h1>shop</h1>");
+    let files = docker(&["run", "--rm", &api_image, "find", "/app"]);
+    assert!(files.contains("/app/app.txt"), "{files}");
+    assert!(
+        files.contains("/app/docs/KEEP.md"),
+        "exception re-includes: {files}"
+    );
+    assert!(
+        !files.contains("secret.env"),
+        ".dockerignore honoured: {files}"
+    );
+    assert!(
+        !files.contains("guide.md"),
+        ".dockerignore honoured: {files}"
+    );
+
+    let labels = docker(&["inspect", "--format", "{{json .Config.Labels}}", &api_image]);
+    let labels: serde_json::Value = serde_json::from_str(&labels).expect("labels");
+    assert_eq!(labels["org.opencontainers.image.revision"], sha.as_str());
+    assert_eq!(
+        labels["org.opencontainers.image.source"],
+        format!("https://github.com/{REPO}")
+    );
+    assert_eq!(labels["org.opencontainers.image.version"], "1.4.0");
+    assert_eq!(labels["org.opencontainers.image.title"], "api");
+    assert!(labels["org.opencontainers.image.created"].is_string());
+    assert!(labels["io.slipway.inputs"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    let digest = docker(&[
+        "inspect",
+        "--format",
+        "{{index .RepoDigests 0}}",
+        &api_image,
+    ]);
+    assert!(
+        digest
+            .trim()
+            .ends_with(api["digest"].as_str().unwrap_or("?")),
+        "{digest} vs {api}"
+    );
+
+    let requests = github.requests();
+    let contents = requests
+        .iter()
+        .find(|r| r.path_and_query.contains("/contents/dockerInfo.json"))
+        .expect("manifest read");
+    assert!(contents.path_and_query.contains(&format!("ref={sha}")));
+    assert_eq!(
+        contents.authorization.as_deref(),
+        Some("Bearer gh-token-xyz")
+    );
+    assert!(contents
+        .accept
+        .as_deref()
+        .unwrap_or("")
+        .contains("application/vnd.github.raw"));
+    let tarballs: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path_and_query.contains("tarball") || r.listener == "codeload")
+        .collect();
+    assert_eq!(
+        tarballs.len(),
+        2,
+        "one download per build, shared by its services: {tarballs:?}"
+    );
+    let codeload = requests
+        .iter()
+        .find(|r| r.listener == "codeload")
+        .expect("redirect followed");
+    assert_eq!(
+        codeload.authorization, None,
+        "token must not follow the redirect"
+    );
+    assert!(!slipway.log().contains("gh-token-xyz"));
+    assert!(!slipway.log().contains(&registry.password));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_single_manifest_shapes_build() {
+    let (github, registry, slipway) = setup().await;
+    let list_sha = sha();
+    github.add_commit_files(
+        REPO,
+        &list_sha,
+        &[
+            (
+                "dockerInfo.json",
+                r#"[{"service_name":"front","version":"2.0.0","type":"Docker"},{"service_name":"chart","version":"1.0.0","type":"Helm"}]"#,
+            ),
+            ("front/Dockerfile", "FROM slipway-test-base:1\nCOPY hello.txt /hello.txt\n"),
+            ("front/hello.txt", "hi"),
+        ],
+    );
+    let single_sha = sha();
+    github.add_commit_files(
+        "acme/solo",
+        &single_sha,
+        &[
+            (
+                "dockerInfo.json",
+                r#"{"service_name":"solo","version":"0.0.1"}"#,
+            ),
+            (
+                "Dockerfile",
+                "FROM slipway-test-base:1\nCOPY x.txt /x.txt\n",
+            ),
+            ("x.txt", "x"),
+        ],
+    );
+    let list_id = slipway.merge(REPO, &list_sha).await;
+    let single_id = slipway.merge("acme/solo", &single_sha).await;
+    let list = slipway.wait_for(&list_id).await;
+    let single = slipway.wait_for(&single_id).await;
+
+    assert_eq!(service(&list, "front")["status"], "succeeded", "{list}");
+    let chart = service(&list, "chart");
+    assert_eq!(chart["status"], "failed");
+    assert!(
+        chart["error"].as_str().unwrap_or("").contains("Docker"),
+        "{chart}"
+    );
+    assert_eq!(
+        list["status"], "failed",
+        "one failed service fails the build"
+    );
+    assert_eq!(single["status"], "succeeded", "{single}");
+    assert_eq!(registry.tags("front"), vec!["2.0.0"]);
+    assert_eq!(registry.tags("solo"), vec!["0.0.1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_dockerfile_fails_its_service_only() {
+    let (github, registry, slipway) = setup().await;
+    let sha = sha();
+    github.add_commit_files(
+        REPO,
+        &sha,
+        &[
+            (
+                "dockerInfo.json",
+                r#"{"services":[{"name":"bad","version":"1","context":"bad"},{"name":"good","version":"1","context":"good"},{"name":"nodockerfile","version":"1","context":"good/sub"}]}"#,
+            ),
+            ("bad/Dockerfile", "FROM slipway-test-base:1\nRUN echo about to fail && exit 3\n"),
+            ("good/Dockerfile", "FROM slipway-test-base:1\nRUN echo fine\n"),
+            ("good/sub/readme.txt", "no dockerfile here"),
+        ],
+    );
+    let id = slipway.merge(REPO, &sha).await;
+    let record = slipway.wait_for(&id).await;
+    assert_eq!(record["status"], "failed");
+    let bad = service(&record, "bad");
+    assert_eq!(bad["status"], "failed");
+    let error = bad["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("returned a non-zero code: 3"),
+        "engine's message: {error}"
+    );
+    assert_eq!(service(&record, "good")["status"], "succeeded");
+    let missing = service(&record, "nodockerfile");
+    assert!(
+        missing["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Dockerfile `good/sub/Dockerfile` does not exist"),
+        "{missing}"
+    );
+    assert!(registry.tags("bad").is_empty());
+    let log = slipway.build_log(&id).await;
+    assert!(
+        log.contains("[bad] about to fail"),
+        "engine output streamed to the log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_versions_are_immutable() {
+    let (github, registry, slipway) = setup().await;
+    let files = [
+        (
+            "dockerInfo.json",
+            r#"{"service_name":"stable","version":"1.0.0"}"#,
+        ),
+        ("Dockerfile", "FROM slipway-test-base:1\nCOPY . /src/\n"),
+        ("v.txt", "one"),
+        (".dockerignore", "README.md\n"),
+    ];
+    let first = sha();
+    github.add_commit_files(REPO, &first, &files);
+    let record = slipway.wait_for(&slipway.merge(REPO, &first).await).await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    let digest = service(&record, "stable")["digest"].clone();
+
+    // A later merge that changes only what .dockerignore leaves out: skipped.
+    let unchanged = sha();
+    let mut docs_only = files.to_vec();
+    docs_only.push(("README.md", "docs only"));
+    github.add_commit_files(REPO, &unchanged, &docs_only);
+    let record = slipway
+        .wait_for(&slipway.merge(REPO, &unchanged).await)
+        .await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    let stable = service(&record, "stable");
+    assert_eq!(stable["status"], "skipped");
+    assert_eq!(stable["digest"], digest);
+
+    // Changed sources at the same version: refused, registry untouched.
+    let changed = sha();
+    github.add_commit_files(
+        REPO,
+        &changed,
+        &[files[0], files[1], ("v.txt", "two"), files[3]],
+    );
+    let record = slipway.wait_for(&slipway.merge(REPO, &changed).await).await;
+    assert_eq!(record["status"], "failed");
+    let stable = service(&record, "stable");
+    assert_eq!(stable["status"], "failed");
+    assert!(
+        stable["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("bump `version`"),
+        "{stable}"
+    );
+    let image = format!("{}/stable:1.0.0", registry.host);
+    pull_fresh(&image);
+    assert_eq!(
+        docker(&["run", "--rm", &image, "cat", "/src/v.txt"]).trim(),
+        "one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_manifest_fails_the_build_naming_path_and_commit() {
+    let (github, _registry, slipway) = setup().await;
+    let sha = sha();
+    github.add_commit_files(REPO, &sha, &[("Dockerfile", "FROM slipway-test-base:1\n")]);
+    let record = slipway.wait_for(&slipway.merge(REPO, &sha).await).await;
+    assert_eq!(record["status"], "failed");
+    let error = record["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("dockerInfo.json") && error.contains(&sha),
+        "{error}"
+    );
+    assert_eq!(record["services"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_registry_password_is_a_clear_error_without_the_password() {
+    let github = FakeGitHub::start().await;
+    let registry = TestRegistry::start();
+    let mut options = SlipwayOptions::new(&github, &registry);
+    options.registry_password = Some("not-the-password-42".into());
+    let slipway = Slipway::start(options).await;
+    let sha = sha();
+    github.add_commit_files(
+        REPO,
+        &sha,
+        &[
+            (
+                "dockerInfo.json",
+                r#"{"service_name":"locked","version":"1"}"#,
+            ),
+            ("Dockerfile", "FROM slipway-test-base:1\n"),
+        ],
+    );
+    let record = slipway.wait_for(&slipway.merge(REPO, &sha).await).await;
+    let locked = service(&record, "locked");
+    assert_eq!(locked["status"], "failed");
+    let error = locked["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("401") && error.contains("--registry-password"),
+        "{error}"
+    );
+    let everything = format!(
+        "{record}{}{}",
+        slipway
+            .build_log(&record["id"].as_str().unwrap_or(""))
+            .await,
+        slipway.log()
+    );
+    assert!(!everything.contains("not-the-password-42"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_down_fails_with_unreachable() {
+    let (github, mut registry, slipway) = setup().await;
+    registry.stop();
+    let sha = sha();
+    github.add_commit_files(
+        REPO,
+        &sha,
+        &[
+            (
+                "dockerInfo.json",
+                r#"{"service_name":"offline","version":"1"}"#,
+            ),
+            ("Dockerfile", "FROM slipway-test-base:1\n"),
+        ],
+    );
+    let record = slipway.wait_for(&slipway.merge(REPO, &sha).await).await;
+    let offline = service(&record, "offline");
+    assert_eq!(offline["status"], "failed");
+    let error = offline["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("unreachable") && error.contains(&registry.host),
+        "{error}"
+    );
+}

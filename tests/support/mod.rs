@@ -1,0 +1,297 @@
+//! Shared integration-test harness: the real Slipway binary, the stand-in
+//! GitHub, a real TLS registry, and helpers to sign deliveries and wait for builds.
+#![allow(dead_code)]
+
+pub mod github;
+pub mod registry;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub use github::{FakeEntry, FakeGitHub, Fault};
+pub use registry::TestRegistry;
+
+pub const SECRET: &str = "test-webhook-secret-3f9a";
+pub const BASE_IMAGE: &str = "slipway-test-base:1";
+
+/// A running `slipway serve` process, killed on drop.
+pub struct Slipway {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    args: Vec<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct SlipwayOptions {
+    pub github_api: String,
+    pub registry: String,
+    pub registry_ca: Option<PathBuf>,
+    pub registry_user: Option<String>,
+    pub registry_password: Option<String>,
+    pub extra: Vec<(String, String)>,
+}
+
+impl SlipwayOptions {
+    pub fn new(github: &FakeGitHub, registry: &TestRegistry) -> Self {
+        Self {
+            github_api: github.api_url(),
+            registry: registry.host.clone(),
+            registry_ca: Some(registry.ca_pem.clone()),
+            registry_user: Some(registry.user.clone()),
+            registry_password: Some(registry.password.clone()),
+            extra: vec![],
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.extra.push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Slipway {
+    pub async fn start(options: SlipwayOptions) -> Slipway {
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-test-")
+            .tempdir()
+            .expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let mut args = vec![
+            ("SLIPWAY_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
+            ("SLIPWAY_GITHUB_API".to_string(), options.github_api),
+            ("SLIPWAY_REGISTRY".to_string(), options.registry),
+            (
+                "SLIPWAY_DATA_DIR".to_string(),
+                data_dir.display().to_string(),
+            ),
+            ("SLIPWAY_BUILD_TIMEOUT".to_string(), "5m".to_string()),
+        ];
+        let optional = [
+            (
+                "SLIPWAY_REGISTRY_CA",
+                options.registry_ca.map(|p| p.display().to_string()),
+            ),
+            ("SLIPWAY_REGISTRY_USER", options.registry_user),
+            ("SLIPWAY_REGISTRY_PASSWORD", options.registry_password),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                args.push((key.to_string(), value));
+            }
+        }
+        args.extend(options.extra);
+        let mut slipway = Slipway {
+            url: String::new(),
+            log_path: dir.path().join("slipway.log"),
+            data_dir,
+            child: None,
+            args,
+            _dir: dir,
+        };
+        slipway.launch().await;
+        slipway
+    }
+
+    async fn launch(&mut self) {
+        let port = free_port();
+        self.url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slipway"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info,slipway=debug")
+            .env("SLIPWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(self.args.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if let Ok(host) = std::env::var("DOCKER_HOST") {
+            cmd.env("DOCKER_HOST", host);
+        }
+        self.child = Some(cmd.spawn().expect("spawn slipway"));
+        self.wait_healthy().await;
+    }
+
+    async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(resp) = reqwest::get(format!("{}/healthz", self.url)).await {
+                if resp.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("slipway exited with {status}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("slipway did not become healthy:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Kills the process (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again with the same options and data dir.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+
+    /// Sends a signed delivery; returns status and JSON body.
+    pub async fn deliver(&self, event: &str, delivery: &str, body: &[u8]) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/webhook", self.url))
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", sign(body))
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("webhook answered");
+        let status = resp.status().as_u16();
+        let json = resp.json().await.unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    /// Delivers a merged PR of `repository` at `sha`; returns the build id.
+    pub async fn merge(&self, repository: &str, sha: &str) -> String {
+        let body = merged_pr_payload(repository, sha, 7, "main");
+        let (status, json) = self
+            .deliver("pull_request", &uuid(), body.to_string().as_bytes())
+            .await;
+        assert_eq!(status, 202, "merged PR should be accepted: {json}");
+        json["build_id"].as_str().expect("build id").to_string()
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let resp = reqwest::get(format!("{}{path}", self.url))
+            .await
+            .expect("answered");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn build_log(&self, id: &str) -> String {
+        reqwest::get(format!("{}/builds/{id}/log", self.url))
+            .await
+            .expect("answered")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Waits until the build ends; returns its record.
+    pub async fn wait_for(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let (status, record) = self.get_json(&format!("/builds/{id}")).await;
+            assert_eq!(status, 200, "build {id} exists");
+            if matches!(record["status"].as_str(), Some("succeeded" | "failed")) {
+                return record;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "build {id} did not finish: {record}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Slipway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn sign(body: &[u8]) -> String {
+    slipway::webhook::signature::sign(SECRET.as_bytes(), body)
+}
+
+pub fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A 40-hex commit sha unique to this test run.
+pub fn sha() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!("{a}{}", &b[..8])
+}
+
+/// The real merged-PR fixture, pointed at `repository` and `sha`.
+pub fn merged_pr_payload(repository: &str, sha: &str, number: u64, base: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/pull_request.closed.merged.ailisp-reallyfastci.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut value: Value =
+        serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json");
+    value["pull_request"]["merge_commit_sha"] = json!(sha);
+    value["pull_request"]["number"] = json!(number);
+    value["pull_request"]["base"]["ref"] = json!(base);
+    value["repository"]["full_name"] = json!(repository);
+    value["repository"]["html_url"] = json!(format!("https://github.com/{repository}"));
+    value
+}
+
+/// Runs a docker CLI command; returns stdout, panicking with stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes the local copy and pulls `image` back from the registry.
+pub fn pull_fresh(image: &str) {
+    let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+    docker(&["pull", image]);
+}
+
+/// The service named `name` in a build record.
+pub fn service<'a>(record: &'a Value, name: &str) -> &'a Value {
+    record["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no service {name} in {record}"))
+}
