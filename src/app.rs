@@ -142,8 +142,7 @@ impl App {
         } = self;
         let routes = crate::webhook::route(state.clone())
             .or(crate::api::routes(state.clone()))
-            .unify()
-            .with(warp::trace::request());
+            .unify();
         tracing::info!(%addr, "listening");
         warp::serve(routes)
             .incoming(listener)

@@ -80,12 +80,9 @@ async fn merged_pr_publishes_two_services_that_pull_and_run() {
 
     pull_fresh(&api_image);
     pull_fresh(&web_image);
-    assert_eq!(
-        docker(&["run", "--rm", &api_image]).trim(),
-        "hello-from-args"
-    );
-    assert_eq!(docker(&["run", "--rm", &web_image]).trim(), "<h1>shop</h1>");
-    let files = docker(&["run", "--rm", &api_image, "find", "/app"]);
+    assert_eq!(docker_run(&api_image, &[]).trim(), "hello-from-args");
+    assert_eq!(docker_run(&web_image, &[]).trim(), "<h1>shop</h1>");
+    let files = docker_run(&api_image, &["find", "/app"]);
     assert!(files.contains("/app/app.txt"), "{files}");
     assert!(
         files.contains("/app/docs/KEEP.md"),
@@ -310,10 +307,7 @@ async fn published_versions_are_immutable() {
     );
     let image = format!("{}/stable:1.0.0", registry.host);
     pull_fresh(&image);
-    assert_eq!(
-        docker(&["run", "--rm", &image, "cat", "/src/v.txt"]).trim(),
-        "one"
-    );
+    assert_eq!(docker_run(&image, &["cat", "/src/v.txt"]).trim(), "one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,9 +354,7 @@ async fn wrong_registry_password_is_a_clear_error_without_the_password() {
     );
     let everything = format!(
         "{record}{}{}",
-        slipway
-            .build_log(&record["id"].as_str().unwrap_or(""))
-            .await,
+        slipway.build_log(record["id"].as_str().unwrap_or("")).await,
         slipway.log()
     );
     assert!(!everything.contains("not-the-password-42"));

@@ -19,10 +19,14 @@
 //!
 //! Go's regexp dialect is translated into the `regex` crate's dialect so that
 //! the two agree (ASCII-only `\d`/`\w`/`\s`/`\b`, `[` literal inside classes, and
-//! so on). The only known divergences are in pathological escapes: `\p{Name}`
-//! accepts every name the `regex` crate knows rather than exactly Go's tables,
-//! and an invalid regexp is rejected at parse time, whereas docker reports it
-//! when the pattern is first used.
+//! so on). The only known divergences are pathological: `\p{Name}` accepts
+//! every name the `regex` crate knows rather than exactly Go's tables,
+//! a regexp that exceeds the `regex` crate's size limit (such as `\pL{1000}`) is
+//! rejected, and an invalid regexp is rejected at parse time, whereas docker
+//! reports it when the pattern is first used.
+//!
+//! Like moby's method, [`DockerIgnore::is_excluded`] does not special-case the
+//! context root: callers should not ask about `.` (a `*` pattern matches it).
 
 use regex::Regex;
 
@@ -1134,6 +1138,21 @@ mod tests {
         // `\d` is ASCII-only in Go.
         check("v\\d*", &["v1", "v2.0"], &["vx", "v٣"]);
         check("\\<a*", &["<ab"], &["ab"]);
+        check("[^\\d]x*", &["ax", "٣x"], &["1x"]);
+        check("a\\b*", &["a", "a-x", "aé"], &["ab"]);
+        check("\\x41*", &["A", "AB"], &["x41"]);
+        check("\\101*", &["A", "AA"], &["101"]);
+        check("\\p{Greek}*", &["α", "αβ"], &["a"]);
+        check("\\p{^Greek}*", &["a"], &["α"]);
+        check("\\pL\\PL*", &["a1"], &["ab"]);
+        check("[[:alpha:]]*", &["ab"], &["1", "é"]);
+        check("[[:^digit:]]*", &["a"], &["1"]);
+        // `\Q` quotes the rest of moby's regexp, its `[^/]*$` included.
+        check("\\Qa*", &["a[^/]*$"], &["a", "ab"]);
+        check("x\\Q\\E*", &["x", "xx"], &[]);
+        // Surrogates cannot occur in paths, so only the rest of the range counts.
+        check("[\\x{D800}-\\x{E000}]*", &["\u{e000}"], &["\u{d7fe}", "x"]);
+        assert_eq!(error_line("[a-[:alpha:]]"), 1);
     }
 
     #[test]

@@ -207,15 +207,17 @@ impl Unpacker<'_> {
         if text.starts_with('/') {
             return Err(refuse(&shown, "absolute path"));
         }
-        let mut parts = text.split('/').filter(|p| !p.is_empty() && *p != ".");
-        let parts_vec: Vec<&str> = parts.by_ref().collect();
-        if parts_vec.iter().any(|p| *p == "..") {
+        let parts: Vec<&str> = text
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        if parts.contains(&"..") {
             return Err(refuse(&shown, "path contains `..`"));
         }
         if text.contains('\\') || text.contains('\0') {
             return Err(refuse(&shown, "path contains a backslash or NUL"));
         }
-        let Some((top, rest)) = parts_vec.split_first() else {
+        let Some((top, rest)) = parts.split_first() else {
             return Err(refuse(&shown, "empty path"));
         };
         match &self.top {
@@ -443,7 +445,7 @@ mod tests {
     }
 
     fn pad(out: &mut Vec<u8>) {
-        while out.len() % 512 != 0 {
+        while !out.len().is_multiple_of(512) {
             out.push(0);
         }
     }

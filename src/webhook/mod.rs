@@ -29,7 +29,7 @@ pub fn route(
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .and(warp::any().map(move || state.clone()))
-        .then(|method, headers, body, state| handle(method, headers, body, state))
+        .then(handle)
 }
 
 pub fn json_reply(status: StatusCode, body: serde_json::Value) -> Response {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+#[allow(unused_imports)]
 pub use github::{FakeEntry, FakeGitHub, Fault};
 pub use registry::TestRegistry;
 
@@ -78,6 +79,8 @@ impl Slipway {
                 data_dir.display().to_string(),
             ),
             ("SLIPWAY_BUILD_TIMEOUT".to_string(), "5m".to_string()),
+            // The test engine may have no bridge network; builds need none.
+            ("SLIPWAY_BUILD_NETWORK".to_string(), "none".to_string()),
         ];
         let optional = [
             (
@@ -280,6 +283,13 @@ pub fn docker(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `docker run --rm` without networking (the test engine may have no bridge).
+pub fn docker_run(image: &str, command: &[&str]) -> String {
+    let mut args = vec!["run", "--rm", "--network", "none", image];
+    args.extend_from_slice(command);
+    docker(&args)
 }
 
 /// Removes the local copy and pulls `image` back from the registry.
