@@ -385,3 +385,72 @@ async fn registry_down_fails_with_unreachable() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_hiccups_are_retried_and_rate_limits_explained() {
+    let (github, _registry, slipway) = setup().await;
+    let commit = sha();
+    github.add_commit_files(
+        REPO,
+        &commit,
+        &[
+            (
+                "dockerInfo.json",
+                r#"{"service_name":"flaky","version":"1"}"#,
+            ),
+            ("Dockerfile", "FROM slipway-test-base:1\n"),
+        ],
+    );
+    github.inject_fault("/contents/", Fault::Status(502), 2);
+    github.inject_fault("legacy.tar.gz", Fault::Status(500), 1);
+    let record = slipway.wait_for(&slipway.merge(REPO, &commit).await).await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+
+    let limited = sha();
+    github.add_commit_files(REPO, &limited, &[("dockerInfo.json", "{}")]);
+    github.inject_fault(&limited, Fault::RateLimited, 1);
+    let record = slipway.wait_for(&slipway.merge(REPO, &limited).await).await;
+    assert_eq!(record["status"], "failed");
+    let error = record["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("rate limit") && error.contains("--github-token"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_out_of_the_context_fail_their_service() {
+    let (github, registry, slipway) = setup().await;
+    let sha = sha();
+    let file = |text: &str| FakeEntry::File {
+        contents: text.as_bytes().to_vec(),
+        executable: false,
+    };
+    github.add_commit(
+        REPO,
+        &sha,
+        vec![
+            (
+                "dockerInfo.json".into(),
+                file(r#"[{"service_name":"leaky","version":"1"},{"service_name":"tidy","version":"1"}]"#),
+            ),
+            ("leaky/Dockerfile".into(), file("FROM slipway-test-base:1\nCOPY passwd /stolen\n")),
+            ("leaky/passwd".into(), FakeEntry::Symlink { target: "/etc/passwd".into() }),
+            ("tidy/Dockerfile".into(), file("FROM slipway-test-base:1\nCOPY link /inside\n")),
+            ("tidy/real.txt".into(), file("inside")),
+            ("tidy/link".into(), FakeEntry::Symlink { target: "real.txt".into() }),
+        ],
+    );
+    let record = slipway.wait_for(&slipway.merge(REPO, &sha).await).await;
+    let leaky = service(&record, "leaky");
+    assert_eq!(leaky["status"], "failed");
+    assert!(
+        leaky["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("points outside the build context"),
+        "{leaky}"
+    );
+    assert_eq!(service(&record, "tidy")["status"], "succeeded", "{record}");
+    assert!(registry.tags("leaky").is_empty());
+}
