@@ -12,6 +12,7 @@ use warp::Filter;
 use crate::config::{Secret, ServeArgs};
 use crate::context::{ContextPolicy, Limits};
 use crate::github::GitHub;
+use crate::log::LogHub;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::queue::Queue;
@@ -47,7 +48,16 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub queue: Queue,
     pub pipeline: Arc<Pipeline>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    pub hub: Arc<LogHub>,
+    pub api_token: Option<Secret>,
+}
+
+impl AppState {
+    /// The public URL of the tunnel in front of the service, when known.
+    pub async fn tunnel_url(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A started service: bound, with its queue running.
@@ -84,6 +94,8 @@ impl App {
                 allow_syntax_directive: args.allow_syntax_directive,
             },
             work_dir,
+            post_statuses: args.github_token.is_some(),
+            public_url: args.public_url.clone(),
         };
         let slots = args.max_concurrent_builds as usize;
         let pipeline = Arc::new(Pipeline::new(
@@ -116,8 +128,10 @@ impl App {
             max_queued_builds: args.max_queued_builds,
             store,
             queue,
+            metrics: pipeline.metrics.clone(),
+            hub: pipeline.hub.clone(),
             pipeline,
-            metrics: Metrics::default(),
+            api_token: args.api_token.clone(),
         });
         Ok(Self {
             addr,
@@ -142,6 +156,8 @@ impl App {
         } = self;
         let routes = crate::webhook::route(state.clone())
             .or(crate::api::routes(state.clone()))
+            .unify()
+            .recover(crate::api::recover)
             .unify();
         tracing::info!(%addr, "listening");
         warp::serve(routes)

@@ -160,6 +160,46 @@ impl GitHub {
         .await
     }
 
+    /// Posts a commit status (`pending`, `success`, `failure`) under the context `slipway`.
+    pub async fn post_status(
+        &self,
+        repo: &Repository,
+        commit: &CommitSha,
+        status: &CommitStatus,
+    ) -> Result<(), GitHubError> {
+        let url = self.url(&[
+            "repos",
+            repo.owner(),
+            repo.name(),
+            "statuses",
+            commit.as_str(),
+        ]);
+        let what = format!("commit status on {commit} of {repo}");
+        let mut body = serde_json::json!({
+            "state": status.state,
+            "context": "slipway",
+            "description": status.description.chars().take(140).collect::<String>(),
+        });
+        if let Some(target) = &status.target_url {
+            body["target_url"] = serde_json::Value::String(target.clone());
+        }
+        with_backoff(
+            &what,
+            || async {
+                let resp = self
+                    .request(Method::POST, url.clone())
+                    .header(header::ACCEPT, "application/vnd.github+json")
+                    .json(&body)
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                classify(resp, &what).await.map(|_| ())
+            },
+            GitHubError::is_transient,
+        )
+        .await
+    }
+
     async fn try_download(
         &self,
         mut url: Url,
@@ -184,6 +224,15 @@ impl GitHub {
         }
         Err(GitHubError::TooManyRedirects(what.to_string()))
     }
+}
+
+/// A commit status to post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitStatus {
+    /// `pending`, `success` or `failure`.
+    pub state: &'static str,
+    pub description: String,
+    pub target_url: Option<String>,
 }
 
 fn same_origin(a: &Url, b: &Url) -> bool {

@@ -1,43 +1,213 @@
-//! Counters for `/metrics`, in Prometheus text format.
+//! Counters, gauges and histograms for `/metrics`, in Prometheus text format.
+//! Hand-rolled: a dozen series do not need a metrics framework.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use warp::http::StatusCode;
+/// Upper bounds, in seconds, for build and push durations.
+const BUCKETS: [f64; 12] = [
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter()) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
+
+#[derive(Default)]
+struct Series {
+    deliveries: BTreeMap<&'static str, u64>,
+    builds: BTreeMap<&'static str, u64>,
+    services: BTreeMap<&'static str, u64>,
+    build_seconds: Histogram,
+    push_seconds: Histogram,
+}
 
 #[derive(Default)]
 pub struct Metrics {
-    deliveries: Mutex<BTreeMap<&'static str, u64>>,
+    series: Mutex<Series>,
+    running_builds: AtomicI64,
+    bytes_pushed: AtomicU64,
+    blobs_pushed: AtomicU64,
+    blobs_present: AtomicU64,
 }
 
 impl Metrics {
-    /// Counts a webhook answer by what it meant.
-    pub fn delivery(&self, status: StatusCode) {
-        let outcome = match status.as_u16() {
-            202 => "accepted",
-            200 => "answered",
-            401 => "rejected_signature",
-            413 => "rejected_too_large",
-            415 => "rejected_content_type",
-            400 => "rejected_payload",
-            405 => "rejected_method",
-            503 => "rejected_queue_full",
-            _ => "error",
-        };
-        let mut map = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry(outcome).or_default() += 1;
+    fn series(&self) -> std::sync::MutexGuard<'_, Series> {
+        self.series.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn render(&self) -> String {
-        let map = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::from(
-            "# HELP slipway_webhook_deliveries_total Webhook deliveries by outcome.\n# TYPE slipway_webhook_deliveries_total counter\n",
+    /// Counts a webhook delivery by outcome: accepted, ignored, duplicate, rejected_*.
+    pub fn delivery(&self, outcome: &'static str) {
+        *self.series().deliveries.entry(outcome).or_default() += 1;
+    }
+
+    pub fn build_started(&self) {
+        self.running_builds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn build_finished(&self, status: &'static str, took: Duration) {
+        self.running_builds.fetch_sub(1, Ordering::Relaxed);
+        let mut series = self.series();
+        *series.builds.entry(status).or_default() += 1;
+        series.build_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn service_finished(&self, status: &'static str) {
+        *self.series().services.entry(status).or_default() += 1;
+    }
+
+    pub fn pushed(&self, took: Duration, bytes: u64, blobs_pushed: u64, blobs_present: u64) {
+        self.series().push_seconds.observe(took.as_secs_f64());
+        self.bytes_pushed.fetch_add(bytes, Ordering::Relaxed);
+        self.blobs_pushed.fetch_add(blobs_pushed, Ordering::Relaxed);
+        self.blobs_present
+            .fetch_add(blobs_present, Ordering::Relaxed);
+    }
+
+    /// The text exposition; `queued` is read from the store by the caller.
+    pub fn render(&self, queued: u64) -> String {
+        let series = self.series();
+        let mut out = String::new();
+        labelled(
+            &mut out,
+            "slipway_webhook_deliveries_total",
+            "Webhook deliveries by outcome.",
+            "outcome",
+            &series.deliveries,
         );
-        for (outcome, count) in map.iter() {
-            out.push_str(&format!(
-                "slipway_webhook_deliveries_total{{outcome=\"{outcome}\"}} {count}\n"
-            ));
-        }
+        labelled(
+            &mut out,
+            "slipway_builds_total",
+            "Finished builds by status.",
+            "status",
+            &series.builds,
+        );
+        labelled(
+            &mut out,
+            "slipway_services_total",
+            "Finished services by status.",
+            "status",
+            &series.services,
+        );
+        series.build_seconds.render(
+            &mut out,
+            "slipway_build_duration_seconds",
+            "Time from a build's start to its end.",
+        );
+        series.push_seconds.render(
+            &mut out,
+            "slipway_push_duration_seconds",
+            "Time to export and push one image.",
+        );
+        single(
+            &mut out,
+            "slipway_queue_depth",
+            "gauge",
+            "Builds waiting to start.",
+            queued,
+        );
+        let running = self.running_builds.load(Ordering::Relaxed).max(0) as u64;
+        single(
+            &mut out,
+            "slipway_builds_running",
+            "gauge",
+            "Builds running now.",
+            running,
+        );
+        let bytes = self.bytes_pushed.load(Ordering::Relaxed);
+        single(
+            &mut out,
+            "slipway_pushed_bytes_total",
+            "counter",
+            "Bytes of blobs uploaded to the registry.",
+            bytes,
+        );
+        let pushed = self.blobs_pushed.load(Ordering::Relaxed);
+        single(
+            &mut out,
+            "slipway_blobs_pushed_total",
+            "counter",
+            "Blobs uploaded to the registry.",
+            pushed,
+        );
+        let present = self.blobs_present.load(Ordering::Relaxed);
+        single(
+            &mut out,
+            "slipway_blobs_present_total",
+            "counter",
+            "Blobs skipped because the registry had them.",
+            present,
+        );
         out
+    }
+}
+
+fn labelled(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &BTreeMap<&'static str, u64>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, count) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+    }
+}
+
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let metrics = Metrics::default();
+        metrics.delivery("accepted");
+        metrics.delivery("accepted");
+        metrics.build_started();
+        metrics.build_finished("succeeded", Duration::from_secs(3));
+        metrics.pushed(Duration::from_millis(700), 1024, 2, 1);
+        let text = metrics.render(4);
+        assert!(text.contains("slipway_webhook_deliveries_total{outcome=\"accepted\"} 2"));
+        assert!(text.contains("slipway_build_duration_seconds_bucket{le=\"5\"} 1"));
+        assert!(text.contains("slipway_build_duration_seconds_bucket{le=\"2.5\"} 0"));
+        assert!(text.contains("slipway_queue_depth 4"));
+        assert!(text.contains("slipway_builds_running 0"));
+        assert!(text.contains("slipway_pushed_bytes_total 1024"));
     }
 }

@@ -13,9 +13,10 @@ use tracing::Instrument;
 
 use crate::context::{self, ContextPolicy, Limits, PreparedContext, SourceTree};
 use crate::engine::{BuildRequest, Engine, EngineError};
-use crate::github::{GitHub, GitHubError};
-use crate::log::BuildLog;
+use crate::github::{CommitStatus, GitHub, GitHubError};
+use crate::log::{BuildLog, LogHub};
 use crate::manifest::{self, ServiceEntry, ServiceSpec};
+use crate::metrics::Metrics;
 use crate::registry::{self, export, Published, PushStats, Registry};
 use crate::store::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Store};
 use crate::types::{CommitSha, Repository};
@@ -29,6 +30,10 @@ pub struct PipelineSettings {
     pub policy: ContextPolicy,
     /// Temporary space for tarballs, contexts and exported layers.
     pub work_dir: PathBuf,
+    /// Post commit statuses (a GitHub token is set).
+    pub post_statuses: bool,
+    /// `--public-url`, for links to build pages.
+    pub public_url: Option<String>,
 }
 
 pub struct Pipeline {
@@ -36,6 +41,8 @@ pub struct Pipeline {
     pub github: GitHub,
     pub registry: Registry,
     pub settings: PipelineSettings,
+    pub hub: Arc<LogHub>,
+    pub metrics: Arc<Metrics>,
     engine: OnceCell<Engine>,
     /// Service images built (and pushed) at once, across all builds.
     service_slots: Semaphore,
@@ -54,6 +61,8 @@ impl Pipeline {
             github,
             registry,
             settings,
+            hub: Arc::new(LogHub::default()),
+            metrics: Arc::new(Metrics::default()),
             engine: OnceCell::new(),
             service_slots: Semaphore::new(max_concurrent_builds),
         }
@@ -80,18 +89,27 @@ impl Pipeline {
     }
 
     async fn run_record(self: &Arc<Self>, mut record: BuildRecord) {
+        let started = Instant::now();
+        self.metrics.build_started();
+        let resumed = record.status == BuildStatus::Running;
         record.status = BuildStatus::Running;
         record.started_at = Some(now_rfc3339());
         record.finished_at = None;
         record.error = None;
         record.services.clear();
-        let (log, writer) = BuildLog::start(self.store.clone(), record.id.clone());
+        let (log, writer) =
+            BuildLog::start(self.store.clone(), self.hub.clone(), record.id.clone());
+        if resumed {
+            log.line("--- Slipway stopped during this build; running it again ---");
+        }
         log.line(&format!(
             "build {} of {} at {} (PR #{})",
             record.id, record.repository, record.commit, record.pull_request
         ));
+        save(&self.store, &record).await;
+        self.post_status(&record, "pending", "building images".into())
+            .await;
         let shared = Arc::new(Mutex::new(record));
-        save(&self.store, &*shared.lock().await).await;
         if let Err(error) = self.execute(&shared, &log).await {
             log.line(&format!("build failed: {error}"));
             shared.lock().await.error = Some(error);
@@ -114,6 +132,42 @@ impl Pipeline {
         save(&self.store, &record).await;
         drop(log);
         let _ = writer.await;
+        self.hub.finish(&record.id, record.status);
+        self.metrics
+            .build_finished(record.status.as_str(), started.elapsed());
+        for service in &record.services {
+            self.metrics.service_finished(service.status.as_str());
+        }
+        let state = if record.status == BuildStatus::Succeeded {
+            "success"
+        } else {
+            "failure"
+        };
+        self.post_status(&record, state, describe(&record)).await;
+    }
+
+    /// A failure to post never fails the build: it is logged and left.
+    async fn post_status(&self, record: &BuildRecord, state: &'static str, description: String) {
+        if !self.settings.post_statuses {
+            return;
+        }
+        let (Ok(repo), Ok(commit)) = (
+            Repository::parse(&record.repository),
+            CommitSha::parse(&record.commit),
+        ) else {
+            return;
+        };
+        let status =
+            CommitStatus {
+                state,
+                description,
+                target_url: self.settings.public_url.as_ref().map(|base| {
+                    format!("{}/builds/{}/page", base.trim_end_matches('/'), record.id)
+                }),
+            };
+        if let Err(err) = self.github.post_status(&repo, &commit, &status).await {
+            tracing::warn!(%err, state, "could not post the commit status");
+        }
     }
 
     /// Returns the whole-build error, if any.
@@ -243,6 +297,30 @@ impl Pipeline {
         .map_err(|e| format!("could not read the commit's files: {e}"))?;
         log.line(&format!("unpacked {} entries", tree.entries().len()));
         Ok(tree)
+    }
+}
+
+/// The one-line summary of a finished build, for its commit status.
+fn describe(record: &BuildRecord) -> String {
+    if let Some(error) = &record.error {
+        return format!("build failed: {error}");
+    }
+    let count = |status| {
+        record
+            .services
+            .iter()
+            .filter(|s| s.status == status)
+            .count()
+    };
+    let failed = count(ServiceStatus::Failed);
+    if failed > 0 {
+        return format!("{failed} of {} services failed", record.services.len());
+    }
+    let published = count(ServiceStatus::Succeeded);
+    let images = if published == 1 { "image" } else { "images" };
+    match count(ServiceStatus::Skipped) {
+        0 => format!("{published} {images} published"),
+        skipped => format!("{published} {images} published, {skipped} skipped"),
     }
 }
 
@@ -425,6 +503,7 @@ impl ServiceJob {
             .map_err(|e| e.to_string())?;
         self.log.line(&format!("built {image_id}"));
         self.update(|s| s.status = ServiceStatus::Pushing).await;
+        let push_started = Instant::now();
         let exported = export_image(engine, &image_id, work_dir).await?;
         // Someone may have published the tag while this built.
         if let Some(done) = self.check_published(&context.inputs_digest).await? {
@@ -437,6 +516,12 @@ impl ServiceJob {
             .push(&self.spec.name, &self.spec.version, &exported, &mut stats)
             .await
             .map_err(|e| e.to_string())?;
+        self.pipeline.metrics.pushed(
+            push_started.elapsed(),
+            stats.bytes_pushed,
+            stats.blobs_pushed as u64,
+            stats.blobs_present as u64,
+        );
         Ok(Done::Published { digest, stats })
     }
 

@@ -1,6 +1,11 @@
-//! The results API: build records, logs, health and metrics.
+//! The results API and the pages people watch: build records, logs (plain
+//! or live), retry, health, metrics, and `--api-token` in front of them.
 
-use std::collections::HashMap;
+mod auth;
+mod builds;
+mod page;
+mod stream;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,103 +15,74 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::app::AppState;
-use crate::store::{BuildStatus, ListFilter};
+use crate::store::ListFilter;
 use crate::webhook::{error_reply, json_reply};
 
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 500;
+pub use auth::Unauthorized;
 
+/// Every route but the webhook. `/healthz` is open; the rest sit behind
+/// `--api-token` when it is set.
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let with_state = warp::any().map(move || state.clone());
-    let list = warp::path!("builds")
-        .and(warp::get())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(with_state.clone())
-        .then(list_builds);
-    let one = warp::path!("builds" / String)
-        .and(warp::get())
-        .and(with_state.clone())
-        .then(get_build);
-    let log = warp::path!("builds" / String / "log")
-        .and(warp::get())
-        .and(with_state.clone())
-        .then(get_log);
+    let with_state = warp::any().map({
+        let state = state.clone();
+        move || state.clone()
+    });
     let health = warp::path!("healthz")
         .and(warp::get())
         .and(with_state.clone())
         .then(healthz);
-    let metrics =
-        warp::path!("metrics")
-            .and(warp::get())
-            .and(with_state)
-            .map(|state: Arc<AppState>| {
-                warp::reply::with_header(
-                    state.metrics.render(),
-                    "content-type",
-                    "text/plain; version=0.0.4",
-                )
-                .into_response()
-            });
-    list.or(one)
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(metrics);
+    let guarded = stream::routes(state.clone())
+        .or(builds::routes(state.clone()))
         .unify()
-        .or(log)
-        .unify()
-        .or(health)
+        .or(page::routes(state.clone()))
         .unify()
         .or(metrics)
+        .unify();
+    health
+        .or(auth::login(state.clone()))
+        .unify()
+        .or(auth::require(state).and(guarded))
         .unify()
 }
 
-async fn list_builds(query: HashMap<String, String>, state: Arc<AppState>) -> Response {
-    let status = match query.get("status") {
-        None => None,
-        Some(raw) => match BuildStatus::parse(raw) {
-            Some(status) => Some(status),
-            None => {
-                return error_reply(
-                    StatusCode::BAD_REQUEST,
-                    "status must be one of queued, running, succeeded, failed",
-                )
-            }
-        },
+/// Turns rejections into the JSON error answers the API gives everywhere.
+pub async fn recover(rejection: warp::Rejection) -> Result<Response, std::convert::Infallible> {
+    let reply = if rejection.find::<Unauthorized>().is_some() {
+        let mut reply = error_reply(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API token: send Authorization: Bearer TOKEN",
+        );
+        reply.headers_mut().insert(
+            "www-authenticate",
+            warp::http::HeaderValue::from_static("Bearer"),
+        );
+        reply
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        error_reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        error_reply(StatusCode::BAD_REQUEST, "invalid query string")
+    } else if rejection.is_not_found() {
+        error_reply(StatusCode::NOT_FOUND, "not found")
+    } else {
+        error_reply(StatusCode::BAD_REQUEST, format!("{rejection:?}"))
     };
-    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
-        None => DEFAULT_LIMIT,
-        Some(Ok(n)) if n > 0 => n.min(MAX_LIMIT),
-        Some(_) => return error_reply(StatusCode::BAD_REQUEST, "limit must be a positive number"),
-    };
-    let filter = ListFilter {
-        repository: query.get("repository").cloned(),
-        status,
-        limit,
-    };
-    match state.store.list(&filter).await {
-        Ok(builds) => json_reply(StatusCode::OK, json!({ "builds": builds })),
-        Err(err) => store_error(err),
-    }
+    Ok(reply)
 }
 
-async fn get_build(id: String, state: Arc<AppState>) -> Response {
-    match state.store.get(&id).await {
-        Ok(Some(record)) => warp::reply::json(&record).into_response(),
-        Ok(None) => error_reply(StatusCode::NOT_FOUND, format!("no build {}", short(&id))),
-        Err(err) => store_error(err),
-    }
-}
-
-async fn get_log(id: String, state: Arc<AppState>) -> Response {
-    match state.store.get(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return error_reply(StatusCode::NOT_FOUND, format!("no build {}", short(&id))),
-        Err(err) => return store_error(err),
-    }
-    match state.store.read_log(&id).await {
-        Ok(log) => warp::reply::with_header(log, "content-type", "text/plain; charset=utf-8")
-            .into_response(),
-        Err(err) => store_error(err),
-    }
+async fn metrics(state: Arc<AppState>) -> Response {
+    let queued = state.store.queued_count().await.unwrap_or(0);
+    warp::reply::with_header(
+        state.metrics.render(queued),
+        "content-type",
+        "text/plain; version=0.0.4",
+    )
+    .into_response()
 }
 
 /// 200 while webhooks can be taken (the store answers); the engine and the
@@ -149,11 +125,6 @@ async fn healthz(state: Arc<AppState>) -> Response {
             json!({ "status": "unavailable", "store": err.to_string(), "engine": engine, "registry": registry }),
         ),
     }
-}
-
-fn store_error(err: crate::store::StoreError) -> Response {
-    tracing::error!(%err, "store error");
-    error_reply(StatusCode::INTERNAL_SERVER_ERROR, err)
 }
 
 fn short(text: &str) -> String {

@@ -22,6 +22,14 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+/// One line of a build's log. `seq` grows with every line written, so a
+/// reader that has seen up to `seq` knows exactly what it missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub seq: u64,
+    pub text: String,
+}
+
 /// What admitting a delivery led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -47,8 +55,12 @@ pub trait Store: Send + Sync + 'static {
     async fn save(&self, record: &BuildRecord) -> Result<(), StoreError>;
     async fn get(&self, id: &str) -> Result<Option<BuildRecord>, StoreError>;
     async fn list(&self, filter: &ListFilter) -> Result<Vec<BuildRecord>, StoreError>;
+    /// How many builds wait to start.
+    async fn queued_count(&self) -> Result<u64, StoreError>;
     /// Builds left queued or running, oldest first.
     async fn unfinished(&self) -> Result<Vec<BuildRecord>, StoreError>;
-    async fn append_log(&self, id: &str, lines: &[String]) -> Result<(), StoreError>;
-    async fn read_log(&self, id: &str) -> Result<String, StoreError>;
+    /// Appends lines to a build's log; returns them numbered, in order.
+    async fn append_log(&self, id: &str, lines: &[String]) -> Result<Vec<LogLine>, StoreError>;
+    /// The build's log lines numbered above `after` (all of them for 0).
+    async fn read_log(&self, id: &str, after: u64) -> Result<Vec<LogLine>, StoreError>;
 }

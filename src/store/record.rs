@@ -44,6 +44,17 @@ pub enum ServiceStatus {
 }
 
 impl ServiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Pending => "pending",
+            ServiceStatus::Building => "building",
+            ServiceStatus::Pushing => "pushing",
+            ServiceStatus::Succeeded => "succeeded",
+            ServiceStatus::Skipped => "skipped",
+            ServiceStatus::Failed => "failed",
+        }
+    }
+
     pub fn is_finished(self) -> bool {
         matches!(
             self,

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Admission, BuildRecord, BuildStatus, ListFilter, Store, StoreError};
+use super::{Admission, BuildRecord, BuildStatus, ListFilter, LogLine, Store, StoreError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS builds (
@@ -166,6 +166,10 @@ impl Store for SqliteStore {
         decode_rows(rows)
     }
 
+    async fn queued_count(&self) -> Result<u64, StoreError> {
+        Ok(queued_count(&self.conn())?)
+    }
+
     async fn unfinished(&self) -> Result<Vec<BuildRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
@@ -177,30 +181,40 @@ impl Store for SqliteStore {
         decode_rows(rows)
     }
 
-    async fn append_log(&self, id: &str, lines: &[String]) -> Result<(), StoreError> {
+    async fn append_log(&self, id: &str, lines: &[String]) -> Result<Vec<LogLine>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        let mut numbered = Vec::with_capacity(lines.len());
         {
             let mut stmt =
                 tx.prepare_cached("INSERT INTO log_lines (build_id, line) VALUES (?1, ?2)")?;
             for line in lines {
                 stmt.execute(params![id, line])?;
+                numbered.push(LogLine {
+                    seq: u64::try_from(tx.last_insert_rowid()).unwrap_or_default(),
+                    text: line.clone(),
+                });
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(numbered)
     }
 
-    async fn read_log(&self, id: &str) -> Result<String, StoreError> {
+    async fn read_log(&self, id: &str, after: u64) -> Result<Vec<LogLine>, StoreError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT line FROM log_lines WHERE build_id = ?1 ORDER BY seq")?;
-        let mut log = String::new();
-        for line in stmt.query_map([id], |row| row.get::<_, String>(0))? {
-            log.push_str(&line?);
-            log.push('\n');
-        }
-        Ok(log)
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, line FROM log_lines WHERE build_id = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let lines = stmt
+            .query_map(params![id, after], |row| {
+                Ok(LogLine {
+                    seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or_default(),
+                    text: row.get(1)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(lines)
     }
 }
 
@@ -280,7 +294,11 @@ mod tests {
         let rec = store.get("a").await.expect("get").expect("exists");
         assert_eq!(rec.status, BuildStatus::Running);
         assert_eq!(store.unfinished().await.expect("unfinished").len(), 1);
-        assert_eq!(store.read_log("a").await.expect("log"), "one\ntwo\n");
+        let lines = store.read_log("a", 0).await.expect("log");
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["one", "two"]);
+        let after_first = store.read_log("a", lines[0].seq).await.expect("log");
+        assert_eq!(after_first.len(), 1);
         let filter = ListFilter {
             status: Some(BuildStatus::Succeeded),
             limit: 10,

@@ -45,12 +45,15 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
-    let response = respond(method, &headers, body, &state).await;
-    state.metrics.delivery(response.status());
+    let (response, outcome) = respond(method, &headers, body, &state).await;
+    state.metrics.delivery(outcome);
     response
 }
 
-async fn respond<S, B>(method: Method, headers: &HeaderMap, body: S, state: &AppState) -> Response
+/// An answer, and what it meant for the deliveries metric.
+type Answer = (Response, &'static str);
+
+async fn respond<S, B>(method: Method, headers: &HeaderMap, body: S, state: &AppState) -> Answer
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -60,36 +63,52 @@ where
         reply
             .headers_mut()
             .insert("allow", warp::http::HeaderValue::from_static("POST"));
-        return reply;
+        return (reply, "rejected_method");
     }
     let body = match read_capped(headers, body).await {
         Ok(body) => body,
-        Err(reply) => return reply,
+        Err(reply) => return (reply, "rejected_too_large"),
     };
     let signature = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
     if let Err(err) = signature::verify(state.webhook_secret.expose().as_bytes(), signature, &body)
     {
         tracing::warn!(%err, "webhook rejected");
-        return error_reply(StatusCode::UNAUTHORIZED, err);
+        return (
+            error_reply(StatusCode::UNAUTHORIZED, err),
+            "rejected_signature",
+        );
     }
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
     let json = match payload::json_body(content_type, &body) {
         Ok(json) => json,
         Err(err @ payload::PayloadError::UnsupportedContentType(_)) => {
-            return error_reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, err)
+            let reply = error_reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, err);
+            return (reply, "rejected_content_type");
         }
-        Err(err) => return error_reply(StatusCode::BAD_REQUEST, err),
+        Err(err) => {
+            return (
+                error_reply(StatusCode::BAD_REQUEST, err),
+                "rejected_payload",
+            )
+        }
     };
     let Some(event) = headers.get("x-github-event").and_then(|v| v.to_str().ok()) else {
-        return error_reply(StatusCode::BAD_REQUEST, "X-GitHub-Event header missing");
+        let reply = error_reply(StatusCode::BAD_REQUEST, "X-GitHub-Event header missing");
+        return (reply, "rejected_payload");
     };
     let delivery = headers
         .get("x-github-delivery")
         .and_then(|v| v.to_str().ok())
         .map(|d| d.chars().take(100).collect::<String>());
     match trigger::decide(event, json.bytes(), &state.branches) {
-        Err(err) => error_reply(StatusCode::BAD_REQUEST, err),
-        Ok(Decision::Ignore(reason)) => json_reply(StatusCode::OK, json!({ "ignored": reason })),
+        Err(err) => (
+            error_reply(StatusCode::BAD_REQUEST, err),
+            "rejected_payload",
+        ),
+        Ok(Decision::Ignore(reason)) => (
+            json_reply(StatusCode::OK, json!({ "ignored": reason })),
+            "ignored",
+        ),
         Ok(Decision::Build(pr)) => admit(state, pr, delivery).await,
     }
 }
@@ -131,21 +150,25 @@ where
     Ok(buf.to_vec())
 }
 
-async fn admit(state: &AppState, pr: MergedPullRequest, delivery: Option<String>) -> Response {
+async fn admit(state: &AppState, pr: MergedPullRequest, delivery: Option<String>) -> Answer {
     let record = new_record(pr, delivery);
-    match state.store.admit(&record, state.max_queued_builds).await {
+    admit_record(state, &record).await
+}
+
+/// Stores a new build (unless it duplicates one) and queues it.
+pub async fn admit_record(state: &AppState, record: &BuildRecord) -> Answer {
+    match state.store.admit(record, state.max_queued_builds).await {
         Ok(Admission::Created(id)) => {
             tracing::info!(build = %id, repository = %record.repository, commit = %record.commit, "build queued");
             state.queue.push(id.clone());
-            json_reply(
-                StatusCode::ACCEPTED,
-                json!({ "build_id": id, "status": "queued", "url": format!("/builds/{id}") }),
-            )
+            let body =
+                json!({ "build_id": id, "status": "queued", "url": format!("/builds/{id}") });
+            (json_reply(StatusCode::ACCEPTED, body), "accepted")
         }
-        Ok(Admission::Duplicate(id)) => json_reply(
-            StatusCode::OK,
-            json!({ "build_id": id, "duplicate": true, "url": format!("/builds/{id}") }),
-        ),
+        Ok(Admission::Duplicate(id)) => {
+            let body = json!({ "build_id": id, "duplicate": true, "url": format!("/builds/{id}") });
+            (json_reply(StatusCode::OK, body), "duplicate")
+        }
         Ok(Admission::QueueFull) => {
             tracing::warn!(
                 limit = state.max_queued_builds,
@@ -161,13 +184,14 @@ async fn admit(state: &AppState, pr: MergedPullRequest, delivery: Option<String>
             reply
                 .headers_mut()
                 .insert("retry-after", warp::http::HeaderValue::from_static("60"));
-            reply
+            (reply, "rejected_queue_full")
         }
         Err(err) => {
             tracing::error!(%err, "could not store the delivery");
-            error_reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "could not record the build; redeliver later",
+            let message = "could not record the build; redeliver later";
+            (
+                error_reply(StatusCode::INTERNAL_SERVER_ERROR, message),
+                "error",
             )
         }
     }
