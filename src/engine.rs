@@ -1,7 +1,7 @@
 //! The Docker Engine: build an image from a context tar, and export it in
 //! docker-save format for the registry push.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -50,7 +50,6 @@ pub struct BuildRequest<'a> {
     pub tag: &'a str,
     pub build_args: &'a BTreeMap<String, String>,
     pub target: Option<&'a str>,
-    pub labels: HashMap<String, String>,
     pub network: Option<&'a str>,
 }
 
@@ -94,7 +93,6 @@ impl Engine {
             t: Some(req.tag.to_string()),
             buildargs: Some(req.build_args.clone().into_iter().collect()),
             target: req.target.unwrap_or_default().to_string(),
-            labels: Some(req.labels),
             networkmode: req.network.map(str::to_string),
             rm: true,
             forcerm: true,

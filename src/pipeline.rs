@@ -1,7 +1,7 @@
 //! One build, start to end: source → context → build → publish → record.
 //! Each service is its own span and fails on its own.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -494,7 +494,6 @@ impl ServiceJob {
             tag: &image,
             build_args: &self.spec.build_args,
             target: self.spec.target.as_deref(),
-            labels: self.labels(&context.inputs_digest),
             network: self.pipeline.settings.build_network.as_deref(),
         };
         let image_id = engine
@@ -504,7 +503,10 @@ impl ServiceJob {
         self.log.line(&format!("built {image_id}"));
         self.update(|s| s.status = ServiceStatus::Pushing).await;
         let push_started = Instant::now();
-        let exported = export_image(engine, &image_id, work_dir).await?;
+        let mut exported = export_image(engine, &image_id, work_dir).await?;
+        exported
+            .add_labels(&self.labels(&context.inputs_digest))
+            .map_err(|e| e.to_string())?;
         // Someone may have published the tag while this built.
         if let Some(done) = self.check_published(&context.inputs_digest).await? {
             return Ok(done);
@@ -525,7 +527,7 @@ impl ServiceJob {
         Ok(Done::Published { digest, stats })
     }
 
-    fn labels(&self, inputs: &str) -> HashMap<String, String> {
+    fn labels(&self, inputs: &str) -> BTreeMap<String, String> {
         [
             (
                 "org.opencontainers.image.revision",

@@ -3,7 +3,7 @@
 //! Handles the classic layout of Engine 20.10 (`<id>/layer.tar`) and the OCI
 //! layout of Engine 25+ (`blobs/sha256/<hex>`, with compat symlinks).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -49,6 +49,33 @@ pub struct ExportedImage {
 }
 
 impl ExportedImage {
+    /// Adds labels to the image config. Done here rather than in the build
+    /// because the engine's classic builder turns each label into a step
+    /// (a container commit), and a label that changes every build
+    /// (`created`) would defeat its cache for every step after it.
+    pub fn add_labels(&mut self, labels: &BTreeMap<String, String>) -> Result<(), ExportError> {
+        let bad = |e: serde_json::Error| ExportError::BadManifest(format!("image config: {e}"));
+        let mut config: serde_json::Value = serde_json::from_slice(&self.config).map_err(bad)?;
+        let Some(inner) = config.get_mut("config").and_then(|c| c.as_object_mut()) else {
+            return Err(ExportError::BadManifest(
+                "image config has no `config` object".into(),
+            ));
+        };
+        let existing = inner
+            .entry("Labels")
+            .or_insert_with(|| serde_json::json!({}));
+        if !existing.is_object() {
+            *existing = serde_json::json!({});
+        }
+        if let Some(map) = existing.as_object_mut() {
+            for (key, value) in labels {
+                map.insert(key.clone(), serde_json::Value::String(value.clone()));
+            }
+        }
+        self.config = serde_json::to_vec(&config).map_err(bad)?;
+        Ok(())
+    }
+
     pub fn config_digest(&self) -> String {
         sha256_digest(&self.config)
     }
@@ -326,6 +353,29 @@ mod tests {
         let image = read_docker_save(tar.as_slice(), dir.path()).expect("reads");
         assert_eq!(image.config, b"{\"a\":1}");
         assert_eq!(image.layers.len(), 1);
+    }
+
+    #[test]
+    fn labels_are_added_to_the_config() {
+        let manifest = br#"[{"Config":"c.json","Layers":[]}]"#;
+        let config = br#"{"config":{"Labels":{"keep":"me"},"Cmd":["sh"]},"rootfs":{}}"#;
+        let tar = tar_of(&[("c.json", config), ("manifest.json", manifest)], &[]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut image = read_docker_save(tar.as_slice(), dir.path()).expect("reads");
+        let before = image.config_digest();
+        let labels = BTreeMap::from([(
+            "org.opencontainers.image.title".to_string(),
+            "api".to_string(),
+        )]);
+        image.add_labels(&labels).expect("labels");
+        let config: serde_json::Value = serde_json::from_slice(&image.config).expect("json");
+        assert_eq!(config["config"]["Labels"]["keep"], "me");
+        assert_eq!(
+            config["config"]["Labels"]["org.opencontainers.image.title"],
+            "api"
+        );
+        assert_eq!(config["config"]["Cmd"][0], "sh");
+        assert_ne!(image.config_digest(), before);
     }
 
     #[test]

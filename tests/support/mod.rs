@@ -165,10 +165,51 @@ impl Slipway {
         }
     }
 
+    /// Sends SIGTERM and waits (up to `limit`) for the process to exit;
+    /// returns whether it exited successfully.
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
     /// Starts it again with the same options and data dir.
     pub async fn restart(&mut self) {
         self.kill();
         self.launch().await;
+    }
+
+    /// Reads the build's log as server-sent events until the `end` event;
+    /// returns the log lines and the final status.
+    pub async fn watch(&self, id: &str) -> (Vec<String>, String) {
+        let events = sse_events(&format!("{}/builds/{id}/log", self.url), None).await;
+        let mut lines = Vec::new();
+        for (event, data) in events {
+            match event.as_deref() {
+                Some("end") => {
+                    let end: Value = serde_json::from_str(&data).expect("end event is JSON");
+                    return (
+                        lines,
+                        end["status"].as_str().unwrap_or_default().to_string(),
+                    );
+                }
+                _ => lines.push(data),
+            }
+        }
+        panic!("event stream of {id} closed without an end event");
     }
 
     /// Sends a signed delivery; returns status and JSON body.
@@ -238,6 +279,54 @@ impl Drop for Slipway {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Reads a server-sent event stream to its end: (event name, data) pairs.
+/// `on_line` is told the arrival of each data event, for latency figures.
+pub async fn sse_events(
+    url: &str,
+    mut on_line: Option<&mut (dyn FnMut(&str) + Send)>,
+) -> Vec<(Option<String>, String)> {
+    use futures::StreamExt;
+    let resp = reqwest::Client::new()
+        .get(url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("event stream answered");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream")));
+    let mut body = resp.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = None;
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(name) = line.strip_prefix("event:") {
+                    event = Some(name.trim().to_string());
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+                }
+            }
+            if data.is_empty() {
+                continue; // keep-alive comment
+            }
+            let data = data.join("\n");
+            if let (None, Some(f)) = (&event, on_line.as_mut()) {
+                f(&data);
+            }
+            events.push((event, data));
+        }
+    }
+    events
 }
 
 pub fn sign(body: &[u8]) -> String {
