@@ -8,10 +8,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::short;
+use super::{short, ApiError};
 use crate::app::AppState;
 use crate::store::{now_rfc3339, BuildRecord, BuildStatus, ListFilter};
-use crate::webhook::{admit_record, error_reply, json_reply};
+use crate::webhook::{admit_record, json_reply};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
@@ -40,23 +40,19 @@ pub fn routes(
     list.or(one).unify().or(log).unify().or(retry).unify()
 }
 
-pub fn list_filter(query: &HashMap<String, String>) -> Result<ListFilter, Response> {
+pub fn list_filter(query: &HashMap<String, String>) -> Result<ListFilter, ApiError> {
     let status = match query.get("status") {
         None => None,
         Some(raw) => Some(BuildStatus::parse(raw).ok_or_else(|| {
-            error_reply(
-                StatusCode::BAD_REQUEST,
-                "status must be one of queued, running, succeeded, failed",
-            )
+            ApiError::BadRequest("status must be one of queued, running, succeeded, failed".into())
         })?),
     };
     let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
         None => DEFAULT_LIMIT,
         Some(Ok(n)) if n > 0 => n.min(MAX_LIMIT),
         Some(_) => {
-            return Err(error_reply(
-                StatusCode::BAD_REQUEST,
-                "limit must be a positive number",
+            return Err(ApiError::BadRequest(
+                "limit must be a positive number".into(),
             ))
         }
     };
@@ -68,40 +64,34 @@ pub fn list_filter(query: &HashMap<String, String>) -> Result<ListFilter, Respon
 }
 
 async fn list_builds(query: HashMap<String, String>, state: Arc<AppState>) -> Response {
-    let filter = match list_filter(&query) {
-        Ok(filter) => filter,
-        Err(reply) => return reply,
-    };
-    match state.store.list(&filter).await {
+    let builds = async { Ok::<_, ApiError>(state.store.list(&list_filter(&query)?).await?) };
+    match builds.await {
         Ok(builds) => json_reply(StatusCode::OK, json!({ "builds": builds })),
-        Err(err) => store_error(err),
+        Err(err) => err.into_response(),
     }
 }
 
-/// The record, or the answer to give instead (404, 500).
-pub async fn find(state: &AppState, id: &str) -> Result<BuildRecord, Response> {
-    match state.store.get(id).await {
-        Ok(Some(record)) => Ok(record),
-        Ok(None) => Err(error_reply(
-            StatusCode::NOT_FOUND,
-            format!("no build {}", short(id)),
-        )),
-        Err(err) => Err(store_error(err)),
-    }
+pub async fn find(state: &AppState, id: &str) -> Result<BuildRecord, ApiError> {
+    state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::NoBuild(short(id)))
 }
 
 async fn get_build(id: String, state: Arc<AppState>) -> Response {
     match find(&state, &id).await {
         Ok(record) => warp::reply::json(&record).into_response(),
-        Err(reply) => reply,
+        Err(err) => err.into_response(),
     }
 }
 
 async fn plain_log(id: String, state: Arc<AppState>) -> Response {
-    if let Err(reply) = find(&state, &id).await {
-        return reply;
-    }
-    match state.store.read_log(&id, 0).await {
+    let lines = async {
+        find(&state, &id).await?;
+        Ok::<_, ApiError>(state.store.read_log(&id, 0).await?)
+    };
+    match lines.await {
         Ok(lines) => {
             let mut text = String::new();
             for line in lines {
@@ -111,7 +101,7 @@ async fn plain_log(id: String, state: Arc<AppState>) -> Response {
             warp::reply::with_header(text, "content-type", "text/plain; charset=utf-8")
                 .into_response()
         }
-        Err(err) => store_error(err),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -120,7 +110,7 @@ async fn plain_log(id: String, state: Arc<AppState>) -> Response {
 async fn retry(id: String, state: Arc<AppState>) -> Response {
     let original = match find(&state, &id).await {
         Ok(record) => record,
-        Err(reply) => return reply,
+        Err(err) => return err.into_response(),
     };
     let record = BuildRecord {
         id: uuid::Uuid::new_v4().simple().to_string(),
@@ -135,9 +125,4 @@ async fn retry(id: String, state: Arc<AppState>) -> Response {
         ..original
     };
     admit_record(&state, &record).await.0
-}
-
-pub fn store_error(err: crate::store::StoreError) -> Response {
-    tracing::error!(%err, "store error");
-    error_reply(StatusCode::INTERNAL_SERVER_ERROR, err)
 }

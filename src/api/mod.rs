@@ -127,6 +127,31 @@ async fn healthz(state: Arc<AppState>) -> Response {
     }
 }
 
+/// Why an API request cannot be answered with what it asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no build {0}")]
+    NoBuild(String),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl ApiError {
+    pub fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NoBuild(_) => StatusCode::NOT_FOUND,
+            ApiError::Store(err) => {
+                tracing::error!(%err, "store error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        error_reply(status, self)
+    }
+}
+
 fn short(text: &str) -> String {
     text.chars().take(64).collect()
 }

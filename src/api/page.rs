@@ -9,7 +9,8 @@ use std::sync::Arc;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::builds::{find, list_filter, store_error};
+use super::builds::{find, list_filter};
+use super::ApiError;
 use crate::app::AppState;
 use crate::store::{BuildRecord, ServiceRecord};
 
@@ -34,13 +35,10 @@ fn html(body: String) -> Response {
 }
 
 async fn index(query: HashMap<String, String>, state: Arc<AppState>) -> Response {
-    let filter = match list_filter(&query) {
-        Ok(filter) => filter,
-        Err(reply) => return reply,
-    };
-    let builds = match state.store.list(&filter).await {
+    let builds = async { Ok::<_, ApiError>(state.store.list(&list_filter(&query)?).await?) };
+    let builds = match builds.await {
         Ok(builds) => builds,
-        Err(err) => return store_error(err),
+        Err(err) => return err.into_response(),
     };
     let mut body = String::new();
     let tunnel = state.tunnel_url().await;
@@ -110,7 +108,7 @@ fn service_item(out: &mut String, service: &ServiceRecord) {
 async fn build_page(id: String, state: Arc<AppState>) -> Response {
     let build = match find(&state, &id).await {
         Ok(build) => build,
-        Err(reply) => return reply,
+        Err(err) => return err.into_response(),
     };
     let mut body = String::new();
     body.push_str("<p><a href=\"/\">← all builds</a></p><div id=build>");
@@ -205,9 +203,9 @@ article.succeeded { border-left-color:var(--ok); } article.failed { border-left-
 article header a { font-weight:600; color:#0969da; text-decoration:none; }
 .meta { color:var(--muted); margin:.2rem 0; font-size:.9rem; }
 .badge { font-size:.75rem; padding:.05rem .45rem; border-radius:1rem; background:#eaeef2; }
-.succeeded > .badge, li.succeeded .badge { background:#dafbe1; color:var(--ok); }
-.failed > .badge, li.failed .badge { background:#ffebe9; color:var(--bad); }
-.running > .badge, li.building .badge, li.pushing .badge { background:#fff8c5; color:var(--run); }
+.succeeded > header .badge, li.succeeded .badge, li.skipped .badge { background:#dafbe1; color:var(--ok); }
+.failed > header .badge, li.failed .badge { background:#ffebe9; color:var(--bad); }
+.running > header .badge, li.building .badge, li.pushing .badge { background:#fff8c5; color:var(--run); }
 ul.services { list-style:none; padding:0; margin:.3rem 0 0; }
 ul.services li { padding:.2rem 0; overflow-wrap:anywhere; }
 .error { color:var(--bad); font-size:.9rem; white-space:pre-wrap; overflow-wrap:anywhere; }

@@ -15,7 +15,8 @@ use warp::reply::Response;
 use warp::sse::Event;
 use warp::{Filter, Reply};
 
-use super::builds::{find, store_error};
+use super::builds::find;
+use super::ApiError;
 use crate::app::AppState;
 use crate::log::LogEvent;
 use crate::store::{BuildStatus, LogLine};
@@ -51,14 +52,14 @@ async fn event_stream(id: String, state: Arc<AppState>) -> Response {
     let live = state.hub.subscribe(&id);
     let record = match find(&state, &id).await {
         Ok(record) => record,
-        Err(reply) => {
+        Err(err) => {
             state.hub.release(&id);
-            return reply;
+            return err.into_response();
         }
     };
     let backlog = match state.store.read_log(&id, 0).await {
         Ok(lines) => lines,
-        Err(err) => return store_error(err),
+        Err(err) => return ApiError::from(err).into_response(),
     };
     let finished = record.status.is_finished().then_some(record.status);
     if finished.is_some() {
