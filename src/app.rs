@@ -51,12 +51,18 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hub: Arc<LogHub>,
     pub api_token: Option<Secret>,
+    pub ngrok_api: Option<String>,
 }
 
 impl AppState {
     /// The public URL of the tunnel in front of the service, when known.
     pub async fn tunnel_url(&self) -> Option<String> {
-        None
+        let api = self.ngrok_api.as_deref()?;
+        let lookup = crate::setup::tunnel::public_url(api);
+        match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+            Ok(Ok(url)) => Some(url),
+            _ => None,
+        }
     }
 }
 
@@ -71,6 +77,7 @@ pub struct App {
 
 impl App {
     pub async fn build(args: ServeArgs) -> Result<Self, StartError> {
+        let args = args.without_empty_values();
         let work_dir = prepare_work_dir(&args.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.data_dir)?);
         let registry = Registry::new(&RegistrySettings {
@@ -132,6 +139,7 @@ impl App {
             hub: pipeline.hub.clone(),
             pipeline,
             api_token: args.api_token.clone(),
+            ngrok_api: args.ngrok_api.clone(),
         });
         Ok(Self {
             addr,

@@ -24,6 +24,46 @@ pub struct Cli {
 pub enum Command {
     /// Run the service: receive GitHub webhooks, build and publish images.
     Serve(Box<ServeArgs>),
+    /// Write a CA and a server certificate signed by it, for the registry.
+    Certs(CertsArgs),
+    /// Print an htpasswd (bcrypt) line for the registry; the password is read from standard input.
+    RegistryUser(RegistryUserArgs),
+    /// Print the public URL of the ngrok tunnel in front of the service.
+    TunnelUrl(TunnelUrlArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsArgs {
+    /// Folder to write ca.crt, ca.key, server.crt and server.key into.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// Names and addresses the registry is reached by (the server certificate's SANs).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "registry,localhost,127.0.0.1"
+    )]
+    pub hosts: Vec<String>,
+    /// Replace existing keys and certificates.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RegistryUserArgs {
+    /// The user name.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TunnelUrlArgs {
+    /// Base URL of the ngrok agent's local API.
+    #[arg(
+        long,
+        env = "SLIPWAY_NGROK_API",
+        default_value = "http://localhost:4040"
+    )]
+    pub ngrok_api: String,
 }
 
 /// A secret that never shows in `Debug` output, logs or error messages.
@@ -146,9 +186,36 @@ pub struct ServeArgs {
     #[arg(long, env = "SLIPWAY_MAX_SOURCE_BYTES", default_value = "2G", value_parser = parse_size)]
     pub max_source_bytes: u64,
 
+    /// Base URL of the ngrok agent's local API, to show the tunnel's URL on the page.
+    #[arg(long, env = "SLIPWAY_NGROK_API")]
+    pub ngrok_api: Option<String>,
+
     /// Cap on the number of entries in a commit's tarball.
     #[arg(long, env = "SLIPWAY_MAX_SOURCE_ENTRIES", default_value_t = 200_000)]
     pub max_source_entries: u64,
+}
+
+impl ServeArgs {
+    /// An empty environment variable (`SLIPWAY_GITHUB_TOKEN=` in an env file)
+    /// means "not set", as it does for the Docker CLI and compose.
+    pub fn without_empty_values(mut self) -> Self {
+        fn text(value: Option<String>) -> Option<String> {
+            value.filter(|v| !v.trim().is_empty())
+        }
+        fn secret(value: Option<Secret>) -> Option<Secret> {
+            value.filter(|v| !v.expose().is_empty())
+        }
+        self.github_token = secret(self.github_token);
+        self.registry_password = secret(self.registry_password);
+        self.api_token = secret(self.api_token);
+        self.registry_user = text(self.registry_user);
+        self.public_url = text(self.public_url);
+        self.build_network = text(self.build_network);
+        self.ngrok_api = text(self.ngrok_api);
+        self.registry_ca = self.registry_ca.filter(|p| !p.as_os_str().is_empty());
+        self.branches.retain(|b| !b.trim().is_empty());
+        self
+    }
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -213,7 +280,9 @@ mod tests {
             "main,release",
         ])
         .expect("parses");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected");
+        };
         assert_eq!(args.branches, vec!["main", "release"]);
         assert_eq!(args.max_concurrent_builds, 2);
         assert_eq!(args.build_timeout, Duration::from_secs(1800));

@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod registry;
 pub mod retry;
+pub mod setup;
 pub mod store;
 pub mod trigger;
 pub mod types;
