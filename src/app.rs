@@ -88,7 +88,11 @@ impl App {
             namespace: args.registry_namespace.as_ref(),
             plain_http: args.registry_plain_http,
         })?;
-        let github = GitHub::new(&args.github_api, args.github_token.clone())?;
+        let github = GitHub::new(
+            &args.github_api,
+            args.github_token.clone(),
+            args.github_timeout,
+        )?;
         let settings = PipelineSettings {
             manifest_path: args.manifest.clone(),
             limits: Limits {

@@ -110,6 +110,10 @@ pub struct ServeArgs {
     )]
     pub github_api: String,
 
+    /// Limit for one GitHub API call, and for each read of a download.
+    #[arg(long, env = "SLIPWAY_GITHUB_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub github_timeout: Duration,
+
     /// Token for private repositories and commit statuses.
     #[arg(long, env = "SLIPWAY_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<Secret>,

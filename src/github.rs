@@ -10,7 +10,7 @@ use reqwest::{header, Method, StatusCode, Url};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::Secret;
-use crate::retry::with_backoff;
+use crate::retry::{with_backoff, Backoff};
 use crate::types::{CommitSha, Repository};
 
 const USER_AGENT: &str = concat!("slipway/", env!("CARGO_PKG_VERSION"));
@@ -65,20 +65,27 @@ pub struct GitHub {
     http: reqwest::Client,
     api: Url,
     token: Option<Secret>,
+    timeout: Duration,
 }
 
 impl GitHub {
-    pub fn new(api: &str, token: Option<Secret>) -> Result<Self, GitHubError> {
+    /// `timeout` bounds connecting, each read of a download, and a whole API call.
+    pub fn new(api: &str, token: Option<Secret>, timeout: Duration) -> Result<Self, GitHubError> {
         let api = Url::parse(api).map_err(|_| GitHubError::BadBaseUrl(api.to_string()))?;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             // Redirects are followed by hand so the token never leaves the API host.
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .read_timeout(timeout)
             .build()
             .map_err(|e| GitHubError::BadBaseUrl(e.to_string()))?;
-        Ok(Self { http, api, token })
+        Ok(Self {
+            http,
+            api,
+            token,
+            timeout,
+        })
     }
 
     fn url(&self, segments: &[&str]) -> Url {
@@ -115,12 +122,13 @@ impl GitHub {
         url.query_pairs_mut().append_pair("ref", commit.as_str());
         let what = format!("`{path}` at commit {commit} of {repo}");
         let body = with_backoff(
+            Backoff::GITHUB,
             &what,
             || async {
                 let resp = self
                     .request(Method::GET, url.clone())
                     .header(header::ACCEPT, "application/vnd.github.raw+json")
-                    .timeout(Duration::from_secs(60))
+                    .timeout(self.timeout)
                     .send()
                     .await;
                 classify(resp, &what)
@@ -153,6 +161,7 @@ impl GitHub {
         ]);
         let what = format!("tarball of commit {commit} of {repo}");
         with_backoff(
+            Backoff::GITHUB,
             &what,
             || self.try_download(url.clone(), &what, dest, max_bytes),
             GitHubError::is_transient,
@@ -184,13 +193,14 @@ impl GitHub {
             body["target_url"] = serde_json::Value::String(target.clone());
         }
         with_backoff(
+            Backoff::GITHUB,
             &what,
             || async {
                 let resp = self
                     .request(Method::POST, url.clone())
                     .header(header::ACCEPT, "application/vnd.github+json")
                     .json(&body)
-                    .timeout(Duration::from_secs(30))
+                    .timeout(self.timeout)
                     .send()
                     .await;
                 classify(resp, &what).await.map(|_| ())
@@ -389,7 +399,8 @@ mod tests {
 
     #[test]
     fn urls_keep_the_enterprise_prefix_and_encode_segments() {
-        let gh = GitHub::new("https://ghe.example/api/v3/", None).expect("client");
+        let gh = GitHub::new("https://ghe.example/api/v3/", None, Duration::from_secs(5))
+            .expect("client");
         let url = gh.url(&["repos", "o", "r", "contents", "dir", "a b.json"]);
         assert_eq!(
             url.as_str(),

@@ -1,7 +1,7 @@
 //! One build, start to end: source → context → build → publish → record.
 //! Each service is its own span and fails on its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +46,9 @@ pub struct Pipeline {
     engine: OnceCell<Engine>,
     /// Service images built (and pushed) at once, across all builds.
     service_slots: Semaphore,
+    /// One lock per image tag, held from the last registry check to the end
+    /// of the push, so two builds here never race for the same tag.
+    tag_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl Pipeline {
@@ -65,7 +68,16 @@ impl Pipeline {
             metrics: Arc::new(Metrics::default()),
             engine: OnceCell::new(),
             service_slots: Semaphore::new(max_concurrent_builds),
+            tag_locks: std::sync::Mutex::default(),
         }
+    }
+
+    async fn lock_tag(&self, image: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.tag_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(image.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     /// The engine, connected on first use so that Slipway can start (and take
@@ -198,13 +210,21 @@ impl Pipeline {
             log.line("no service in the manifest is valid; nothing to build");
             return Ok(());
         }
-        let tree = Arc::new(self.fetch_source(&repo, &commit, log).await?);
+        // What the registry holds is asked while the sources download: for a
+        // merge that publishes nothing new, that is most of the work.
+        let lookups = futures::future::join_all(specs.iter().map(|(_, spec)| async {
+            let published = self.registry.lookup(&spec.name, &spec.version).await;
+            published.map_err(|e| e.to_string())
+        }));
+        let (tree, lookups) = tokio::join!(self.fetch_source(&repo, &commit, log), lookups);
+        let tree = Arc::new(tree?);
         let labels_base = BuildLabels {
             revision: commit.to_string(),
             source: source_url,
         };
-        let tasks = specs.into_iter().map(|(index, spec)| {
+        let tasks = specs.into_iter().zip(lookups).map(|((index, spec), published)| {
             let job = ServiceJob {
+                published: Some(published),
                 pipeline: self.clone(),
                 shared: shared.clone(),
                 tree: tree.clone(),
@@ -345,6 +365,8 @@ struct ServiceJob {
     labels: BuildLabels,
     index: usize,
     spec: ServiceSpec,
+    /// The registry's answer for `NAME:VERSION`, asked before the sources came.
+    published: Option<Result<Published, String>>,
 }
 
 /// How a service ended, short of failing.
@@ -425,7 +447,11 @@ impl ServiceJob {
             "context: {} files, inputs {}",
             context.files, context.inputs_digest
         ));
-        if let Some(done) = self.check_published(&context.inputs_digest).await? {
+        let published = match self.published.clone() {
+            Some(published) => published?,
+            None => self.lookup().await?,
+        };
+        if let Some(done) = self.immutable(published, &context.inputs_digest)? {
             return Ok(done);
         }
         let _slot = self
@@ -458,14 +484,16 @@ impl ServiceJob {
             .map_err(|e| e.to_string())
     }
 
-    /// Published versions are immutable: same inputs → skip, other inputs → refuse.
-    async fn check_published(&self, inputs: &str) -> Result<Option<Done>, String> {
-        let published = self
-            .pipeline
+    async fn lookup(&self) -> Result<Published, String> {
+        self.pipeline
             .registry
             .lookup(&self.spec.name, &self.spec.version)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())
+    }
+
+    /// Published versions are immutable: same inputs → skip, other inputs → refuse.
+    fn immutable(&self, published: Published, inputs: &str) -> Result<Option<Done>, String> {
         match published {
             Published::Absent => Ok(None),
             Published::Present { digest, inputs: Some(existing) } if existing == inputs => {
@@ -496,19 +524,30 @@ impl ServiceJob {
             target: self.spec.target.as_deref(),
             network: self.pipeline.settings.build_network.as_deref(),
         };
+        let build_started = Instant::now();
         let image_id = engine
             .build(request, &self.log)
             .await
             .map_err(|e| e.to_string())?;
-        self.log.line(&format!("built {image_id}"));
+        self.log.line(&format!(
+            "built {image_id} in {:.2?}",
+            build_started.elapsed()
+        ));
         self.update(|s| s.status = ServiceStatus::Pushing).await;
         let push_started = Instant::now();
         let mut exported = export_image(engine, &image_id, work_dir).await?;
         exported
             .add_labels(&self.labels(&context.inputs_digest))
             .map_err(|e| e.to_string())?;
-        // Someone may have published the tag while this built.
-        if let Some(done) = self.check_published(&context.inputs_digest).await? {
+        self.log.line(&format!(
+            "exported {} layers in {:.2?}",
+            exported.layers.len(),
+            push_started.elapsed()
+        ));
+        // One push per tag at a time in this process; and someone may have
+        // published the tag while this one built.
+        let _tag = self.pipeline.lock_tag(&image).await;
+        if let Some(done) = self.immutable(self.lookup().await?, &context.inputs_digest)? {
             return Ok(done);
         }
         let mut stats = PushStats::default();

@@ -148,8 +148,16 @@ async fn the_page_shows_builds_and_a_live_log_that_grows() {
         assert!(Instant::now() < deadline, "final statuses shown: {text}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let log_text = log_text(&client).await;
-    assert!(log_text.contains("step 40 of 40"), "{log_text}");
+    // After the reload, the finished build's log is replayed in full.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = log_text(&client).await;
+        if text.contains("step 40 of 40") && text.contains("build failed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "whole log shown after the build: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     std::fs::write(
         artefact("build-page-finished.png"),
         client.screenshot().await.expect("shot"),

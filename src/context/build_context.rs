@@ -113,6 +113,7 @@ fn read_dockerfile(
 
 /// A `# syntax=` parser directive must come before any other line but comments.
 fn has_syntax_directive(dockerfile: &str) -> bool {
+    let dockerfile = dockerfile.strip_prefix('\u{feff}').unwrap_or(dockerfile);
     for line in dockerfile.lines() {
         let line = line.trim();
         let Some(comment) = line.strip_prefix('#') else {
@@ -266,6 +267,7 @@ mod tests {
         assert!(has_syntax_directive("# syntax=docker/dockerfile:1\nFROM x"));
         assert!(has_syntax_directive("#SYNTAX = x\nFROM x"));
         assert!(has_syntax_directive("# escape=`\n# syntax=x\nFROM x"));
+        assert!(has_syntax_directive("\u{feff}# syntax=x\nFROM x"));
         assert!(!has_syntax_directive("FROM x\n# syntax=x"));
         assert!(!has_syntax_directive("# just a comment\nFROM x"));
     }

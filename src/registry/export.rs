@@ -1,20 +1,20 @@
-//! Reading an image exported by the engine (docker-save format) into blobs
-//! ready to push: the config as bytes, each layer gzipped into a temp file.
-//! Handles the classic layout of Engine 20.10 (`<id>/layer.tar`) and the OCI
-//! layout of Engine 25+ (`blobs/sha256/<hex>`, with compat symlinks).
+//! Reading an image exported by the engine (docker-save format): the config
+//! as bytes, each layer spilled to a temp file as it is, with the digest of
+//! its content (its diff id). Compression comes later, and only for layers
+//! the registry lacks. Handles the classic layout of Engine 20.10
+//! (`<id>/layer.tar`) and the OCI layout of Engine 25+ (`blobs/sha256/<hex>`,
+//! with compat symlinks).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 /// Entries at most this large are kept in memory (configs, manifests, tiny
-/// layers); larger ones are layers and go straight to disk, gzipped.
+/// layers); larger ones are layers and go straight to disk.
 const IN_MEMORY_MAX: u64 = 1 << 20;
 
 pub const LAYER_MEDIA_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -33,10 +33,11 @@ pub enum ExportError {
     Io(#[from] io::Error),
 }
 
-/// A blob on disk, with its digest.
+/// A layer as the engine exported it, on disk.
 #[derive(Debug, Clone)]
-pub struct Blob {
+pub struct RawLayer {
     pub path: PathBuf,
+    /// `sha256:` of the content as it is (the uncompressed tar: its diff id).
     pub digest: String,
     pub size: u64,
 }
@@ -44,8 +45,8 @@ pub struct Blob {
 #[derive(Debug)]
 pub struct ExportedImage {
     pub config: Vec<u8>,
-    pub layers: Vec<Blob>,
-    _dir: tempfile::TempDir,
+    pub layers: Vec<RawLayer>,
+    dir: tempfile::TempDir,
 }
 
 impl ExportedImage {
@@ -80,10 +81,14 @@ impl ExportedImage {
         sha256_digest(&self.config)
     }
 
-    /// The Docker schema 2 manifest for this image.
-    pub fn manifest(&self) -> Vec<u8> {
-        let layers: Vec<_> = self
-            .layers
+    /// Temporary space that lives as long as the image.
+    pub fn work_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The Docker schema 2 manifest for this image, given the pushed layers.
+    pub fn manifest(&self, pushed: &[super::compress::Written]) -> Vec<u8> {
+        let layers: Vec<_> = pushed
             .iter()
             .map(|l| serde_json::json!({"mediaType": LAYER_MEDIA_TYPE, "size": l.size, "digest": l.digest}))
             .collect();
@@ -112,7 +117,7 @@ struct SaveManifest {
 #[derive(Default)]
 struct Contents {
     small: HashMap<String, Vec<u8>>,
-    blobs: HashMap<String, Blob>,
+    spilled: HashMap<String, RawLayer>,
     links: HashMap<String, String>,
 }
 
@@ -141,8 +146,8 @@ pub fn read_docker_save(reader: impl Read, work_dir: &Path) -> Result<ExportedIm
                 contents.small.insert(path, bytes);
             }
             tar::EntryType::Regular => {
-                let blob = gzip_to_file(&mut entry, &dir.path().join(format!("layer-{index}.gz")))?;
-                contents.blobs.insert(path, blob);
+                let layer = spill(&mut entry, &dir.path().join(format!("layer-{index}.tar")))?;
+                contents.spilled.insert(path, layer);
             }
             _ => {}
         }
@@ -170,24 +175,22 @@ fn assemble(mut contents: Contents, dir: tempfile::TempDir) -> Result<ExportedIm
     let mut layers = Vec::with_capacity(save.layers.len());
     for (index, layer) in save.layers.iter().enumerate() {
         let path = contents.follow(&clean(layer));
-        let blob = match (contents.blobs.get(&path), contents.small.remove(&path)) {
-            (Some(blob), _) => blob.clone(),
+        let raw = match (contents.spilled.get(&path), contents.small.remove(&path)) {
+            (Some(raw), _) => raw.clone(),
             (None, Some(bytes)) => {
-                let blob = gzip_to_file(
-                    &mut bytes.as_slice(),
-                    &dir.path().join(format!("small-{index}.gz")),
-                )?;
-                contents.blobs.insert(path, blob.clone());
-                blob
+                let dest = dir.path().join(format!("small-{index}.tar"));
+                let raw = spill(&mut bytes.as_slice(), &dest)?;
+                contents.spilled.insert(path, raw.clone());
+                raw
             }
             (None, None) => return Err(ExportError::Missing(layer.clone())),
         };
-        layers.push(blob);
+        layers.push(raw);
     }
     Ok(ExportedImage {
         config,
         layers,
-        _dir: dir,
+        dir,
     })
 }
 
@@ -224,23 +227,12 @@ fn resolve(link: &str, target: &str) -> String {
     clean(&format!("{parent}/{target}"))
 }
 
-/// Copies a layer into `dest` gzipped, unless it already is gzip, and
-/// returns the digest of what was written.
-fn gzip_to_file(reader: &mut impl Read, dest: &Path) -> io::Result<Blob> {
-    let mut reader = BufReader::with_capacity(256 << 10, reader);
-    let already_gzip = io::BufRead::fill_buf(&mut reader)?.starts_with(&[0x1f, 0x8b]);
+/// Copies an entry into `dest`, hashing it on the way.
+fn spill(reader: &mut impl Read, dest: &Path) -> io::Result<RawLayer> {
     let mut out = CountingHasher::new(BufWriter::with_capacity(256 << 10, File::create(dest)?));
-    if already_gzip {
-        io::copy(&mut reader, &mut out)?;
-    } else {
-        // Fast compression: the push is usually bound by CPU here, and the
-        // output is deterministic, so unchanged layers keep their digests.
-        let mut gz = GzEncoder::new(&mut out, Compression::fast());
-        io::copy(&mut reader, &mut gz)?;
-        gz.finish()?;
-    }
+    io::copy(&mut BufReader::with_capacity(256 << 10, reader), &mut out)?;
     let (digest, size) = out.finish()?;
-    Ok(Blob {
+    Ok(RawLayer {
         path: dest.to_path_buf(),
         digest,
         size,
@@ -327,15 +319,24 @@ mod tests {
         let image = read_docker_save(tar.as_slice(), dir.path()).expect("reads");
         assert_eq!(image.config, b"{}");
         assert_eq!(image.layers.len(), 2);
-        let gz = std::fs::read(&image.layers[0].path).expect("layer");
-        assert_eq!(image.layers[0].digest, sha256_digest(&gz));
-        let mut unzipped = Vec::new();
-        flate2::read::GzDecoder::new(gz.as_slice())
-            .read_to_end(&mut unzipped)
-            .expect("gunzip");
-        assert_eq!(unzipped, layer);
-        let manifest: serde_json::Value = serde_json::from_slice(&image.manifest()).expect("json");
+        let raw = std::fs::read(&image.layers[0].path).expect("layer");
+        assert_eq!(raw, layer);
+        assert_eq!(image.layers[0].digest, sha256_digest(&layer));
+        assert_eq!(image.layers[1].size, 5);
+        let pushed = vec![
+            super::super::compress::Written {
+                digest: "sha256:a".into(),
+                size: 1,
+            },
+            super::super::compress::Written {
+                digest: "sha256:b".into(),
+                size: 2,
+            },
+        ];
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&image.manifest(&pushed)).expect("json");
         assert_eq!(manifest["layers"][1]["mediaType"], LAYER_MEDIA_TYPE);
+        assert_eq!(manifest["layers"][1]["digest"], "sha256:b");
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! tag up, push blobs the registry lacks, then the manifest. The Docker
 //! Engine needs no registry configuration; the private CA is trusted here.
 
+pub mod compress;
 pub mod export;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -16,9 +19,10 @@ use oci_client::{Client, Reference, RegistryOperation};
 use tokio_util::io::ReaderStream;
 
 use crate::config::Secret;
-use crate::retry::with_backoff;
+use crate::retry::{with_backoff, Backoff};
 use crate::types::{ImageName, Version};
-use export::{ExportedImage, MANIFEST_MEDIA_TYPE};
+use compress::Written;
+use export::{ExportedImage, RawLayer, MANIFEST_MEDIA_TYPE};
 
 /// The label carrying the digest of a service's build inputs.
 pub const INPUTS_LABEL: &str = "io.slipway.inputs";
@@ -105,7 +109,10 @@ pub struct RegistrySettings<'a> {
 
 #[derive(Clone)]
 pub struct Registry {
-    client: std::sync::Arc<Client>,
+    client: Arc<Client>,
+    /// Content digest (diff id) of each layer pushed → its pushed (gzip)
+    /// form, so an unchanged layer is never compressed twice.
+    layers: Arc<Mutex<HashMap<String, Written>>>,
     auth: RegistryAuth,
     host: String,
     user: Option<String>,
@@ -135,7 +142,8 @@ impl Registry {
             _ => RegistryAuth::Anonymous,
         };
         Ok(Self {
-            client: std::sync::Arc::new(Client::new(config)),
+            client: Arc::new(Client::new(config)),
+            layers: Arc::default(),
             auth,
             host: settings.host.to_string(),
             user: settings.user.map(str::to_string),
@@ -180,6 +188,7 @@ impl Registry {
     ) -> Result<Published, RegistryError> {
         let reference = self.reference(name, version);
         with_backoff(
+            Backoff::REGISTRY,
             &format!("looking up {}", self.image_ref(name, version)),
             || self.try_lookup(&reference),
             RegistryError::is_transient,
@@ -240,56 +249,110 @@ impl Registry {
     ) -> Result<String, RegistryError> {
         let reference = self.reference(name, version);
         let what = format!("pushing {}", self.image_ref(name, version));
-        with_backoff(
-            &what,
-            || self.authenticate(&reference),
-            RegistryError::is_transient,
-        )
-        .await?;
-        for layer in &image.layers {
-            let pushed = with_backoff(
-                &what,
-                || self.push_layer(&reference, &layer.path, &layer.digest, layer.size),
-                RegistryError::is_transient,
-            )
+        self.retrying(&what, || self.authenticate(&reference))
             .await?;
-            stats.record(pushed, layer.size);
+        let mut pushed_layers = Vec::with_capacity(image.layers.len());
+        for raw in &image.layers {
+            let (blob, pushed) = self.push_layer(&reference, raw, &what).await?;
+            stats.record(pushed, blob.size);
+            pushed_layers.push(blob);
         }
         let config = image.config.clone();
         let config_digest = image.config_digest();
-        let pushed = with_backoff(
-            &what,
-            || self.push_small_blob(&reference, config.clone(), &config_digest),
-            RegistryError::is_transient,
-        )
-        .await?;
+        let pushed = self
+            .retrying(&what, || {
+                self.push_small_blob(&reference, config.clone(), &config_digest)
+            })
+            .await?;
         stats.record(pushed, config.len() as u64);
-        let manifest = image.manifest();
-        with_backoff(
-            &what,
-            || self.push_manifest(&reference, manifest.clone()),
-            RegistryError::is_transient,
-        )
-        .await
+        let manifest = image.manifest(&pushed_layers);
+        self.retrying(&what, || self.push_manifest(&reference, manifest.clone()))
+            .await
     }
 
+    async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        with_backoff(Backoff::REGISTRY, what, op, RegistryError::is_transient).await
+    }
+
+    /// Pushes one layer unless the registry has it; returns the pushed form
+    /// (gzip) and whether it was uploaded. A layer pushed before is
+    /// recognised by its content digest, without compressing it again.
     async fn push_layer(
         &self,
         reference: &Reference,
+        raw: &RawLayer,
+        what: &str,
+    ) -> Result<(Written, bool), RegistryError> {
+        if let Some(known) = self.known_layer(&raw.digest) {
+            let present = self
+                .retrying(what, || self.blob_exists(reference, &known.digest))
+                .await?;
+            if present {
+                return Ok((known, false));
+            }
+        }
+        let (path, blob) = self.compressed(raw).await?;
+        self.remember_layer(&raw.digest, &blob);
+        let uploaded = self
+            .retrying(what, || self.upload_if_missing(reference, &path, &blob))
+            .await?;
+        Ok((blob, uploaded))
+    }
+
+    fn known_layer(&self, content_digest: &str) -> Option<Written> {
+        self.layers.lock().ok()?.get(content_digest).cloned()
+    }
+
+    fn remember_layer(&self, content_digest: &str, blob: &Written) {
+        if let Ok(mut layers) = self.layers.lock() {
+            layers.insert(content_digest.to_string(), blob.clone());
+        }
+    }
+
+    /// The layer in the form it is pushed in: as it is when the engine
+    /// exported it gzipped already, else gzipped on every core.
+    async fn compressed(&self, raw: &RawLayer) -> Result<(PathBuf, Written), RegistryError> {
+        let raw = raw.clone();
+        let io_err = |e: std::io::Error| self.failed(format!("compressing a layer: {e}"));
+        tokio::task::spawn_blocking(move || {
+            if compress::is_gzip(&raw.path)? {
+                let written = Written {
+                    digest: raw.digest.clone(),
+                    size: raw.size,
+                };
+                return Ok((raw.path.clone(), written));
+            }
+            let dest = raw.path.with_extension("tar.gz");
+            let written = compress::gzip_file(&raw.path, &dest)?;
+            // The raw copy is no longer needed; free the space early.
+            let _ = std::fs::remove_file(&raw.path);
+            Ok((dest, written))
+        })
+        .await
+        .map_err(|e| self.failed(format!("compression crashed: {e}")))?
+        .map_err(io_err)
+    }
+
+    async fn upload_if_missing(
+        &self,
+        reference: &Reference,
         path: &Path,
-        digest: &str,
-        size: u64,
+        blob: &Written,
     ) -> Result<bool, RegistryError> {
-        if self.blob_exists(reference, digest).await? {
+        if self.blob_exists(reference, &blob.digest).await? {
             return Ok(false);
         }
         let file = tokio::fs::File::open(path)
             .await
-            .map_err(|e| self.failed(format!("reading layer {digest}: {e}")))?;
+            .map_err(|e| self.failed(format!("reading layer {}: {e}", blob.digest)))?;
         let stream =
             ReaderStream::with_capacity(file, 256 << 10).map_err(OciDistributionError::IoError);
         self.client
-            .push_blob_stream(reference, stream, digest, Some(size))
+            .push_blob_stream(reference, stream, &blob.digest, Some(blob.size))
             .await
             .map_err(|e| self.classify(e, reference.repository()))?;
         Ok(true)

@@ -278,6 +278,61 @@ impl Slipway {
 impl Drop for Slipway {
     fn drop(&mut self) {
         self.kill();
+        if !std::thread::panicking() {
+            self.assert_no_secret_leaked();
+        }
+    }
+}
+
+/// The options whose values must never show in a log, a record or an error.
+const SECRET_OPTIONS: [&str; 4] = [
+    "SLIPWAY_WEBHOOK_SECRET",
+    "SLIPWAY_GITHUB_TOKEN",
+    "SLIPWAY_REGISTRY_PASSWORD",
+    "SLIPWAY_API_TOKEN",
+];
+
+impl Slipway {
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Peak resident memory of the process so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Every test's service log and database (records and build logs) is
+    /// searched for the secrets it was given; none may appear.
+    fn assert_no_secret_leaked(&self) {
+        let secrets: Vec<&str> = self
+            .args
+            .iter()
+            .filter(|(k, v)| SECRET_OPTIONS.contains(&k.as_str()) && v.len() >= 6)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let mut places = vec![self.log_path.clone()];
+        for name in ["slipway.db", "slipway.db-wal"] {
+            places.push(self.data_dir.join(name));
+        }
+        for place in places {
+            let Ok(bytes) = std::fs::read(&place) else {
+                continue;
+            };
+            for secret in &secrets {
+                let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+                assert!(
+                    !found,
+                    "a secret given to Slipway shows in {}",
+                    place.display()
+                );
+            }
+        }
     }
 }
 
