@@ -92,9 +92,19 @@ where
             )
         }
     };
-    let Some(event) = headers.get("x-github-event").and_then(|v| v.to_str().ok()) else {
-        let reply = error_reply(StatusCode::BAD_REQUEST, "X-GitHub-Event header missing");
-        return (reply, "rejected_payload");
+    let event = match headers.get("x-github-event").map(|v| v.to_str()) {
+        Some(Ok(event)) => event,
+        Some(Err(_)) => {
+            let reply = error_reply(
+                StatusCode::BAD_REQUEST,
+                "X-GitHub-Event header is not ASCII text",
+            );
+            return (reply, "rejected_payload");
+        }
+        None => {
+            let reply = error_reply(StatusCode::BAD_REQUEST, "X-GitHub-Event header missing");
+            return (reply, "rejected_payload");
+        }
     };
     let delivery = headers
         .get("x-github-delivery")
