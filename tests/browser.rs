@@ -155,7 +155,10 @@ async fn the_page_shows_builds_and_a_live_log_that_grows() {
         if text.contains("step 40 of 40") && text.contains("build failed") {
             break;
         }
-        assert!(Instant::now() < deadline, "whole log shown after the build: {text}");
+        assert!(
+            Instant::now() < deadline,
+            "whole log shown after the build: {text}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     std::fs::write(
