@@ -36,7 +36,10 @@ impl RepoPath {
 
     /// Cleans `raw` lexically and refuses anything that leaves `base`.
     fn resolve(base: &RepoPath, raw: &str, what: &str) -> Result<Self, String> {
-        if raw.starts_with('/') || raw.contains('\\') || raw.contains('\0') {
+        if raw.chars().any(char::is_control) {
+            return Err(format!("{what} contains control characters"));
+        }
+        if raw.starts_with('/') || raw.contains('\\') {
             return Err(format!(
                 "{what} `{raw}` must be a relative path inside the repository"
             ));
@@ -116,8 +119,8 @@ pub struct ServiceEntry {
 
 /// Parses a manifest in any of the three shapes.
 pub fn parse(bytes: &[u8]) -> Result<Vec<ServiceEntry>, ManifestError> {
-    let doc: Value =
-        serde_json::from_slice(bytes).map_err(|e| ManifestError::InvalidJson(e.to_string()))?;
+    let doc: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ManifestError::InvalidJson(e.to_string().chars().take(200).collect()))?;
     let entries: Vec<ServiceEntry> = match &doc {
         Value::Object(obj) if obj.contains_key("services") => match &obj["services"] {
             Value::Array(list) => list.iter().map(full_entry).collect(),
@@ -160,6 +163,11 @@ fn full_entry(item: &Value) -> ServiceEntry {
         let context = RepoPath::resolve(&RepoPath::root(), &context, "context")?;
         let dockerfile = optional_string(obj, "dockerfile")?.unwrap_or_else(|| "Dockerfile".into());
         let dockerfile = RepoPath::resolve(&context, &dockerfile, "dockerfile")?;
+        if dockerfile == context {
+            return Err(
+                "`dockerfile` must name a file inside the context, not the context itself".into(),
+            );
+        }
         Ok(ServiceSpec {
             name: image_name(obj, "name")?,
             version: version_field(obj)?,
@@ -388,6 +396,13 @@ mod tests {
             r#"{"services":[{"name":"a","version":"1","context":"svc","dockerfile":"../Dockerfile"}]}"#,
         );
         assert!(outside.contains("leaves the context"), "{outside}");
+        let itself = rule_broken(
+            r#"{"services":[{"name":"a","version":"1","context":"svc","dockerfile":"."}]}"#,
+        );
+        assert!(itself.contains("not the context itself"), "{itself}");
+        let control =
+            rule_broken(r#"{"services":[{"name":"a","version":"1","context":"a\u0001b"}]}"#);
+        assert!(control.contains("control characters"), "{control}");
     }
 
     #[test]

@@ -89,7 +89,12 @@ fn form_payload(body: &[u8]) -> Result<String, PayloadError> {
 /// Parses the whole document: unlike skipping unknown fields, this checks
 /// every string is UTF-8 and caps nesting depth (serde_json's limit of 128).
 fn parse_value(json: &[u8]) -> Result<serde_json::Value, PayloadError> {
-    serde_json::from_slice(json).map_err(|e| PayloadError::InvalidJson(e.to_string()))
+    serde_json::from_slice(json).map_err(invalid_json)
+}
+
+/// serde's messages can quote the offending value whole; keep them short.
+fn invalid_json(err: serde_json::Error) -> PayloadError {
+    PayloadError::InvalidJson(err.to_string().chars().take(200).collect())
 }
 
 /// Checks that the document is JSON at all, for events whose content Slipway ignores.
@@ -98,7 +103,7 @@ pub fn check_json(json: &[u8]) -> Result<(), PayloadError> {
 }
 
 pub fn parse_pull_request_event(json: &[u8]) -> Result<PullRequestEvent, PayloadError> {
-    serde_json::from_value(parse_value(json)?).map_err(|e| PayloadError::InvalidJson(e.to_string()))
+    serde_json::from_value(parse_value(json)?).map_err(invalid_json)
 }
 
 #[cfg(test)]
