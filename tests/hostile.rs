@@ -11,6 +11,11 @@ use support::*;
 
 const REPO: &str = "acme/hostile";
 
+/// (what, method, X-GitHub-Event, body, expected status)
+type DeliveryCase = (&'static str, &'static str, Option<&'static str>, Vec<u8>, u16);
+/// (what, the tarball for a commit, expected words in the build error)
+type TarballCase = (&'static str, Box<dyn Fn(&str) -> Vec<u8>>, &'static str);
+
 /// Slipway with a registry where nothing listens: only answers matter here.
 async fn webhook_only() -> (FakeGitHub, Slipway) {
     let github = FakeGitHub::start().await;
@@ -61,7 +66,7 @@ async fn every_bad_delivery_gets_its_answer_and_causes_no_work() {
     null_sha["pull_request"]["merge_commit_sha"] = Value::Null;
     let mut dotdot = merged_pr_payload(REPO, &sha(), 1, "main");
     dotdot["repository"]["full_name"] = json!("acme/..");
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16)> = vec![
+    let cases: Vec<DeliveryCase> = vec![
         (
             "invalid UTF-8",
             "POST",
@@ -133,8 +138,20 @@ async fn every_bad_delivery_gets_its_answer_and_causes_no_work() {
             b"{}".to_vec(),
             200,
         ),
-        ("made-up event", "POST", Some("x-made-up"), b"{}".to_vec(), 200),
-        ("event not ASCII", "POST", Some("\u{1F4A3}-bomb"), b"{}".to_vec(), 400),
+        (
+            "made-up event",
+            "POST",
+            Some("x-made-up"),
+            b"{}".to_vec(),
+            200,
+        ),
+        (
+            "event not ASCII",
+            "POST",
+            Some("\u{1F4A3}-bomb"),
+            b"{}".to_vec(),
+            400,
+        ),
         ("PUT", "PUT", Some("pull_request"), b"{}".to_vec(), 405),
         (
             "DELETE",
@@ -259,7 +276,7 @@ fn raw_entry(
     header.set_cksum();
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(data);
-    while out.len() % 512 != 0 {
+    while !out.len().is_multiple_of(512) {
         out.push(0);
     }
 }
@@ -325,7 +342,7 @@ async fn bad_tarballs_fail_the_build_and_nothing_escapes() {
     let manifest = r#"{"service_name":"victim","version":"1"}"#;
     let other_commit = "f".repeat(40);
     let up = format!("../../../../../../tmp/{escape_name}");
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> Vec<u8>>, &str)> = vec![
+    let cases: Vec<TarballCase> = vec![
         (
             "`..` entry",
             Box::new(|c: &str| {
