@@ -14,7 +14,7 @@ const REPO: &str = "acme/hostile";
 /// (what, method, X-GitHub-Event, body, expected status)
 type DeliveryCase = (&'static str, &'static str, Option<&'static str>, Vec<u8>, u16);
 /// (what, the tarball for a commit, expected words in the build error)
-type TarballCase = (&'static str, Box<dyn Fn(&str) -> Vec<u8>>, &'static str);
+type TarballCase<'a> = (&'static str, Box<dyn Fn(&str) -> Vec<u8> + 'a>, &'static str);
 
 /// Slipway with a registry where nothing listens: only answers matter here.
 async fn webhook_only() -> (FakeGitHub, Slipway) {
