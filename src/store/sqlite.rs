@@ -2,7 +2,7 @@
 //! JSON beside the columns that queries and uniqueness need.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -31,7 +31,7 @@ CREATE INDEX IF NOT EXISTS log_lines_by_build ON log_lines(build_id, seq);
 ";
 
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 impl SqliteStore {
@@ -52,16 +52,24 @@ impl SqliteStore {
         .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves SQLite consistent (each
-        // statement is atomic), so a poisoned lock is still usable.
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    async fn blocking<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves SQLite consistent (each
+            // statement is atomic), so a poisoned lock is still usable.
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            op(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(format!("store task failed: {e}"))))?
     }
 }
 
@@ -109,112 +117,147 @@ fn decode_rows(rows: Vec<String>) -> Result<Vec<BuildRecord>, StoreError> {
         .collect()
 }
 
+fn admit(
+    conn: &mut Connection,
+    record: &BuildRecord,
+    max_queued: u64,
+) -> Result<Admission, StoreError> {
+    let tx = conn.transaction()?;
+    if let Some(existing) = duplicate_of(&tx, record)? {
+        return Ok(Admission::Duplicate(existing));
+    }
+    if queued_count(&tx)? >= max_queued {
+        return Ok(Admission::QueueFull);
+    }
+    insert(&tx, record)?;
+    tx.commit()?;
+    Ok(Admission::Created(record.id.clone()))
+}
+
+fn save(conn: &Connection, record: &BuildRecord) -> Result<(), StoreError> {
+    let json = serde_json::to_string(record)?;
+    conn.execute(
+        "UPDATE builds SET status = ?2, record = ?3 WHERE id = ?1",
+        params![record.id, record.status.as_str(), json],
+    )?;
+    Ok(())
+}
+
+fn get(conn: &Connection, id: &str) -> Result<Option<BuildRecord>, StoreError> {
+    let json: Option<String> = conn
+        .query_row("SELECT record FROM builds WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    json.map(|j| serde_json::from_str(&j).map_err(StoreError::from))
+        .transpose()
+}
+
+fn list(conn: &Connection, filter: &ListFilter) -> Result<Vec<BuildRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT record FROM builds
+         WHERE (?1 IS NULL OR repository = ?1) AND (?2 IS NULL OR status = ?2)
+         ORDER BY seq DESC LIMIT ?3",
+    )?;
+    let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+    let status = filter.status.map(BuildStatus::as_str);
+    let rows = stmt
+        .query_map(params![filter.repository, status, limit], |row| {
+            row.get::<_, String>(0)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    decode_rows(rows)
+}
+
+fn unfinished(conn: &Connection) -> Result<Vec<BuildRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT record FROM builds WHERE status IN ('queued', 'running') ORDER BY seq",
+    )?;
+    let rows = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    decode_rows(rows)
+}
+
+fn append_log(
+    conn: &mut Connection,
+    id: &str,
+    lines: Vec<String>,
+) -> Result<Vec<LogLine>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut numbered = Vec::with_capacity(lines.len());
+    {
+        let mut stmt =
+            tx.prepare_cached("INSERT INTO log_lines (build_id, line) VALUES (?1, ?2)")?;
+        for text in lines {
+            stmt.execute(params![id, text])?;
+            let seq = u64::try_from(tx.last_insert_rowid()).unwrap_or_default();
+            numbered.push(LogLine { seq, text });
+        }
+    }
+    tx.commit()?;
+    Ok(numbered)
+}
+
+fn read_log(conn: &Connection, id: &str, after: u64) -> Result<Vec<LogLine>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, line FROM log_lines WHERE build_id = ?1 AND seq > ?2 ORDER BY seq",
+    )?;
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let lines = stmt
+        .query_map(params![id, after], |row| {
+            Ok(LogLine {
+                seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or_default(),
+                text: row.get(1)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(lines)
+}
+
+// Each call runs on the blocking pool: SQLite waits on the disk, and the
+// async workers must stay free to answer webhooks in milliseconds.
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn admit(&self, record: &BuildRecord, max_queued: u64) -> Result<Admission, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        if let Some(existing) = duplicate_of(&tx, record)? {
-            return Ok(Admission::Duplicate(existing));
-        }
-        if queued_count(&tx)? >= max_queued {
-            return Ok(Admission::QueueFull);
-        }
-        insert(&tx, record)?;
-        tx.commit()?;
-        Ok(Admission::Created(record.id.clone()))
+        let record = record.clone();
+        self.blocking(move |conn| admit(conn, &record, max_queued))
+            .await
     }
 
     async fn save(&self, record: &BuildRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record)?;
-        self.conn().execute(
-            "UPDATE builds SET status = ?2, record = ?3 WHERE id = ?1",
-            params![record.id, record.status.as_str(), json],
-        )?;
-        Ok(())
+        let record = record.clone();
+        self.blocking(move |conn| save(conn, &record)).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<BuildRecord>, StoreError> {
-        let json: Option<String> = self
-            .conn()
-            .query_row("SELECT record FROM builds WHERE id = ?1", [id], |row| {
-                row.get(0)
-            })
-            .optional()?;
-        json.map(|j| serde_json::from_str(&j).map_err(StoreError::from))
-            .transpose()
+        let id = id.to_string();
+        self.blocking(move |conn| get(conn, &id)).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<BuildRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT record FROM builds
-             WHERE (?1 IS NULL OR repository = ?1) AND (?2 IS NULL OR status = ?2)
-             ORDER BY seq DESC LIMIT ?3",
-        )?;
-        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(
-                params![
-                    filter.repository,
-                    filter.status.map(BuildStatus::as_str),
-                    limit
-                ],
-                |row| row.get::<_, String>(0),
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        decode_rows(rows)
+        let filter = filter.clone();
+        self.blocking(move |conn| list(conn, &filter)).await
     }
 
     async fn queued_count(&self) -> Result<u64, StoreError> {
-        Ok(queued_count(&self.conn())?)
+        self.blocking(|conn| Ok(queued_count(conn)?)).await
     }
 
     async fn unfinished(&self) -> Result<Vec<BuildRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT record FROM builds WHERE status IN ('queued', 'running') ORDER BY seq",
-        )?;
-        let rows = stmt
-            .query_map([], |row| row.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        decode_rows(rows)
+        self.blocking(|conn| unfinished(conn)).await
     }
 
     async fn append_log(&self, id: &str, lines: &[String]) -> Result<Vec<LogLine>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let mut numbered = Vec::with_capacity(lines.len());
-        {
-            let mut stmt =
-                tx.prepare_cached("INSERT INTO log_lines (build_id, line) VALUES (?1, ?2)")?;
-            for line in lines {
-                stmt.execute(params![id, line])?;
-                numbered.push(LogLine {
-                    seq: u64::try_from(tx.last_insert_rowid()).unwrap_or_default(),
-                    text: line.clone(),
-                });
-            }
-        }
-        tx.commit()?;
-        Ok(numbered)
+        let id = id.to_string();
+        let lines = lines.to_vec();
+        self.blocking(move |conn| append_log(conn, &id, lines))
+            .await
     }
 
     async fn read_log(&self, id: &str, after: u64) -> Result<Vec<LogLine>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, line FROM log_lines WHERE build_id = ?1 AND seq > ?2 ORDER BY seq",
-        )?;
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let lines = stmt
-            .query_map(params![id, after], |row| {
-                Ok(LogLine {
-                    seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or_default(),
-                    text: row.get(1)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(lines)
+        let id = id.to_string();
+        self.blocking(move |conn| read_log(conn, &id, after)).await
     }
 }
 
