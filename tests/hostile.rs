@@ -12,9 +12,19 @@ use support::*;
 const REPO: &str = "acme/hostile";
 
 /// (what, method, X-GitHub-Event, body, expected status)
-type DeliveryCase = (&'static str, &'static str, Option<&'static str>, Vec<u8>, u16);
+type DeliveryCase = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    u16,
+);
 /// (what, the tarball for a commit, expected words in the build error)
-type TarballCase<'a> = (&'static str, Box<dyn Fn(&str) -> Vec<u8> + 'a>, &'static str);
+type TarballCase<'a> = (
+    &'static str,
+    Box<dyn Fn(&str) -> Vec<u8> + 'a>,
+    &'static str,
+);
 
 /// Slipway with a registry where nothing listens: only answers matter here.
 async fn webhook_only() -> (FakeGitHub, Slipway) {
@@ -502,4 +512,56 @@ async fn bad_tarballs_fail_the_build_and_nothing_escapes() {
         .expect("work dir")
         .count();
     assert_eq!(leftovers, 0, "temp space left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_get_no_network_and_syntax_lines_are_refused() {
+    let (github, registry, slipway) = with_registry(&[]).await;
+    let isolated = sha();
+    github.add_commit_files(
+        REPO,
+        &isolated,
+        &[
+            ("dockerInfo.json", r#"{"service_name":"isolated","version":"1"}"#),
+            ("Dockerfile", &format!("FROM slipway-test-base:1\nRUN echo {isolated} && echo \"interfaces: $(ls /sys/class/net | tr '\\n' ' ')\"\n")),
+        ],
+    );
+    let frontend = sha();
+    let syntax_files = [
+        (
+            "dockerInfo.json",
+            r#"{"service_name":"frontend","version":"1"}"#,
+        ),
+        (
+            "Dockerfile",
+            "# syntax=docker/dockerfile:1.7\nFROM slipway-test-base:1\n",
+        ),
+    ];
+    github.add_commit_files(REPO, &frontend, &syntax_files);
+    let isolated_id = slipway.merge(REPO, &isolated).await;
+    let frontend_id = slipway.merge(REPO, &frontend).await;
+    assert_eq!(slipway.wait_for(&isolated_id).await["status"], "succeeded");
+    let log = slipway.build_log(&isolated_id).await;
+    assert!(
+        log.contains("[isolated] interfaces: lo"),
+        "--build-network none leaves only loopback:\n{log}"
+    );
+    let record = slipway.wait_for(&frontend_id).await;
+    let error = record["services"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("# syntax=") && error.contains("--allow-syntax-directive"),
+        "{error}"
+    );
+
+    let allowed = Slipway::start(
+        SlipwayOptions::new(&github, &registry).env("SLIPWAY_ALLOW_SYNTAX_DIRECTIVE", "true"),
+    )
+    .await;
+    let again = sha();
+    github.add_commit_files(REPO, &again, &syntax_files);
+    let record = allowed.wait_for(&allowed.merge(REPO, &again).await).await;
+    assert_eq!(
+        record["status"], "succeeded",
+        "allowed by the operator: {record}"
+    );
 }
