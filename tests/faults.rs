@@ -289,19 +289,21 @@ async fn full_data_dir_refuses_deliveries_instead_of_losing_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_push_then_restart_publishes_exactly_once() {
     let (github, registry, mut slipway) = setup(&[]).await;
-    let commit = big_layer_commit(&github, "killedpush", 60);
+    let commit = big_layer_commit(&github, "killedpush", 150);
     let id = slipway.merge(REPO, &commit).await;
-    wait_until("the push", Duration::from_secs(120), async || {
-        service_status(&slipway, &id).await == "pushing"
+    // Killed once the image is exported: while it is compressed and uploaded.
+    wait_until("the upload", Duration::from_secs(120), async || {
+        slipway.build_log(&id).await.contains("exported")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let killed_at = Instant::now();
     slipway.kill();
     slipway.restart().await;
     let record = slipway.wait_for(&id).await;
     let recovered = killed_at.elapsed();
     assert_eq!(record["status"], "succeeded", "{record}");
+    let log = slipway.build_log(&id).await;
+    assert!(log.contains("running it again"), "the push was cut off and redone:\n{log}");
     assert_eq!(registry.tags("killedpush"), vec!["1"], "exactly one tag");
     let digest = record["services"][0]["digest"]
         .as_str()
