@@ -303,7 +303,10 @@ async fn sigkill_during_a_push_then_restart_publishes_exactly_once() {
     let recovered = killed_at.elapsed();
     assert_eq!(record["status"], "succeeded", "{record}");
     let log = slipway.build_log(&id).await;
-    assert!(log.contains("running it again"), "the push was cut off and redone:\n{log}");
+    assert!(
+        log.contains("running it again"),
+        "the push was cut off and redone:\n{log}"
+    );
     assert_eq!(registry.tags("killedpush"), vec!["1"], "exactly one tag");
     let digest = record["services"][0]["digest"]
         .as_str()
