@@ -72,9 +72,7 @@ fn artefact(name: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_builds_and_a_live_log_that_grows() {
-    let github = FakeGitHub::start().await;
-    let registry = TestRegistry::start();
-    let slipway = Slipway::start(SlipwayOptions::new(&github, &registry)).await;
+    let (github, _registry, slipway) = start_stack(&[]).await;
     let sha = sha();
     let dockerfile = format!(
         "FROM slipway-test-base:1\nRUN echo {sha}\nRUN for i in $(seq 1 40); do echo \"step $i of 40\"; sleep 0.25; done\n"

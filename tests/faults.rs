@@ -11,17 +11,6 @@ use support::*;
 
 const REPO: &str = "acme/faults";
 
-async fn setup(extra: &[(&str, &str)]) -> (FakeGitHub, TestRegistry, Slipway) {
-    let github = FakeGitHub::start().await;
-    let registry = TestRegistry::start();
-    let mut options = SlipwayOptions::new(&github, &registry);
-    for (k, v) in extra {
-        options = options.env(k, v);
-    }
-    let slipway = Slipway::start(options).await;
-    (github, registry, slipway)
-}
-
 fn simple_commit(github: &FakeGitHub, name: &str, dockerfile: &str) -> String {
     let commit = sha();
     let manifest = format!(r#"{{"service_name":"{name}","version":"1"}}"#);
@@ -64,7 +53,7 @@ async fn service_status(slipway: &Slipway, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_too_slow_fails_the_build_saying_so() {
-    let (github, _registry, slipway) = setup(&[("SLIPWAY_GITHUB_TIMEOUT", "1s")]).await;
+    let (github, _registry, slipway) = start_stack(&[("SLIPWAY_GITHUB_TIMEOUT", "1s")]).await;
     let commit = simple_commit(&github, "slow", "FROM slipway-test-base:1\n");
     github.inject_fault("/contents/", Fault::Delay(Duration::from_secs(3)), 10);
     let record = slipway.wait_for(&slipway.merge(REPO, &commit).await).await;
@@ -84,7 +73,7 @@ async fn github_too_slow_fails_the_build_saying_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_restarted_mid_push_is_retried_and_succeeds() {
-    let (github, mut registry, slipway) = setup(&[]).await;
+    let (github, mut registry, slipway) = start_stack(&[]).await;
     let commit = big_layer_commit(&github, "resilient", 40);
     let id = slipway.merge(REPO, &commit).await;
     wait_until("the push", Duration::from_secs(120), async || {
@@ -104,7 +93,7 @@ async fn registry_restarted_mid_push_is_retried_and_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_down_at_push_time_fails_with_unreachable() {
-    let (github, mut registry, slipway) = setup(&[]).await;
+    let (github, mut registry, slipway) = start_stack(&[]).await;
     let commit = big_layer_commit(&github, "stranded", 5);
     let id = slipway.merge(REPO, &commit).await;
     wait_until("the build", Duration::from_secs(120), async || {
@@ -127,7 +116,7 @@ async fn registry_down_at_push_time_fails_with_unreachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_socket_gone_fails_the_service_clearly() {
     let (github, _registry, slipway) =
-        setup(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]).await;
+        start_stack(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]).await;
     let commit = simple_commit(&github, "noengine", "FROM slipway-test-base:1\n");
     let record = slipway.wait_for(&slipway.merge(REPO, &commit).await).await;
     let error = record["services"][0]["error"].as_str().unwrap_or_default();
@@ -138,7 +127,7 @@ async fn engine_socket_gone_fails_the_service_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_build_killed_or_timed_out_fails_the_service() {
-    let (github, _registry, slipway) = setup(&[("SLIPWAY_BUILD_TIMEOUT", "20s")]).await;
+    let (github, _registry, slipway) = start_stack(&[("SLIPWAY_BUILD_TIMEOUT", "20s")]).await;
     let marker = format!("killme-{}", &sha()[..10]);
     let killed = simple_commit(
         &github,
@@ -191,29 +180,6 @@ async fn engine_build_killed_or_timed_out_fails_the_service() {
     .await;
 }
 
-#[test]
-fn unwritable_data_dir_refuses_to_start() {
-    let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args([
-            "serve",
-            "--webhook-secret",
-            "s",
-            "--registry",
-            "r:1",
-            "--data-dir",
-            "/proc/slipway-data",
-        ])
-        .env_clear()
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("/proc/slipway-data") && stderr.lines().count() == 1,
-        "{stderr}"
-    );
-}
-
 /// A data dir on a small tmpfs, filled up while the service runs: the
 /// delivery is refused with 500 (GitHub shows it, and it can be redelivered),
 /// never acknowledged and dropped.
@@ -235,14 +201,8 @@ async fn full_data_dir_refuses_deliveries_instead_of_losing_them() {
     let _unmount = Unmount(mount.path().to_path_buf());
     let data = mount.path().join("data");
     let github = FakeGitHub::start().await;
-    let options = SlipwayOptions {
-        github_api: github.api_url(),
-        registry: format!("127.0.0.1:{}", free_port()),
-        registry_ca: None,
-        registry_user: None,
-        registry_password: None,
-        extra: vec![("SLIPWAY_DATA_DIR".into(), data.display().to_string())],
-    };
+    let options = SlipwayOptions::without_registry(&github)
+        .env("SLIPWAY_DATA_DIR", &data.display().to_string());
     let slipway = Slipway::start(options).await;
     let filler = mount.path().join("filler");
     let _ = Command::new("dd")
@@ -288,7 +248,7 @@ async fn full_data_dir_refuses_deliveries_instead_of_losing_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_push_then_restart_publishes_exactly_once() {
-    let (github, registry, mut slipway) = setup(&[]).await;
+    let (github, registry, mut slipway) = start_stack(&[]).await;
     let commit = big_layer_commit(&github, "killedpush", 150);
     let id = slipway.merge(REPO, &commit).await;
     // Killed once the image is exported: while it is compressed and uploaded.

@@ -29,15 +29,8 @@ type TarballCase<'a> = (
 /// Slipway with a registry where nothing listens: only answers matter here.
 async fn webhook_only() -> (FakeGitHub, Slipway) {
     let github = FakeGitHub::start().await;
-    let options = SlipwayOptions {
-        github_api: github.api_url(),
-        registry: format!("127.0.0.1:{}", free_port()),
-        registry_ca: None,
-        registry_user: None,
-        registry_password: None,
-        extra: vec![],
-    };
-    (github.clone(), Slipway::start(options).await)
+    let slipway = Slipway::start(SlipwayOptions::without_registry(&github)).await;
+    (github, slipway)
 }
 
 async fn send(slipway: &Slipway, method: &str, event: Option<&str>, body: Vec<u8>) -> (u16, Value) {
@@ -203,20 +196,9 @@ async fn every_bad_delivery_gets_its_answer_and_causes_no_work() {
     );
 }
 
-async fn with_registry(extra: &[(&str, &str)]) -> (FakeGitHub, TestRegistry, Slipway) {
-    let github = FakeGitHub::start().await;
-    let registry = TestRegistry::start();
-    let mut options = SlipwayOptions::new(&github, &registry);
-    for (k, v) in extra {
-        options = options.env(k, v);
-    }
-    let slipway = Slipway::start(options).await;
-    (github, registry, slipway)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_manifests_fail_with_the_rule_they_break() {
-    let (github, _registry, slipway) = with_registry(&[]).await;
+    let (github, _registry, slipway) = start_stack(&[]).await;
     let thousand: Vec<Value> = (0..1000)
         .map(|i| json!({"service_name": format!("s{i}"), "version": "1"}))
         .collect();
@@ -346,7 +328,7 @@ fn tarball_with(commit: &str, extra: impl FnOnce(&mut Vec<u8>, &str)) -> Vec<u8>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tarballs_fail_the_build_and_nothing_escapes() {
-    let (github, registry, slipway) = with_registry(&[("SLIPWAY_MAX_SOURCE_BYTES", "64M")]).await;
+    let (github, registry, slipway) = start_stack(&[("SLIPWAY_MAX_SOURCE_BYTES", "64M")]).await;
     let escape_name = format!("slipway-escape-{}", &sha()[..12]);
     let escape_target = std::path::Path::new("/tmp").join(&escape_name);
     let manifest = r#"{"service_name":"victim","version":"1"}"#;
@@ -516,7 +498,7 @@ async fn bad_tarballs_fail_the_build_and_nothing_escapes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_get_no_network_and_syntax_lines_are_refused() {
-    let (github, registry, slipway) = with_registry(&[]).await;
+    let (github, registry, slipway) = start_stack(&[]).await;
     let isolated = sha();
     github.add_commit_files(
         REPO,

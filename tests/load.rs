@@ -25,14 +25,8 @@ async fn two_thousand_deliveries_from_fifty_clients_none_lost_none_twice() {
     const TOTAL: usize = 2000;
     const CLIENTS: usize = 50;
     let github = FakeGitHub::start().await;
-    let options = SlipwayOptions {
-        github_api: github.api_url(),
-        registry: format!("127.0.0.1:{}", free_port()),
-        registry_ca: None,
-        registry_user: None,
-        registry_password: None,
-        extra: vec![("SLIPWAY_MAX_QUEUED_BUILDS".into(), "100000".into())],
-    };
+    let options =
+        SlipwayOptions::without_registry(&github).env("SLIPWAY_MAX_QUEUED_BUILDS", "100000");
     let slipway = Slipway::start(options).await;
     // A quarter are first deliveries of merged PRs, half are redeliveries of
     // those, a quarter are events to ignore.
@@ -168,12 +162,7 @@ fn running_builds(marker: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_merges_of_three_services_respect_the_concurrency_limit() {
-    let github = FakeGitHub::start().await;
-    let registry = TestRegistry::start();
-    let slipway = Slipway::start(
-        SlipwayOptions::new(&github, &registry).env("SLIPWAY_MAX_CONCURRENT_BUILDS", "2"),
-    )
-    .await;
+    let (github, _registry, slipway) = start_stack(&[("SLIPWAY_MAX_CONCURRENT_BUILDS", "2")]).await;
     let marker = format!("limit-{}", &sha()[..10]);
     let mut ids = Vec::new();
     for pr in 0..20 {
@@ -239,12 +228,11 @@ async fn twenty_merges_of_three_services_respect_the_concurrency_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_queue_limit_merges_get_503_and_it_shows() {
-    let github = FakeGitHub::start().await;
-    let registry = TestRegistry::start();
-    let options = SlipwayOptions::new(&github, &registry)
-        .env("SLIPWAY_MAX_CONCURRENT_BUILDS", "1")
-        .env("SLIPWAY_MAX_QUEUED_BUILDS", "3");
-    let slipway = Slipway::start(options).await;
+    let limits = [
+        ("SLIPWAY_MAX_CONCURRENT_BUILDS", "1"),
+        ("SLIPWAY_MAX_QUEUED_BUILDS", "3"),
+    ];
+    let (github, _registry, slipway) = start_stack(&limits).await;
     let blocker = sha();
     github.add_commit_files(
         REPO,

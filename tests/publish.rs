@@ -20,16 +20,9 @@ fn api_dockerfile() -> &'static str {
      RUN false\n"
 }
 
-async fn setup() -> (FakeGitHub, TestRegistry, Slipway) {
-    let github = FakeGitHub::start().await;
-    let registry = TestRegistry::start();
-    let slipway = Slipway::start(SlipwayOptions::new(&github, &registry)).await;
-    (github, registry, slipway)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merged_pr_publishes_two_services_that_pull_and_run() {
-    let (github, registry, slipway) = setup().await;
+    let (github, registry, slipway) = start_stack(&[]).await;
     github.require_token("gh-token-xyz");
     let slipway = {
         drop(slipway);
@@ -161,7 +154,7 @@ async fn merged_pr_publishes_two_services_that_pull_and_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_and_single_manifest_shapes_build() {
-    let (github, registry, slipway) = setup().await;
+    let (github, registry, slipway) = start_stack(&[]).await;
     let list_sha = sha();
     github.add_commit_files(
         REPO,
@@ -214,7 +207,7 @@ async fn list_and_single_manifest_shapes_build() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_dockerfile_fails_its_service_only() {
-    let (github, registry, slipway) = setup().await;
+    let (github, registry, slipway) = start_stack(&[]).await;
     let sha = sha();
     github.add_commit_files(
         REPO,
@@ -258,7 +251,7 @@ async fn failing_dockerfile_fails_its_service_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_versions_are_immutable() {
-    let (github, registry, slipway) = setup().await;
+    let (github, registry, slipway) = start_stack(&[]).await;
     let files = [
         (
             "dockerInfo.json",
@@ -312,7 +305,7 @@ async fn published_versions_are_immutable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_manifest_fails_the_build_naming_path_and_commit() {
-    let (github, _registry, slipway) = setup().await;
+    let (github, _registry, slipway) = start_stack(&[]).await;
     let sha = sha();
     github.add_commit_files(REPO, &sha, &[("Dockerfile", "FROM slipway-test-base:1\n")]);
     let record = slipway.wait_for(&slipway.merge(REPO, &sha).await).await;
@@ -362,7 +355,7 @@ async fn wrong_registry_password_is_a_clear_error_without_the_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_down_fails_with_unreachable() {
-    let (github, mut registry, slipway) = setup().await;
+    let (github, mut registry, slipway) = start_stack(&[]).await;
     registry.stop();
     let sha = sha();
     github.add_commit_files(
@@ -388,7 +381,7 @@ async fn registry_down_fails_with_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_hiccups_are_retried_and_rate_limits_explained() {
-    let (github, _registry, slipway) = setup().await;
+    let (github, _registry, slipway) = start_stack(&[]).await;
     let commit = sha();
     github.add_commit_files(
         REPO,
@@ -420,7 +413,7 @@ async fn github_hiccups_are_retried_and_rate_limits_explained() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symlinks_out_of_the_context_fail_their_service() {
-    let (github, registry, slipway) = setup().await;
+    let (github, registry, slipway) = start_stack(&[]).await;
     let sha = sha();
     let file = |text: &str| FakeEntry::File {
         contents: text.as_bytes().to_vec(),

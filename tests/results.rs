@@ -34,17 +34,6 @@ fn uptime() -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn setup(extra: &[(&str, &str)]) -> (FakeGitHub, TestRegistry, Slipway) {
-    let github = FakeGitHub::start().await;
-    let registry = TestRegistry::start();
-    let mut options = SlipwayOptions::new(&github, &registry);
-    for (k, v) in extra {
-        options = options.env(k, v);
-    }
-    let slipway = Slipway::start(options).await;
-    (github, registry, slipway)
-}
-
 /// Waits until the build's first service reaches `status`.
 async fn wait_for_service(slipway: &Slipway, id: &str, status: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -72,7 +61,7 @@ async fn stalled_watcher(slipway: &Slipway, id: &str) -> tokio::net::TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_log_streams_every_line_in_order_to_many_watchers() {
     const WATCHERS: usize = 50;
-    let (github, _registry, slipway) = setup(&[]).await;
+    let (github, _registry, slipway) = start_stack(&[]).await;
     let sha = sha();
     ticking_commit(&github, &sha, "ticker", 15);
     let id = slipway.merge(REPO, &sha).await;
@@ -156,7 +145,7 @@ async fn live_log_streams_every_line_in_order_to_many_watchers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_build_loses_nothing() {
-    let (github, registry, mut slipway) = setup(&[]).await;
+    let (github, registry, mut slipway) = start_stack(&[]).await;
     let sha = sha();
     ticking_commit(&github, &sha, "survivor", 20);
     let id = slipway.merge(REPO, &sha).await;
@@ -172,7 +161,7 @@ async fn sigkill_mid_build_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_running_build_finish() {
-    let (github, _registry, mut slipway) = setup(&[("SLIPWAY_SHUTDOWN_GRACE", "120s")]).await;
+    let (github, _registry, mut slipway) = start_stack(&[("SLIPWAY_SHUTDOWN_GRACE", "120s")]).await;
     let sha = sha();
     ticking_commit(&github, &sha, "graceful", 10);
     let id = slipway.merge(REPO, &sha).await;
@@ -191,7 +180,7 @@ async fn sigterm_lets_the_running_build_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_statuses_go_pending_then_final() {
     let public = "https://slipway.example.test";
-    let (github, _registry, slipway) = setup(&[
+    let (github, _registry, slipway) = start_stack(&[
         ("SLIPWAY_GITHUB_TOKEN", "gh-status-token"),
         ("SLIPWAY_PUBLIC_URL", public),
     ])
@@ -253,7 +242,7 @@ async fn commit_statuses_go_pending_then_final() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_builds_the_same_commit_again_and_skips_what_is_published() {
-    let (github, _registry, slipway) = setup(&[]).await;
+    let (github, _registry, slipway) = start_stack(&[]).await;
     let sha = sha();
     ticking_commit(&github, &sha, "again", 1);
     let id = slipway.merge(REPO, &sha).await;
@@ -323,7 +312,7 @@ fn assert_prometheus_text(text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_prometheus_text_and_move() {
-    let (github, _registry, slipway) = setup(&[]).await;
+    let (github, _registry, slipway) = start_stack(&[]).await;
     let get = || async {
         reqwest::get(format!("{}/metrics", slipway.url))
             .await
@@ -387,7 +376,7 @@ async fn metrics_are_prometheus_text_and_move() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_token_guards_everything_but_the_webhook_and_health() {
-    let (github, _registry, slipway) = setup(&[("SLIPWAY_API_TOKEN", "let-me-in-7")]).await;
+    let (github, _registry, slipway) = start_stack(&[("SLIPWAY_API_TOKEN", "let-me-in-7")]).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

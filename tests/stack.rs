@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -469,14 +469,7 @@ async fn tunnel_url_reads_ngrok_and_shows_on_the_page() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unreachable"));
 
     let github = FakeGitHub::start().await;
-    let options = SlipwayOptions {
-        github_api: github.api_url(),
-        registry: format!("127.0.0.1:{}", free_port()),
-        registry_ca: None,
-        registry_user: None,
-        registry_password: None,
-        extra: vec![("SLIPWAY_NGROK_API".into(), api)],
-    };
+    let options = SlipwayOptions::without_registry(&github).env("SLIPWAY_NGROK_API", &api);
     let slipway = Slipway::start(options).await;
     let page = reqwest::get(&slipway.url)
         .await
@@ -489,31 +482,28 @@ async fn tunnel_url_reads_ngrok_and_shows_on_the_page() {
 
 #[test]
 fn serve_refuses_to_start_with_a_clear_reason() {
-    let missing = slipway_cmd()
-        .arg("serve")
-        .env_clear()
-        .output()
-        .expect("run");
-    assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("--webhook-secret"));
-    let unreadable = slipway_cmd()
-        .args([
-            "serve",
-            "--webhook-secret",
-            "s",
-            "--registry",
-            "r:1",
-            "--registry-ca",
+    let base = ["serve", "--webhook-secret", "s", "--registry", "r:1"];
+    let cases: [(&[&str], &str); 3] = [
+        (&["serve"], "--webhook-secret"),
+        (
+            &["--registry-ca", "/nonexistent/ca.pem"],
             "/nonexistent/ca.pem",
-        ])
-        .env_clear()
-        .output()
-        .expect("run");
-    assert_eq!(unreadable.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&unreadable.stderr);
-    assert!(
-        stderr.contains("/nonexistent/ca.pem") && stderr.lines().count() == 1,
-        "{stderr}"
-    );
-    let _: PathBuf = PathBuf::new();
+        ),
+        // Root may write anywhere but /proc: an unwritable data dir.
+        (&["--data-dir", "/proc/slipway-data"], "/proc/slipway-data"),
+    ];
+    for (extra, expected) in cases {
+        let args: Vec<&str> = if extra[0] == "serve" {
+            extra.to_vec()
+        } else {
+            base.iter().chain(extra).copied().collect()
+        };
+        let out = slipway_cmd().args(&args).env_clear().output().expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        if extra[0] != "serve" {
+            assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        }
+    }
 }

@@ -13,18 +13,8 @@ const REPO: &str = "acme/hooks";
 /// address where nothing listens: only the HTTP answers matter here.
 async fn slipway(extra: &[(&str, &str)]) -> (FakeGitHub, Slipway) {
     let github = FakeGitHub::start().await;
-    let mut options = SlipwayOptions {
-        github_api: github.api_url(),
-        registry: format!("127.0.0.1:{}", free_port()),
-        registry_ca: None,
-        registry_user: None,
-        registry_password: None,
-        extra: vec![],
-    };
-    for (k, v) in extra {
-        options = options.env(k, v);
-    }
-    (github.clone(), Slipway::start(options).await)
+    let slipway = Slipway::start(SlipwayOptions::without_registry(&github).envs(extra)).await;
+    (github, slipway)
 }
 
 async fn post(slipway: &Slipway, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value) {

@@ -50,10 +50,34 @@ impl SlipwayOptions {
         }
     }
 
+    /// A registry address where nothing listens, for tests about answers only.
+    pub fn without_registry(github: &FakeGitHub) -> Self {
+        Self {
+            github_api: github.api_url(),
+            registry: format!("127.0.0.1:{}", free_port()),
+            registry_ca: None,
+            registry_user: None,
+            registry_password: None,
+            extra: vec![],
+        }
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.extra.push((key.to_string(), value.to_string()));
         self
     }
+
+    pub fn envs(self, extra: &[(&str, &str)]) -> Self {
+        extra.iter().fold(self, |options, (k, v)| options.env(k, v))
+    }
+}
+
+/// The stand-in GitHub, a real TLS registry, and Slipway wired to both.
+pub async fn start_stack(extra: &[(&str, &str)]) -> (FakeGitHub, TestRegistry, Slipway) {
+    let github = FakeGitHub::start().await;
+    let registry = TestRegistry::start();
+    let slipway = Slipway::start(SlipwayOptions::new(&github, &registry).envs(extra)).await;
+    (github, registry, slipway)
 }
 
 pub fn free_port() -> u16 {
