@@ -2,6 +2,7 @@ use std::io::Read;
 
 use anyhow::Context;
 use clap::Parser;
+
 use slipway::config::{Cli, Command};
 use slipway::setup;
 
@@ -12,7 +13,7 @@ const EXIT_FAILED: i32 = 1;
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|err| exit_on_usage_error(err));
     let (result, code) = match cli.command {
         Command::Serve(args) => {
             init_tracing();
@@ -29,6 +30,48 @@ async fn main() {
         eprintln!("slipway: {err:#}");
         std::process::exit(code);
     }
+}
+
+/// Help and version go out as clap writes them; a usage error becomes the
+/// one-line reason operators and scripts expect, with exit code 2.
+fn exit_on_usage_error(err: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    let line = match (err.kind(), err.get(ContextKind::InvalidArg)) {
+        (ErrorKind::MissingRequiredArgument, Some(ContextValue::Strings(args))) => {
+            let options: Vec<String> = args.iter().map(|a| with_env_name(a)).collect();
+            format!("missing required option {}", options.join(", "))
+        }
+        _ => err
+            .render()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid command line")
+            .trim_start_matches("error: ")
+            .to_string(),
+    };
+    eprintln!("slipway: {line}");
+    std::process::exit(EXIT_CONFIG);
+}
+
+/// `--webhook-secret <WEBHOOK_SECRET>` → `--webhook-secret (or SLIPWAY_WEBHOOK_SECRET)`.
+fn with_env_name(arg: &str) -> String {
+    let flag = arg.split_whitespace().next().unwrap_or(arg);
+    let env = format!(
+        "SLIPWAY_{}",
+        flag.trim_start_matches('-')
+            .replace('-', "_")
+            .to_uppercase()
+    );
+    format!("{flag} (or {env})")
 }
 
 fn certs(args: &slipway::config::CertsArgs) -> anyhow::Result<()> {

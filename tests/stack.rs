@@ -502,8 +502,6 @@ fn serve_refuses_to_start_with_a_clear_reason() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
-        if extra[0] != "serve" {
-            assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-        }
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     }
 }
