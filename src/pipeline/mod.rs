@@ -1,25 +1,26 @@
 //! One build, start to end: source → context → build → publish → record.
 //! Each service is its own span and fails on its own.
 
-use std::collections::{BTreeMap, HashMap};
+mod service;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
-use tokio_util::io::{StreamReader, SyncIoBridge};
 use tracing::Instrument;
 
-use crate::context::{self, ContextPolicy, Limits, PreparedContext, SourceTree};
-use crate::engine::{BuildRequest, Engine, EngineError};
+use crate::context::{self, ContextPolicy, Limits, SourceTree};
+use crate::engine::{Engine, EngineError};
 use crate::github::{CommitStatus, GitHub, GitHubError};
 use crate::log::{BuildLog, LogHub};
 use crate::manifest::{self, ServiceEntry, ServiceSpec};
 use crate::metrics::Metrics;
-use crate::registry::{self, export, Published, PushStats, Registry};
+use crate::registry::Registry;
 use crate::store::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Store};
 use crate::types::{CommitSha, Repository};
+use service::{BuildLabels, ServiceJob};
 
 /// What the pipeline needs that is fixed for the life of the service.
 pub struct PipelineSettings {
@@ -344,262 +345,8 @@ fn describe(record: &BuildRecord) -> String {
     }
 }
 
-async fn save(store: &Arc<dyn Store>, record: &BuildRecord) {
+pub(super) async fn save(store: &Arc<dyn Store>, record: &BuildRecord) {
     if let Err(err) = store.save(record).await {
         tracing::error!(%err, build = %record.id, "could not save build record");
     }
-}
-
-#[derive(Clone)]
-struct BuildLabels {
-    revision: String,
-    source: String,
-}
-
-/// One service of one build.
-struct ServiceJob {
-    pipeline: Arc<Pipeline>,
-    shared: Arc<Mutex<BuildRecord>>,
-    tree: Arc<SourceTree>,
-    log: BuildLog,
-    labels: BuildLabels,
-    index: usize,
-    spec: ServiceSpec,
-    /// The registry's answer for `NAME:VERSION`, asked before the sources came.
-    published: Option<Result<Published, String>>,
-}
-
-/// How a service ended, short of failing.
-enum Done {
-    Published { digest: String, stats: PushStats },
-    Skipped { digest: String },
-}
-
-impl ServiceJob {
-    async fn run(self) {
-        let started = Instant::now();
-        let outcome = self.publish().await;
-        let elapsed = started.elapsed();
-        self.update(|s| {
-            s.duration_ms = Some(elapsed.as_millis() as u64);
-            match &outcome {
-                Ok(Done::Published { digest, .. }) => {
-                    s.status = ServiceStatus::Succeeded;
-                    s.digest = Some(digest.clone());
-                }
-                Ok(Done::Skipped { digest }) => {
-                    s.status = ServiceStatus::Skipped;
-                    s.digest = Some(digest.clone());
-                }
-                Err(error) => {
-                    s.status = ServiceStatus::Failed;
-                    s.error = Some(error.clone());
-                }
-            }
-        })
-        .await;
-        match outcome {
-            Ok(Done::Published { digest, stats }) => {
-                self.log.line(&format!(
-                    "published {} ({digest}): {} blobs pushed ({} KiB), {} already present, in {elapsed:?}",
-                    self.image(),
-                    stats.blobs_pushed,
-                    stats.bytes_pushed / 1024,
-                    stats.blobs_present
-                ));
-                tracing::info!(%digest, "published");
-            }
-            Ok(Done::Skipped { digest }) => {
-                self.log.line(&format!(
-                    "skipped: {} is already published from the same sources ({digest})",
-                    self.image()
-                ));
-                tracing::info!(%digest, "skipped");
-            }
-            Err(error) => {
-                self.log.line(&format!("failed: {error}"));
-                tracing::warn!(%error, "service failed");
-            }
-        }
-    }
-
-    fn image(&self) -> String {
-        self.pipeline
-            .registry
-            .image_ref(&self.spec.name, &self.spec.version)
-    }
-
-    async fn update(&self, change: impl FnOnce(&mut ServiceRecord)) {
-        let mut record = self.shared.lock().await;
-        if let Some(service) = record.services.get_mut(self.index) {
-            change(service);
-        }
-        save(&self.pipeline.store, &record).await;
-    }
-
-    async fn publish(&self) -> Result<Done, String> {
-        let work = tempfile::Builder::new()
-            .prefix("service-")
-            .tempdir_in(&self.pipeline.settings.work_dir)
-            .map_err(|e| format!("temporary space unusable: {e}"))?;
-        let context = self.prepare_context(work.path().to_path_buf()).await?;
-        self.log.line(&format!(
-            "context: {} files, inputs {}",
-            context.files, context.inputs_digest
-        ));
-        let published = match self.published.clone() {
-            Some(published) => published?,
-            None => self.lookup().await?,
-        };
-        if let Some(done) = self.immutable(published, &context.inputs_digest)? {
-            return Ok(done);
-        }
-        let _slot = self
-            .pipeline
-            .service_slots
-            .acquire()
-            .await
-            .map_err(|_| "the service is shutting down".to_string())?;
-        let timeout = self.pipeline.settings.build_timeout;
-        tokio::time::timeout(
-            timeout,
-            self.build_and_push(&context, work.path().to_path_buf()),
-        )
-        .await
-        .map_err(|_| {
-            format!(
-                "timed out after {} (--build-timeout)",
-                humantime::format_duration(timeout)
-            )
-        })?
-    }
-
-    async fn prepare_context(&self, out_dir: PathBuf) -> Result<PreparedContext, String> {
-        let tree = self.tree.clone();
-        let spec = self.spec.clone();
-        let policy = self.pipeline.settings.policy;
-        tokio::task::spawn_blocking(move || context::prepare(&tree, &spec, policy, &out_dir))
-            .await
-            .map_err(|e| format!("preparing the context crashed: {e}"))?
-            .map_err(|e| e.to_string())
-    }
-
-    async fn lookup(&self) -> Result<Published, String> {
-        self.pipeline
-            .registry
-            .lookup(&self.spec.name, &self.spec.version)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// Published versions are immutable: same inputs → skip, other inputs → refuse.
-    fn immutable(&self, published: Published, inputs: &str) -> Result<Option<Done>, String> {
-        match published {
-            Published::Absent => Ok(None),
-            Published::Present { digest, inputs: Some(existing) } if existing == inputs => {
-                Ok(Some(Done::Skipped { digest }))
-            }
-            Published::Present { inputs: existing, .. } => Err(format!(
-                "{} is already published from other sources ({}); published versions are immutable: bump `version` of `{}` in the manifest",
-                self.image(),
-                existing.map(|e| format!("inputs {e}, these are {inputs}")).unwrap_or_else(|| "not built by Slipway".into()),
-                self.spec.name
-            )),
-        }
-    }
-
-    async fn build_and_push(
-        &self,
-        context: &PreparedContext,
-        work_dir: PathBuf,
-    ) -> Result<Done, String> {
-        self.update(|s| s.status = ServiceStatus::Building).await;
-        let engine = self.pipeline.engine().await.map_err(|e| e.to_string())?;
-        let image = self.image();
-        let request = BuildRequest {
-            context_tar: &context.tar_path,
-            dockerfile: self.spec.dockerfile_in_context(),
-            tag: &image,
-            build_args: &self.spec.build_args,
-            target: self.spec.target.as_deref(),
-            network: self.pipeline.settings.build_network.as_deref(),
-        };
-        let build_started = Instant::now();
-        let image_id = engine
-            .build(request, &self.log)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.log.line(&format!(
-            "built {image_id} in {:.2?}",
-            build_started.elapsed()
-        ));
-        self.update(|s| s.status = ServiceStatus::Pushing).await;
-        let push_started = Instant::now();
-        let mut exported = export_image(engine, &image_id, work_dir).await?;
-        exported
-            .add_labels(&self.labels(&context.inputs_digest))
-            .map_err(|e| e.to_string())?;
-        self.log.line(&format!(
-            "exported {} layers in {:.2?}",
-            exported.layers.len(),
-            push_started.elapsed()
-        ));
-        // One push per tag at a time in this process; and someone may have
-        // published the tag while this one built.
-        let _tag = self.pipeline.lock_tag(&image).await;
-        if let Some(done) = self.immutable(self.lookup().await?, &context.inputs_digest)? {
-            return Ok(done);
-        }
-        let mut stats = PushStats::default();
-        let digest = self
-            .pipeline
-            .registry
-            .push(&self.spec.name, &self.spec.version, &exported, &mut stats)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.pipeline.metrics.pushed(
-            push_started.elapsed(),
-            stats.bytes_pushed,
-            stats.blobs_pushed as u64,
-            stats.blobs_present as u64,
-        );
-        Ok(Done::Published { digest, stats })
-    }
-
-    fn labels(&self, inputs: &str) -> BTreeMap<String, String> {
-        [
-            (
-                "org.opencontainers.image.revision",
-                self.labels.revision.clone(),
-            ),
-            (
-                "org.opencontainers.image.source",
-                self.labels.source.clone(),
-            ),
-            (
-                "org.opencontainers.image.version",
-                self.spec.version.to_string(),
-            ),
-            ("org.opencontainers.image.created", now_rfc3339()),
-            ("org.opencontainers.image.title", self.spec.name.to_string()),
-            (registry::INPUTS_LABEL, inputs.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
-    }
-}
-
-/// Streams the engine's export into blobs on disk, never holding a layer in memory.
-async fn export_image(
-    engine: &Engine,
-    image_id: &str,
-    work_dir: PathBuf,
-) -> Result<export::ExportedImage, String> {
-    let stream = engine.export(image_id).map_err(std::io::Error::other);
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
-    tokio::task::spawn_blocking(move || export::read_docker_save(reader, &work_dir))
-        .await
-        .map_err(|e| format!("reading the exported image crashed: {e}"))?
-        .map_err(|e| e.to_string())
 }
