@@ -447,3 +447,33 @@ async fn symlinks_out_of_the_context_fail_their_service() {
     assert_eq!(service(&record, "tidy")["status"], "succeeded", "{record}");
     assert!(registry.tags("leaky").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_namespace_prefixes_every_image() {
+    let (github, registry, slipway) = start_stack(&[("SLIPWAY_REGISTRY_NAMESPACE", "team")]).await;
+    let sha = sha();
+    github.add_commit_files(
+        REPO,
+        &sha,
+        &[
+            (
+                "dockerInfo.json",
+                r#"{"service_name":"spaced","version":"2.0.1"}"#,
+            ),
+            (
+                "Dockerfile",
+                "FROM slipway-test-base:1\nCMD [\"echo\", \"namespaced\"]\n",
+            ),
+        ],
+    );
+    let record = slipway.wait_for(&slipway.merge(REPO, &sha).await).await;
+    let image = format!("{}/team/spaced:2.0.1", registry.host);
+    assert_eq!(
+        service(&record, "spaced")["image"],
+        image.as_str(),
+        "{record}"
+    );
+    assert_eq!(registry.tags("team/spaced"), vec!["2.0.1"]);
+    pull_fresh(&image);
+    assert_eq!(docker_run(&image, &[]).trim(), "namespaced");
+}
