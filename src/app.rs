@@ -158,6 +158,13 @@ impl App {
     /// for running builds. Builds still unfinished stay in the store and run
     /// again at the next start.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        // Connect to the engine now rather than on the first merge.
+        let pipeline = self.state.pipeline.clone();
+        tokio::spawn(async move {
+            if let Err(err) = pipeline.engine().await {
+                tracing::warn!(%err, "Docker Engine not reachable yet; builds will try again");
+            }
+        });
         self.resume_unfinished().await;
         let Self {
             addr,

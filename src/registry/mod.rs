@@ -8,7 +8,7 @@ pub mod export;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -113,6 +113,8 @@ pub struct Registry {
     /// Content digest (diff id) of each layer pushed → its pushed (gzip)
     /// form, so an unchanged layer is never compressed twice.
     layers: Arc<Mutex<HashMap<String, Written>>>,
+    /// When each repository was last authenticated.
+    authenticated: Arc<Mutex<HashMap<String, Instant>>>,
     auth: RegistryAuth,
     host: String,
     user: Option<String>,
@@ -144,6 +146,7 @@ impl Registry {
         Ok(Self {
             client: Arc::new(Client::new(config)),
             layers: Arc::default(),
+            authenticated: Arc::default(),
             auth,
             host: settings.host.to_string(),
             user: settings.user.map(str::to_string),
@@ -228,12 +231,30 @@ impl Registry {
         })
     }
 
+    /// Each auth costs round trips; the client keeps what it learns (basic
+    /// credentials for good, bearer tokens until they expire, 60 s at the
+    /// least), so a repository is authenticated again only after a while.
     async fn authenticate(&self, reference: &Reference) -> Result<(), RegistryError> {
+        const FRESH: Duration = Duration::from_secs(45);
+        let repository = reference.repository().to_string();
+        let fresh = |at: &Instant| at.elapsed() < FRESH;
+        if self
+            .authenticated
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&repository).copied())
+            .is_some_and(|at| fresh(&at))
+        {
+            return Ok(());
+        }
         for op in [RegistryOperation::Pull, RegistryOperation::Push] {
             self.client
                 .auth(reference, &self.auth, op)
                 .await
                 .map_err(|e| self.classify(e, reference.repository()))?;
+        }
+        if let Ok(mut map) = self.authenticated.lock() {
+            map.insert(repository, Instant::now());
         }
         Ok(())
     }
