@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::task::TaskTracker;
 use warp::Filter;
@@ -179,17 +179,42 @@ impl App {
             .recover(crate::api::recover)
             .unify();
         tracing::info!(%addr, "listening");
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(shutdown)
-            .run()
-            .await;
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<Instant>();
+        let stop_builds = tracker.clone();
+        let signal = async move {
+            shutdown.await;
+            // No new build starts from here; queued ones wait in the store.
+            stop_builds.close();
+            let _ = stopping_tx.send(Instant::now());
+        };
+        let mut server = tokio::spawn(
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(signal)
+                .run(),
+        );
+        let stopped_at = tokio::select! {
+            _ = &mut server => Instant::now(),
+            at = stopping_rx => at.unwrap_or_else(|_| Instant::now()),
+        };
+        // Open connections (live logs) and running builds share one grace period.
+        let deadline = tokio::time::Instant::from_std(stopped_at + grace);
         tracing::info!(
             ?grace,
             "stopped taking webhooks; letting running builds finish"
         );
-        tracker.close();
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        if !server.is_finished()
+            && tokio::time::timeout_at(deadline, &mut server)
+                .await
+                .is_err()
+        {
+            tracing::warn!("connections still open at the end of the grace period; closing them");
+            server.abort();
+        }
+        if tokio::time::timeout_at(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over; unfinished builds will run again at the next start");
             requeue_running(&state).await;
         }
