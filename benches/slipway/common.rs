@@ -100,10 +100,6 @@ pub fn fmt_rate(per_second: f64) -> String {
     }
 }
 
-pub fn fmt_mib(bytes: f64) -> String {
-    format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
-}
-
 /// Decimal megabytes, as the targets are written.
 pub fn fmt_mb(bytes: f64) -> String {
     format!("{:.1} MB", bytes / 1e6)
@@ -115,7 +111,11 @@ pub fn fmt_ratio(ratio: f64) -> String {
 
 /// Every value, for "per run" columns: `1.2 / 1.3 / 1.1`.
 pub fn each(values: &[f64], fmt: impl Fn(f64) -> String) -> String {
-    values.iter().map(|v| fmt(*v)).collect::<Vec<_>>().join(" / ")
+    values
+        .iter()
+        .map(|v| fmt(*v))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 /// Parses Rust's `Debug` form of a `Duration` ("1.5s", "12.3ms", "80µs", "5ns").
@@ -336,10 +336,13 @@ fn command_text(program: &str, args: &[&str]) -> String {
 
 // ===== the slipway process =====
 
-/// The pid of the `slipway serve` started with this data dir. The harness
-/// keeps its `Child` private and passes the data dir in the environment, so
-/// the process is found by its environment (readable as the same user).
-pub fn slipway_pid(data_dir: &Path) -> Option<u32> {
+/// The pid of a running `slipway serve`: from the harness, else found by the
+/// SLIPWAY_DATA_DIR in its environment (for a harness without `pid()`).
+pub fn slipway_pid(slipway: &crate::support::Slipway) -> Option<u32> {
+    slipway.pid().or_else(|| pid_by_data_dir(&slipway.data_dir))
+}
+
+fn pid_by_data_dir(data_dir: &Path) -> Option<u32> {
     let needle = format!("SLIPWAY_DATA_DIR={}", data_dir.display());
     let entries = std::fs::read_dir("/proc").ok()?;
     for entry in entries.flatten() {
@@ -390,6 +393,8 @@ pub fn reset_peak_rss(pid: u32) -> bool {
 /// Watches a process's memory from now on: the peak over a phase.
 pub struct MemoryWatch {
     pid: Option<u32>,
+    /// RSS when the watch started, in bytes.
+    pub start_rss: Option<u64>,
     reset: bool,
     sampled: std::sync::Arc<std::sync::atomic::AtomicU64>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -400,6 +405,7 @@ impl MemoryWatch {
     pub fn start(pid: Option<u32>) -> Self {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::sync::Arc;
+        let start_rss = pid.and_then(rss);
         let reset = pid.is_some_and(reset_peak_rss);
         let sampled = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -416,6 +422,7 @@ impl MemoryWatch {
         });
         Self {
             pid,
+            start_rss,
             reset,
             sampled,
             stop,
@@ -424,8 +431,8 @@ impl MemoryWatch {
     }
 
     /// The peak in bytes since `start`: VmHWM if it could be reset, else
-    /// the highest VmRSS sampled every 50 ms.
-    pub fn finish(mut self) -> Option<u64> {
+    /// the highest VmRSS sampled every 50 ms; and the RSS when it started.
+    pub fn finish_with_start(mut self) -> (Option<u64>, Option<u64>) {
         use std::sync::atomic::Ordering;
         self.stop.store(true, Ordering::Relaxed);
         if let Some(sampler) = self.sampler.take() {
@@ -433,10 +440,30 @@ impl MemoryWatch {
         }
         let sampled = self.sampled.load(Ordering::Relaxed);
         let hwm = self.pid.and_then(peak_rss);
-        match (self.reset, hwm) {
+        let peak = match (self.reset, hwm) {
             (true, Some(hwm)) => Some(hwm.max(sampled)),
             _ => (sampled > 0).then_some(sampled),
-        }
+        };
+        (peak, self.start_rss)
+    }
+}
+
+/// With SLIPWAY_BENCH_KEEP_LOGS=<dir>, copies the service log of `slipway`
+/// (tracing output, RUST_LOG=info,slipway=debug) to `<dir>/<name>.log`
+/// before the harness deletes it with its temp dir.
+pub fn keep_log(slipway: &crate::support::Slipway, name: &str) {
+    let Some(dir) = std::env::var_os("SLIPWAY_BENCH_KEEP_LOGS").filter(|d| !d.is_empty()) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let copied = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::copy(&slipway.log_path, dir.join(format!("{name}.log"))));
+    match copied {
+        Ok(_) => println!(
+            "  kept the slipway log as {}",
+            dir.join(format!("{name}.log")).display()
+        ),
+        Err(err) => println!("  could not keep the slipway log: {err}"),
     }
 }
 

@@ -7,12 +7,13 @@ const TARGET_BYTES: f64 = 150e6;
 
 #[derive(Default)]
 pub struct MemoryReport {
-    rows: Vec<(String, Option<u64>)>,
+    /// (phase, peak, RSS when it began)
+    rows: Vec<(String, Option<u64>, Option<u64>)>,
 }
 
 impl MemoryReport {
-    pub fn add(&mut self, phase: &str, peak: Option<u64>) {
-        self.rows.push((phase.to_string(), peak));
+    pub fn add(&mut self, phase: &str, peak: Option<u64>, before: Option<u64>) {
+        self.rows.push((phase.to_string(), peak, before));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -24,15 +25,18 @@ impl MemoryReport {
             "4. Memory",
             "Peak resident set size of the `slipway serve` process (VmHWM from \
              /proc/PID/status, reset with `echo 5 > /proc/PID/clear_refs` when the phase \
-             starts; VmRSS is also sampled every 50 ms as a fallback). The harness keeps the \
-             child private, so the bench finds the pid by the SLIPWAY_DATA_DIR in \
-             /proc/PID/environ; a `pid()` method on `support::Slipway` would be simpler.",
+             starts; VmRSS is also sampled every 50 ms as a fallback), with the pid from \
+             `support::Slipway::pid()`.",
         );
-        let mut table = Table::new("Peak RSS of slipway", &["while", "peak RSS", "target"]);
-        for (phase, peak) in &self.rows {
+        let mut table = Table::new(
+            "Peak RSS of slipway",
+            &["while", "peak RSS", "RSS when it began", "target"],
+        );
+        for (phase, peak, before) in &self.rows {
             table.row(vec![
                 phase.clone(),
                 peak.map_or("not measured".into(), |b| fmt_mb(b as f64)),
+                before.map_or("-".into(), |b| fmt_mb(b as f64)),
                 "< 150 MB".into(),
             ]);
             if let Some(peak) = peak {

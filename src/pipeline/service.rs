@@ -122,7 +122,9 @@ impl ServiceJob {
         if let Some(done) = self.immutable(published, &context.inputs_digest)? {
             return Ok(done);
         }
-        let _slot = self
+        // The slot bounds engine builds; it is released before the push, so
+        // the next service builds while this one uploads.
+        let slot = self
             .pipeline
             .service_slots
             .acquire()
@@ -131,7 +133,7 @@ impl ServiceJob {
         let timeout = self.pipeline.settings.build_timeout;
         tokio::time::timeout(
             timeout,
-            self.build_and_push(&context, work.path().to_path_buf()),
+            self.build_and_push(&context, work.path().to_path_buf(), slot),
         )
         .await
         .map_err(|_| {
@@ -180,6 +182,7 @@ impl ServiceJob {
         &self,
         context: &PreparedContext,
         work_dir: PathBuf,
+        slot: tokio::sync::SemaphorePermit<'_>,
     ) -> Result<Done, String> {
         self.update(|s| s.status = ServiceStatus::Building).await;
         let engine = self.pipeline.engine().await.map_err(|e| e.to_string())?;
@@ -197,6 +200,7 @@ impl ServiceJob {
             .build(request, &self.log)
             .await
             .map_err(|e| e.to_string())?;
+        drop(slot);
         self.log.line(&format!(
             "built {image_id} in {:.2?}",
             build_started.elapsed()

@@ -79,6 +79,13 @@ impl RegistryError {
     }
 }
 
+/// A layer pushed before: its pushed form, and a repository that holds it.
+#[derive(Debug, Clone)]
+struct KnownLayer {
+    blob: Written,
+    repository: String,
+}
+
 /// What the registry holds at `NAME:VERSION`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Published {
@@ -112,7 +119,7 @@ pub struct Registry {
     client: Arc<Client>,
     /// Content digest (diff id) of each layer pushed → its pushed (gzip)
     /// form, so an unchanged layer is never compressed twice.
-    layers: Arc<Mutex<HashMap<String, Written>>>,
+    layers: Arc<Mutex<HashMap<String, KnownLayer>>>,
     /// When each repository was last authenticated.
     authenticated: Arc<Mutex<HashMap<String, Instant>>>,
     auth: RegistryAuth,
@@ -301,7 +308,8 @@ impl Registry {
 
     /// Pushes one layer unless the registry has it; returns the pushed form
     /// (gzip) and whether it was uploaded. A layer pushed before is
-    /// recognised by its content digest, without compressing it again.
+    /// recognised by its content digest, without compressing it again, and
+    /// mounted from the repository it went to rather than uploaded again.
     async fn push_layer(
         &self,
         reference: &Reference,
@@ -310,27 +318,50 @@ impl Registry {
     ) -> Result<(Written, bool), RegistryError> {
         if let Some(known) = self.known_layer(&raw.digest) {
             let present = self
-                .retrying(what, || self.blob_exists(reference, &known.digest))
+                .retrying(what, || self.blob_exists(reference, &known.blob.digest))
                 .await?;
-            if present {
-                return Ok((known, false));
+            if present || self.mounted(reference, &known).await {
+                return Ok((known.blob, false));
             }
         }
         let (path, blob) = self.compressed(raw).await?;
-        self.remember_layer(&raw.digest, &blob);
         let uploaded = self
             .retrying(what, || self.upload_if_missing(reference, &path, &blob))
             .await?;
+        self.remember_layer(&raw.digest, &blob, reference.repository());
         Ok((blob, uploaded))
     }
 
-    fn known_layer(&self, content_digest: &str) -> Option<Written> {
+    /// Asks the registry to link a blob it holds in another repository. Any
+    /// failure just means an upload instead.
+    async fn mounted(&self, reference: &Reference, known: &KnownLayer) -> bool {
+        if known.repository == reference.repository() {
+            return false;
+        }
+        let source =
+            Reference::with_tag(self.host.clone(), known.repository.clone(), "latest".into());
+        let mounted = self
+            .client
+            .mount_blob(reference, &source, &known.blob.digest)
+            .await;
+        mounted.is_ok()
+            && matches!(
+                self.blob_exists(reference, &known.blob.digest).await,
+                Ok(true)
+            )
+    }
+
+    fn known_layer(&self, content_digest: &str) -> Option<KnownLayer> {
         self.layers.lock().ok()?.get(content_digest).cloned()
     }
 
-    fn remember_layer(&self, content_digest: &str, blob: &Written) {
+    fn remember_layer(&self, content_digest: &str, blob: &Written, repository: &str) {
         if let Ok(mut layers) = self.layers.lock() {
-            layers.insert(content_digest.to_string(), blob.clone());
+            let known = KnownLayer {
+                blob: blob.clone(),
+                repository: repository.to_string(),
+            };
+            layers.insert(content_digest.to_string(), known);
         }
     }
 
