@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod context;
+pub mod digest;
 pub mod engine;
 pub mod github;
 pub mod log;

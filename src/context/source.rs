@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tar::EntryType;
 
+use crate::digest::HashingWriter;
 use crate::types::CommitSha;
 
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +247,7 @@ impl Unpacker<'_> {
         if copied != size {
             return Err(SourceError::Corrupt(format!("`{path}` is truncated")));
         }
-        let sha256 = out.finish().map_err(SourceError::Disk)?;
+        let sha256 = out.finish().map_err(SourceError::Disk)?.sha256;
         Ok(SourceEntry::File {
             mode,
             size,
@@ -353,42 +353,11 @@ impl<R: Read> Read for CappedReader<R> {
     }
 }
 
-/// A writer that hashes what passes through it.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    pub fn finish(mut self) -> io::Result<[u8; 32]> {
-        self.inner.flush()?;
-        Ok(self.hasher.finalize().into())
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use flate2::write::GzEncoder;
+    use std::io::Write;
 
     const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
     const TOP: &str = "acme-shop-0123456";

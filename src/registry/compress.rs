@@ -14,6 +14,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
 
+use crate::digest::HashingWriter;
+
 const CHUNK: usize = 4 << 20;
 
 /// Digest and size of a blob written to disk.
@@ -87,7 +89,7 @@ fn read_chunk(reader: &mut impl Read) -> io::Result<Vec<u8>> {
 fn compress_serially(mut reader: impl Read, out: &mut HashingFile) -> io::Result<()> {
     loop {
         let chunk = read_chunk(&mut reader)?;
-        if chunk.is_empty() && out.size > 0 {
+        if chunk.is_empty() && out.size() > 0 {
             return Ok(());
         }
         out.write_all(&compress_chunk(&chunk)?)?;
@@ -167,34 +169,30 @@ fn write_in_order(
     Ok(())
 }
 
-/// A file writer that hashes and counts what it writes.
-struct HashingFile {
-    inner: BufWriter<File>,
-    hasher: Sha256,
-    size: u64,
-}
+/// The compressed layer file, hashed as it is written.
+struct HashingFile(HashingWriter<BufWriter<File>>);
 
 impl HashingFile {
     fn create(path: &Path) -> io::Result<Self> {
-        Ok(Self {
-            inner: BufWriter::with_capacity(1 << 20, File::create(path)?),
-            hasher: Sha256::new(),
-            size: 0,
-        })
+        Ok(Self(HashingWriter::new(BufWriter::with_capacity(
+            1 << 20,
+            File::create(path)?,
+        ))))
+    }
+
+    fn size(&self) -> u64 {
+        self.0.size()
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.inner.write_all(bytes)?;
-        self.hasher.update(bytes);
-        self.size += bytes.len() as u64;
-        Ok(())
+        self.0.write_all(bytes)
     }
 
-    fn finish(mut self) -> io::Result<Written> {
-        self.inner.flush()?;
+    fn finish(self) -> io::Result<Written> {
+        let digested = self.0.finish()?;
         Ok(Written {
-            digest: format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            size: self.size,
+            digest: digested.digest(),
+            size: digested.size,
         })
     }
 }

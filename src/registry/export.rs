@@ -7,10 +7,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::digest::HashingWriter;
 use sha2::{Digest, Sha256};
 
 /// Entries at most this large are kept in memory (configs, manifests, tiny
@@ -229,51 +231,14 @@ fn resolve(link: &str, target: &str) -> String {
 
 /// Copies an entry into `dest`, hashing it on the way.
 fn spill(reader: &mut impl Read, dest: &Path) -> io::Result<RawLayer> {
-    let mut out = CountingHasher::new(BufWriter::with_capacity(256 << 10, File::create(dest)?));
+    let mut out = HashingWriter::new(BufWriter::with_capacity(256 << 10, File::create(dest)?));
     io::copy(&mut BufReader::with_capacity(256 << 10, reader), &mut out)?;
-    let (digest, size) = out.finish()?;
+    let written = out.finish()?;
     Ok(RawLayer {
         path: dest.to_path_buf(),
-        digest,
-        size,
+        digest: written.digest(),
+        size: written.size,
     })
-}
-
-struct CountingHasher<W> {
-    inner: W,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl<W: Write> CountingHasher<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            size: 0,
-        }
-    }
-
-    fn finish(mut self) -> io::Result<(String, u64)> {
-        self.inner.flush()?;
-        Ok((
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.size,
-        ))
-    }
-}
-
-impl<W: Write> Write for CountingHasher<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 #[cfg(test)]
