@@ -201,12 +201,14 @@ pub async fn run(
             "not 2xx",
         ],
     );
+    let mut drained = Drained::default();
     let mut best_ignored = 0.0f64;
     let mut ignored_cells = Vec::new();
     for (kind, expected) in [("merged", 202u16), ("ignored", 200u16)] {
         for connections in CONNECTIONS {
             let mut cell = Cell::new();
             for rep in 0..mode.reps() {
+                drain(&slipway, &mut drained).await;
                 let generator = if kind == "merged" {
                     merged_generator()
                 } else {
@@ -245,6 +247,7 @@ pub async fn run(
             ]);
         }
     }
+    table.note(drained.describe());
     table.note(format!(
         "{} run(s) of {:.1} s per row after {:.1} s of warm-up. CPU per request is the \
          process's user+system time over the run divided by the requests answered; \
@@ -273,8 +276,10 @@ pub async fn run(
             "not 202",
         ],
     );
+    let mut drained = Drained::default();
     let mut idle = Cell::new();
     for rep in 0..mode.reps() {
+        drain(&slipway, &mut drained).await;
         let (result, cpu) = with_cpu(
             pid,
             load::fixed_rate(
@@ -299,6 +304,7 @@ pub async fn run(
     // start no build, tell the server's own tail from the machine's.
     let mut control = Cell::new();
     for rep in 0..mode.reps() {
+        drain(&slipway, &mut drained).await;
         let (result, cpu) = with_cpu(
             pid,
             load::fixed_rate(
@@ -337,6 +343,7 @@ pub async fn run(
         rate,
         &control,
     );
+    fixed.note(drained.describe());
     let (queued, total) = queue_depth(&slipway).await;
     keep_log(&slipway, "webhook");
     drop(slipway);
@@ -421,6 +428,43 @@ pub async fn run(
     section
 }
 
+/// How long the waits for the failing builds to drain took.
+#[derive(Default)]
+struct Drained {
+    waits: Vec<Duration>,
+    gave_up: usize,
+}
+
+impl Drained {
+    fn describe(&self) -> String {
+        let longest = self.waits.iter().max().copied().unwrap_or_default();
+        let mut text = format!(
+            "Before every run the bench waits until slipway has no build queued or running \
+             (the builds that merged rows queue fail fast, 2 at a time), so that no row pays \
+             for the previous one's builds: {} wait(s), the longest {:.1} s.",
+            self.waits.len(),
+            longest.as_secs_f64()
+        );
+        if self.gave_up > 0 {
+            text.push_str(&format!(
+                " WARNING: {} wait(s) gave up after {} s with builds still queued.",
+                self.gave_up,
+                DRAIN_LIMIT.as_secs()
+            ));
+        }
+        text
+    }
+}
+
+const DRAIN_LIMIT: Duration = Duration::from_secs(300);
+
+async fn drain(slipway: &Slipway, drained: &mut Drained) {
+    match wait_until_drained(slipway, DRAIN_LIMIT).await {
+        Some(took) => drained.waits.push(took),
+        None => drained.gave_up += 1,
+    }
+}
+
 fn fixed_row(table: &mut Table, label: &str, rate: f64, cell: &Cell) {
     table.row(vec![
         label.to_string(),
@@ -435,8 +479,7 @@ fn fixed_row(table: &mut Table, label: &str, rate: f64, cell: &Cell) {
     ]);
 }
 
-/// (queued builds, all builds) per the metrics and the list endpoint.
-async fn queue_depth(slipway: &Slipway) -> (String, String) {
+async fn metrics_text(slipway: &Slipway) -> String {
     let metrics = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -444,24 +487,50 @@ async fn queue_depth(slipway: &Slipway) -> (String, String) {
         .get(format!("{}/metrics", slipway.url))
         .send()
         .await;
-    let text = match metrics {
+    match metrics {
         Ok(resp) => resp.text().await.unwrap_or_default(),
         Err(_) => String::new(),
-    };
-    let gauge = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last())
-            .unwrap_or("?")
-            .to_string()
-    };
-    let accepted = text
-        .lines()
-        .find(|l| l.starts_with("slipway_webhook_deliveries_total") && l.contains("\"accepted\""))
+    }
+}
+
+/// The value of the first sample whose line starts with `prefix` and holds
+/// `containing`.
+fn sample(text: &str, prefix: &str, containing: &str) -> Option<String> {
+    text.lines()
+        .find(|l| l.starts_with(prefix) && l.contains(containing))
         .and_then(|l| l.split_whitespace().last())
-        .unwrap_or("?")
-        .to_string();
-    (gauge("slipway_queue_depth"), accepted)
+        .map(str::to_string)
+}
+
+/// (queued builds, accepted deliveries) per the metrics.
+async fn queue_depth(slipway: &Slipway) -> (String, String) {
+    let text = metrics_text(slipway).await;
+    let accepted = sample(&text, "slipway_webhook_deliveries_total", "\"accepted\"");
+    let queued = sample(&text, "slipway_queue_depth", "");
+    (
+        queued.unwrap_or_else(|| "?".into()),
+        accepted.unwrap_or_else(|| "?".into()),
+    )
+}
+
+/// Waits until no build is queued or running, so that the failing builds a
+/// row of merged deliveries leaves behind do not run (and use the CPU) during
+/// the next row. Returns how long it took, or None past `limit`.
+async fn wait_until_drained(slipway: &Slipway, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        let text = metrics_text(slipway).await;
+        let idle = ["slipway_queue_depth", "slipway_builds_running"]
+            .iter()
+            .all(|name| sample(&text, name, "").as_deref() == Some("0"));
+        if idle {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Fixed-rate runs while 4 slow builds hold all 4 build slots; returns the

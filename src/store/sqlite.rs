@@ -28,6 +28,30 @@ CREATE TABLE IF NOT EXISTS log_lines (
     line     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_lines_by_build ON log_lines(build_id, seq);
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS queued_on_insert AFTER INSERT ON builds
+    WHEN NEW.status = 'queued'
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'queued'; END;
+CREATE TRIGGER IF NOT EXISTS queued_on_update AFTER UPDATE OF status ON builds
+    WHEN (OLD.status = 'queued') <> (NEW.status = 'queued')
+    BEGIN UPDATE counters
+          SET value = value + (CASE WHEN NEW.status = 'queued' THEN 1 ELSE -1 END)
+          WHERE name = 'queued'; END;
+CREATE TRIGGER IF NOT EXISTS queued_on_delete AFTER DELETE ON builds
+    WHEN OLD.status = 'queued'
+    BEGIN UPDATE counters SET value = value - 1 WHERE name = 'queued'; END;
+";
+
+// Counting queued rows on every admission is O(queue): at tens of thousands of
+// queued builds it cost milliseconds per delivery, under the writer's lock. The
+// triggers keep the count in one row instead; it is recounted once at open, so
+// a database written before the triggers existed starts right.
+const RECOUNT_QUEUED: &str = "
+INSERT OR REPLACE INTO counters (name, value)
+    VALUES ('queued', (SELECT COUNT(*) FROM builds WHERE status = 'queued'));
 ";
 
 pub struct SqliteStore {
@@ -51,6 +75,7 @@ impl SqliteStore {
         )
         .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.execute_batch(RECOUNT_QUEUED).map_err(open_err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -88,10 +113,11 @@ fn duplicate_of(conn: &Connection, record: &BuildRecord) -> rusqlite::Result<Opt
 
 fn queued_count(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row(
-        "SELECT COUNT(*) FROM builds WHERE status = 'queued'",
+        "SELECT value FROM counters WHERE name = 'queued'",
         [],
-        |row| row.get(0),
+        |row| row.get::<_, i64>(0),
     )
+    .map(|n| u64::try_from(n).unwrap_or_default())
 }
 
 fn insert(conn: &Connection, record: &BuildRecord) -> Result<(), StoreError> {
@@ -317,6 +343,37 @@ mod tests {
                 .expect("admit"),
             Admission::QueueFull
         );
+    }
+
+    #[tokio::test]
+    async fn queued_count_follows_status_changes_and_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        for (id, delivery, commit) in [("a", "d1", "c1"), ("b", "d2", "c2"), ("c", "d3", "c3")] {
+            store
+                .admit(&record(id, Some(delivery), commit), 10)
+                .await
+                .expect("admit");
+        }
+        assert_eq!(store.queued_count().await.expect("count"), 3);
+        let mut a = record("a", Some("d1"), "c1");
+        a.status = BuildStatus::Running;
+        store.save(&a).await.expect("save");
+        store.save(&a).await.expect("save again, same status");
+        assert_eq!(store.queued_count().await.expect("count"), 2);
+        a.status = BuildStatus::Queued;
+        store.save(&a).await.expect("requeue");
+        assert_eq!(store.queued_count().await.expect("count"), 3);
+        drop(store);
+
+        // A counter gone wrong (or a database from before the counter) is
+        // recounted at open.
+        let conn = Connection::open(dir.path().join("slipway.db")).expect("raw open");
+        conn.execute("UPDATE counters SET value = 99", [])
+            .expect("spoil");
+        drop(conn);
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.queued_count().await.expect("count"), 3);
     }
 
     #[tokio::test]
