@@ -100,11 +100,13 @@ impl SqliteStore {
 
 fn duplicate_of(conn: &Connection, record: &BuildRecord) -> rusqlite::Result<Option<String>> {
     let by_commit = record.retry_of.is_none();
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT id FROM builds
          WHERE (?1 IS NOT NULL AND delivery = ?1)
             OR (?4 AND repository = ?2 AND commit_sha = ?3 AND retry_of IS NULL)
          ORDER BY seq LIMIT 1",
+    )?
+    .query_row(
         params![record.delivery, record.repository, record.commit, by_commit],
         |row| row.get(0),
     )
@@ -112,28 +114,25 @@ fn duplicate_of(conn: &Connection, record: &BuildRecord) -> rusqlite::Result<Opt
 }
 
 fn queued_count(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row(
-        "SELECT value FROM counters WHERE name = 'queued'",
-        [],
-        |row| row.get::<_, i64>(0),
-    )
-    .map(|n| u64::try_from(n).unwrap_or_default())
+    conn.prepare_cached("SELECT value FROM counters WHERE name = 'queued'")?
+        .query_row([], |row| row.get::<_, i64>(0))
+        .map(|n| u64::try_from(n).unwrap_or_default())
 }
 
 fn insert(conn: &Connection, record: &BuildRecord) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO builds (id, status, repository, commit_sha, delivery, retry_of, record)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            record.id,
-            record.status.as_str(),
-            record.repository,
-            record.commit,
-            record.delivery,
-            record.retry_of,
-            serde_json::to_string(record)?
-        ],
-    )?;
+    )?
+    .execute(params![
+        record.id,
+        record.status.as_str(),
+        record.repository,
+        record.commit,
+        record.delivery,
+        record.retry_of,
+        serde_json::to_string(record)?
+    ])?;
     Ok(())
 }
 
@@ -162,18 +161,15 @@ fn admit(
 
 fn save(conn: &Connection, record: &BuildRecord) -> Result<(), StoreError> {
     let json = serde_json::to_string(record)?;
-    conn.execute(
-        "UPDATE builds SET status = ?2, record = ?3 WHERE id = ?1",
-        params![record.id, record.status.as_str(), json],
-    )?;
+    conn.prepare_cached("UPDATE builds SET status = ?2, record = ?3 WHERE id = ?1")?
+        .execute(params![record.id, record.status.as_str(), json])?;
     Ok(())
 }
 
 fn get(conn: &Connection, id: &str) -> Result<Option<BuildRecord>, StoreError> {
     let json: Option<String> = conn
-        .query_row("SELECT record FROM builds WHERE id = ?1", [id], |row| {
-            row.get(0)
-        })
+        .prepare_cached("SELECT record FROM builds WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
         .optional()?;
     json.map(|j| serde_json::from_str(&j).map_err(StoreError::from))
         .transpose()
