@@ -843,8 +843,8 @@ async fn prime(
     .expect("priming the CLI's repositories");
     format!(
         "Priming, a first push of the base images into {count} new repositories per side: \
-         Slipway took {} and pushed {blobs} blobs ({kib} KiB), uploading the base layers into \
-         every repository; the docker CLI uploaded {pushed} layer(s) and mounted or found \
+         Slipway took {} and pushed {blobs} blobs ({kib} KiB), mounting the layers it had \
+         pushed before into the other repositories; the docker CLI uploaded {pushed} layer(s) and mounted or found \
          {mounted} (cross-repository blob mount from another repository of the registry).",
         fmt_s(secs(run.total))
     )
