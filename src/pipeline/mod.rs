@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::context::{self, ContextPolicy, Limits, SourceTree};
@@ -20,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Store};
 use crate::types::{CommitSha, Repository};
-use service::{BuildLabels, ServiceJob};
+use service::{BuildLabels, PendingLookup, ServiceJob};
 
 /// What the pipeline needs that is fixed for the life of the service.
 pub struct PipelineSettings {
@@ -212,13 +214,13 @@ impl Pipeline {
             return Ok(());
         }
         // What the registry holds is asked while the sources download: for a
-        // merge that publishes nothing new, that is most of the work.
-        let lookups = futures::future::join_all(specs.iter().map(|(_, spec)| async {
-            let published = self.registry.lookup(&spec.name, &spec.version).await;
-            published.map_err(|e| e.to_string())
-        }));
-        let (tree, lookups) = tokio::join!(self.fetch_source(&repo, &commit, log), lookups);
-        let tree = Arc::new(tree?);
+        // merge that publishes nothing new, that is most of the work. Each
+        // service awaits only its own answer, once its context is ready.
+        let lookups: Vec<PendingLookup> = specs
+            .iter()
+            .map(|(_, spec)| self.start_lookup(spec))
+            .collect();
+        let tree = Arc::new(self.fetch_source(&repo, &commit, log).await?);
         let labels_base = BuildLabels {
             revision: commit.to_string(),
             source: source_url,
@@ -243,6 +245,26 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// Starts asking the registry for `NAME:VERSION` now; the answer is
+    /// awaited later. Dropping every copy of it cancels the request.
+    fn start_lookup(self: &Arc<Self>, spec: &ServiceSpec) -> PendingLookup {
+        let pipeline = self.clone();
+        let (name, version) = (spec.name.clone(), spec.version.clone());
+        let task = AbortOnDropHandle::new(tokio::spawn(
+            async move {
+                let published = pipeline.registry.lookup(&name, &version).await;
+                published.map_err(|e| e.to_string())
+            }
+            .in_current_span(),
+        ));
+        async move {
+            task.await
+                .unwrap_or_else(|e| Err(format!("registry lookup stopped: {e}")))
+        }
+        .boxed()
+        .shared()
     }
 
     async fn read_manifest(

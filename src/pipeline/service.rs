@@ -17,6 +17,7 @@ use crate::log::BuildLog;
 use crate::manifest::ServiceSpec;
 use crate::registry::{self, export, Published, PushStats};
 use crate::store::{now_rfc3339, BuildRecord, ServiceRecord, ServiceStatus};
+use futures::future::{BoxFuture, Shared};
 
 #[derive(Clone)]
 pub(super) struct BuildLabels {
@@ -34,8 +35,11 @@ pub(super) struct ServiceJob {
     pub(super) index: usize,
     pub(super) spec: ServiceSpec,
     /// The registry's answer for `NAME:VERSION`, asked before the sources came.
-    pub(super) published: Option<Result<Published, String>>,
+    pub(super) published: Option<PendingLookup>,
 }
+
+/// A registry lookup already under way; every copy yields the same answer.
+pub(super) type PendingLookup = Shared<BoxFuture<'static, Result<Published, String>>>;
 
 /// How a service ended, short of failing.
 enum Done {
@@ -116,7 +120,7 @@ impl ServiceJob {
             context.files, context.inputs_digest
         ));
         let published = match self.published.clone() {
-            Some(published) => published?,
+            Some(pending) => pending.await?,
             None => self.lookup().await?,
         };
         if let Some(done) = self.immutable(published, &context.inputs_digest)? {
