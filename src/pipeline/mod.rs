@@ -19,9 +19,9 @@ use crate::github::{CommitStatus, GitHub, GitHubError};
 use crate::log::{BuildLog, LogHub};
 use crate::manifest::{self, ServiceEntry, ServiceSpec};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{Published, Registry};
 use crate::store::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Store};
-use crate::types::{CommitSha, Repository};
+use crate::types::{CommitSha, ImageName, Repository, Version};
 use service::{BuildLabels, PendingLookup, ServiceJob};
 
 /// What the pipeline needs that is fixed for the life of the service.
@@ -227,7 +227,7 @@ impl Pipeline {
         };
         let tasks = specs.into_iter().zip(lookups).map(|((index, spec), published)| {
             let job = ServiceJob {
-                published: Some(published),
+                published,
                 pipeline: self.clone(),
                 shared: shared.clone(),
                 tree: tree.clone(),
@@ -247,17 +247,20 @@ impl Pipeline {
         Ok(())
     }
 
+    /// What the registry holds at `NAME:VERSION`, with the error as the
+    /// service's message.
+    async fn lookup(&self, name: &ImageName, version: &Version) -> Result<Published, String> {
+        let published = self.registry.lookup(name, version).await;
+        published.map_err(|e| e.to_string())
+    }
+
     /// Starts asking the registry for `NAME:VERSION` now; the answer is
     /// awaited later. Dropping every copy of it cancels the request.
     fn start_lookup(self: &Arc<Self>, spec: &ServiceSpec) -> PendingLookup {
         let pipeline = self.clone();
         let (name, version) = (spec.name.clone(), spec.version.clone());
         let task = AbortOnDropHandle::new(tokio::spawn(
-            async move {
-                let published = pipeline.registry.lookup(&name, &version).await;
-                published.map_err(|e| e.to_string())
-            }
-            .in_current_span(),
+            async move { pipeline.lookup(&name, &version).await }.in_current_span(),
         ));
         async move {
             task.await

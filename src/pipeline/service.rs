@@ -35,7 +35,7 @@ pub(super) struct ServiceJob {
     pub(super) index: usize,
     pub(super) spec: ServiceSpec,
     /// The registry's answer for `NAME:VERSION`, asked before the sources came.
-    pub(super) published: Option<PendingLookup>,
+    pub(super) published: PendingLookup,
 }
 
 /// A registry lookup already under way; every copy yields the same answer.
@@ -119,10 +119,7 @@ impl ServiceJob {
             "context: {} files, inputs {}",
             context.files, context.inputs_digest
         ));
-        let published = match self.published.clone() {
-            Some(pending) => pending.await?,
-            None => self.lookup().await?,
-        };
+        let published = self.published.clone().await?;
         if let Some(done) = self.immutable(published, &context.inputs_digest)? {
             return Ok(done);
         }
@@ -160,10 +157,8 @@ impl ServiceJob {
 
     async fn lookup(&self) -> Result<Published, String> {
         self.pipeline
-            .registry
             .lookup(&self.spec.name, &self.spec.version)
             .await
-            .map_err(|e| e.to_string())
     }
 
     /// Published versions are immutable: same inputs → skip, other inputs → refuse.
