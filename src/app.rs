@@ -11,6 +11,7 @@ use warp::Filter;
 
 use crate::config::{Secret, ServeArgs};
 use crate::context::{ContextPolicy, Limits};
+use crate::engine::{BuildSecrets, EngineSettings};
 use crate::github::GitHub;
 use crate::log::LogHub;
 use crate::metrics::Metrics;
@@ -28,6 +29,10 @@ pub enum StartError {
     Registry(#[from] crate::registry::RegistryError),
     #[error("{0}")]
     GitHub(#[from] crate::github::GitHubError),
+    #[error("{0}")]
+    BuildSecret(#[from] crate::engine::SecretError),
+    #[error("{0}")]
+    Builder(#[from] crate::engine::BuilderConfigError),
     #[error("cannot use the data dir {path}: {source}")]
     DataDir {
         path: String,
@@ -38,6 +43,20 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// The builder, its secrets read now, and the combinations a build would
+/// only fail on refused before the service starts.
+fn engine_settings(args: &ServeArgs) -> Result<EngineSettings, StartError> {
+    let settings = EngineSettings {
+        builder: args.builder,
+        secrets: Arc::new(BuildSecrets::load(&args.build_secrets)?),
+        stall_limit: args.build_stall_timeout,
+        // The classic build is one long engine call.
+        request_timeout: args.build_timeout + Duration::from_secs(60),
+    };
+    settings.check(args.build_network.as_deref())?;
+    Ok(settings)
 }
 
 /// What request handlers share.
@@ -101,6 +120,7 @@ impl App {
             },
             build_timeout: args.build_timeout,
             build_network: args.build_network.clone(),
+            engine: engine_settings(&args)?,
             policy: ContextPolicy {
                 allow_syntax_directive: args.allow_syntax_directive,
             },

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine::{BuilderKind, SecretSpec};
 use crate::types::ImageName;
 
 #[derive(Debug, Parser)]
@@ -181,6 +182,24 @@ pub struct ServeArgs {
     /// Network mode for builds (`none` supported; default: the engine's).
     #[arg(long, env = "SLIPWAY_BUILD_NETWORK")]
     pub build_network: Option<String>,
+
+    /// `buildkit`, as today's `docker build`; `classic` for the legacy builder.
+    /// An engine without BuildKit gets the classic builder, and the log says so.
+    #[arg(long, env = "SLIPWAY_BUILDER", value_enum, default_value = "buildkit")]
+    pub builder: BuilderKind,
+
+    /// `ID=PATH`, repeatable: the file's content is offered to
+    /// `RUN --mount=type=secret,id=ID`, never stored in an image, a log or a record.
+    #[arg(
+        long = "build-secret",
+        env = "SLIPWAY_BUILD_SECRETS",
+        value_delimiter = ','
+    )]
+    pub build_secrets: Vec<SecretSpec>,
+
+    /// BuildKit watchdog: a build whose engine stream stays silent this long is stopped.
+    #[arg(long, env = "SLIPWAY_BUILD_STALL_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub build_stall_timeout: Duration,
 
     /// Allow Dockerfiles whose `# syntax=` line makes the engine fetch a frontend.
     #[arg(long, env = "SLIPWAY_ALLOW_SYNTAX_DIRECTIVE", default_value_t = false)]

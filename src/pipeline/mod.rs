@@ -14,7 +14,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::context::{self, ContextPolicy, Limits, SourceTree};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, EngineSettings};
 use crate::github::{CommitStatus, GitHub, GitHubError};
 use crate::log::{BuildLog, LogHub};
 use crate::manifest::{self, ServiceEntry, ServiceSpec};
@@ -30,6 +30,7 @@ pub struct PipelineSettings {
     pub limits: Limits,
     pub build_timeout: Duration,
     pub build_network: Option<String>,
+    pub engine: EngineSettings,
     pub policy: ContextPolicy,
     /// Temporary space for tarballs, contexts and exported layers.
     pub work_dir: PathBuf,
@@ -86,9 +87,8 @@ impl Pipeline {
     /// The engine, connected on first use so that Slipway can start (and take
     /// webhooks) while the engine is still coming up.
     pub async fn engine(&self) -> Result<&Engine, EngineError> {
-        let timeout = self.settings.build_timeout + Duration::from_secs(60);
         self.engine
-            .get_or_try_init(|| Engine::connect(timeout))
+            .get_or_try_init(|| Engine::connect(&self.settings.engine))
             .await
     }
 

@@ -1,0 +1,188 @@
+//! The Docker Engine: images are built by one of two builders behind
+//! [`ImageBuilder`] (BuildKit, as today's `docker build`, or the classic
+//! builder), then exported in docker-save format for the registry push.
+
+mod address;
+mod buildkit;
+mod classic;
+mod secrets;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+
+use crate::log::BuildLog;
+pub use secrets::{BuildSecrets, SecretError, SecretSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("Docker Engine unreachable ({0}); is dockerd running and is DOCKER_HOST right?")]
+    Unreachable(String),
+    #[error("build failed: {0}")]
+    BuildFailed(String),
+    #[error("the engine finished the build without reporting an image")]
+    NoImage,
+    #[error("Docker Engine error: {0}")]
+    Api(String),
+    #[error("could not read the build context: {0}")]
+    Context(#[from] std::io::Error),
+    #[error("the engine cannot build with BuildKit: {0}")]
+    NoBuildKit(String),
+    #[error("the engine sent no build progress for {}; the build was stopped (a step that prints nothing for that long needs a higher --build-stall-timeout)", humantime::format_duration(*.0))]
+    Stalled(Duration),
+    #[error(
+        "the engine closed the BuildKit session in the middle of the build; the build was stopped"
+    )]
+    SessionClosed,
+    #[error("the Dockerfile asks for build secret `{0}`, which is not configured: start Slipway with --build-secret {0}=PATH")]
+    MissingSecret(String),
+}
+
+impl From<bollard::errors::Error> for EngineError {
+    fn from(err: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as E;
+        match err {
+            E::DockerResponseServerError {
+                status_code,
+                message,
+            } => EngineError::Api(format!("{status_code}: {message}")),
+            E::HyperResponseError { .. } | E::IOError { .. } | E::SocketNotFoundError(_) => {
+                EngineError::Unreachable(err.to_string())
+            }
+            other => EngineError::Api(other.to_string()),
+        }
+    }
+}
+
+/// Which builder `--builder` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuilderKind {
+    /// BuildKit, as `docker build` on Engine 23 and later.
+    Buildkit,
+    /// The legacy builder (`DOCKER_BUILDKIT=0`).
+    Classic,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuilderConfigError {
+    #[error("--build-network `{0}` is not one BuildKit takes (default, host or none); use one of those, or --builder classic")]
+    BuildKitNetwork(String),
+    #[error("--build-secret needs --builder buildkit: the classic builder cannot mount secrets")]
+    SecretsNeedBuildKit,
+}
+
+/// How images are built, fixed for the life of the service.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub builder: BuilderKind,
+    pub secrets: Arc<BuildSecrets>,
+    /// The BuildKit watchdog: this long without a word from the engine fails the build.
+    pub stall_limit: Duration,
+    /// Limit for one engine API call.
+    pub request_timeout: Duration,
+}
+
+impl EngineSettings {
+    /// Refuses, at start, combinations a build would only fail on later.
+    pub fn check(&self, network: Option<&str>) -> Result<(), BuilderConfigError> {
+        match self.builder {
+            BuilderKind::Buildkit => match network {
+                None | Some("default" | "host" | "none") => Ok(()),
+                Some(other) => Err(BuilderConfigError::BuildKitNetwork(other.to_string())),
+            },
+            BuilderKind::Classic if !self.secrets.is_empty() => {
+                Err(BuilderConfigError::SecretsNeedBuildKit)
+            }
+            BuilderKind::Classic => Ok(()),
+        }
+    }
+}
+
+/// What one service's build asks of the engine.
+pub struct BuildRequest<'a> {
+    pub context_tar: &'a Path,
+    pub dockerfile: &'a str,
+    pub tag: &'a str,
+    pub build_args: &'a BTreeMap<String, String>,
+    pub target: Option<&'a str>,
+    pub network: Option<&'a str>,
+}
+
+/// Builds an image from a context tar, streaming progress into the log,
+/// and answers the image id.
+#[async_trait::async_trait]
+pub trait ImageBuilder: Send + Sync {
+    async fn build(&self, req: &BuildRequest<'_>, log: &BuildLog) -> Result<String, EngineError>;
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    builder: Arc<dyn ImageBuilder>,
+}
+
+impl Engine {
+    /// Finds the engine as the Docker CLI does (DOCKER_HOST, else the local
+    /// socket) and agrees on an API version, so Engine 20.10 (API 1.41) and
+    /// current engines both work.
+    pub async fn connect(settings: &EngineSettings) -> Result<Self, EngineError> {
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| EngineError::Unreachable(e.to_string()))?
+            .with_timeout(settings.request_timeout);
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        let classic = Box::new(classic::ClassicBuilder {
+            docker: docker.clone(),
+        });
+        let builder: Arc<dyn ImageBuilder> = match settings.builder {
+            BuilderKind::Classic => Arc::from(classic as Box<dyn ImageBuilder>),
+            BuilderKind::Buildkit => Arc::new(buildkit::BuildKitBuilder::new(
+                settings.secrets.clone(),
+                settings.stall_limit,
+                classic,
+            )),
+        };
+        Ok(Self { docker, builder })
+    }
+
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(EngineError::from)
+    }
+
+    /// Builds the image and returns its id, streaming the engine's output
+    /// into `log`.
+    pub async fn build(
+        &self,
+        req: BuildRequest<'_>,
+        log: &BuildLog,
+    ) -> Result<String, EngineError> {
+        match self.builder.build(&req, log).await {
+            Err(EngineError::NoImage) => self.image_id(req.tag).await,
+            other => other,
+        }
+    }
+
+    async fn image_id(&self, tag: &str) -> Result<String, EngineError> {
+        let inspect = self.docker.inspect_image(tag).await?;
+        inspect.id.ok_or(EngineError::NoImage)
+    }
+
+    /// The image in docker-save format (a tar holding `manifest.json`).
+    pub fn export(
+        &self,
+        image: &str,
+    ) -> impl Stream<Item = Result<Bytes, EngineError>> + Send + 'static {
+        self.docker.export_image(image).map_err(EngineError::from)
+    }
+}
