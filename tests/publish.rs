@@ -20,17 +20,55 @@ fn api_dockerfile() -> &'static str {
      RUN false\n"
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn merged_pr_publishes_two_services_that_pull_and_run() {
-    let (github, registry, slipway) = start_stack(&[]).await;
-    github.require_token("gh-token-xyz");
-    let slipway = {
-        drop(slipway);
-        Slipway::start(
-            SlipwayOptions::new(&github, &registry).env("SLIPWAY_GITHUB_TOKEN", "gh-token-xyz"),
-        )
-        .await
+/// The core publish tests, once on each builder.
+macro_rules! on_both_builders {
+    ($($test:ident),* $(,)?) => {
+        mod buildkit {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(super::Builder::BuildKit).await
+            })*
+        }
+        mod classic {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(super::Builder::Classic).await
+            })*
+        }
     };
+}
+
+on_both_builders!(
+    merged_pr_publishes_two_services_that_pull_and_run,
+    failing_dockerfile_fails_its_service_only,
+    published_versions_are_immutable,
+);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Builder {
+    BuildKit,
+    Classic,
+}
+
+impl Builder {
+    fn env(self) -> (&'static str, &'static str) {
+        match self {
+            Builder::BuildKit => ("SLIPWAY_BUILDER", "buildkit"),
+            Builder::Classic => ("SLIPWAY_BUILDER", "classic"),
+        }
+    }
+}
+
+async fn merged_pr_publishes_two_services_that_pull_and_run(builder: Builder) {
+    let github = FakeGitHub::start().await;
+    let registry = TestRegistry::start();
+    github.require_token("gh-token-xyz");
+    let slipway = Slipway::start(
+        SlipwayOptions::new(&github, &registry)
+            .env("SLIPWAY_GITHUB_TOKEN", "gh-token-xyz")
+            .envs(&[builder.env()]),
+    )
+    .await;
     let sha = sha();
     let manifest = json!({"services": [
         {"name": "api", "version": "1.4.0", "context": "services/api", "dockerfile": "docker/Dockerfile",
@@ -205,9 +243,8 @@ async fn list_and_single_manifest_shapes_build() {
     assert_eq!(registry.tags("solo"), vec!["0.0.1"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_dockerfile_fails_its_service_only() {
-    let (github, registry, slipway) = start_stack(&[]).await;
+async fn failing_dockerfile_fails_its_service_only(builder: Builder) {
+    let (github, registry, slipway) = start_stack(&[builder.env()]).await;
     let sha = sha();
     github.add_commit_files(
         REPO,
@@ -228,10 +265,11 @@ async fn failing_dockerfile_fails_its_service_only() {
     let bad = service(&record, "bad");
     assert_eq!(bad["status"], "failed");
     let error = bad["error"].as_str().unwrap_or("");
-    assert!(
-        error.contains("returned a non-zero code: 3"),
-        "engine's message: {error}"
-    );
+    let engine_says = match builder {
+        Builder::BuildKit => "exit code: 3",
+        Builder::Classic => "returned a non-zero code: 3",
+    };
+    assert!(error.contains(engine_says), "engine's message: {error}");
     assert_eq!(service(&record, "good")["status"], "succeeded");
     let missing = service(&record, "nodockerfile");
     assert!(
@@ -244,14 +282,14 @@ async fn failing_dockerfile_fails_its_service_only() {
     assert!(registry.tags("bad").is_empty());
     let log = slipway.build_log(&id).await;
     assert!(
-        log.contains("[bad] about to fail"),
+        log.lines()
+            .any(|l| l.starts_with("[bad] ") && l.ends_with(" about to fail")),
         "engine output streamed to the log:\n{log}"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn published_versions_are_immutable() {
-    let (github, registry, slipway) = start_stack(&[]).await;
+async fn published_versions_are_immutable(builder: Builder) {
+    let (github, registry, slipway) = start_stack(&[builder.env()]).await;
     let files = [
         (
             "dockerInfo.json",

@@ -483,7 +483,7 @@ async fn tunnel_url_reads_ngrok_and_shows_on_the_page() {
 #[test]
 fn serve_refuses_to_start_with_a_clear_reason() {
     let base = ["serve", "--webhook-secret", "s", "--registry", "r:1"];
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["serve"], "--webhook-secret"),
         (
             &["--registry-ca", "/nonexistent/ca.pem"],
@@ -491,6 +491,23 @@ fn serve_refuses_to_start_with_a_clear_reason() {
         ),
         // Root may write anywhere but /proc: an unwritable data dir.
         (&["--data-dir", "/proc/slipway-data"], "/proc/slipway-data"),
+        (
+            &["--build-network", "bridge"],
+            "BuildKit takes (default, host or none)",
+        ),
+        (
+            &["--build-secret", "npmrc=/nonexistent/npmrc"],
+            "--build-secret `npmrc`: cannot read /nonexistent/npmrc",
+        ),
+        (
+            &[
+                "--builder",
+                "classic",
+                "--build-secret",
+                "npmrc=/etc/hostname",
+            ],
+            "--build-secret needs --builder buildkit",
+        ),
     ];
     for (extra, expected) in cases {
         let args: Vec<&str> = if extra[0] == "serve" {

@@ -2,6 +2,7 @@
 //! GitHub, a real TLS registry, and helpers to sign deliveries and wait for builds.
 #![allow(dead_code)]
 
+pub mod engine_proxy;
 pub mod github;
 pub mod registry;
 
