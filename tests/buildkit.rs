@@ -260,21 +260,11 @@ fn sleeping(seconds: &str) -> usize {
         .count()
 }
 
-async fn wait_until_gone(seconds: &str, within: Duration) -> bool {
+/// Waits up to `within` for `sleep SECONDS` to be running (or gone).
+async fn wait_until_sleeping(seconds: &str, running: bool, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if sleeping(seconds) == 0 {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
-async fn wait_until_running(seconds: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if sleeping(seconds) > 0 {
+        if (sleeping(seconds) > 0) == running {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -309,14 +299,14 @@ async fn a_timed_out_build_stops_in_the_engine() {
     let sha = stuck_build(&github, seconds);
     let id = slipway.merge(REPO, &sha).await;
     assert!(
-        wait_until_running(seconds, Duration::from_secs(60)).await,
+        wait_until_sleeping(seconds, true, Duration::from_secs(60)).await,
         "the step started"
     );
     let record = slipway.wait_for(&id).await;
     let error = record["services"][0]["error"].as_str().unwrap_or("");
     assert!(error.contains("timed out after 6s"), "{record}");
     assert!(
-        wait_until_gone(seconds, Duration::from_secs(20)).await,
+        wait_until_sleeping(seconds, false, Duration::from_secs(20)).await,
         "the engine stopped the step after the time-out"
     );
 }
@@ -334,7 +324,7 @@ async fn a_silent_build_stream_trips_the_watchdog() {
         "{record}"
     );
     assert!(
-        wait_until_gone(seconds, Duration::from_secs(20)).await,
+        wait_until_sleeping(seconds, false, Duration::from_secs(20)).await,
         "the engine stopped the step after the watchdog fired"
     );
 }

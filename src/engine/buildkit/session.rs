@@ -61,11 +61,16 @@ impl Session {
             .body(body)
             .map_err(|e| EngineError::Api(e.to_string()))?;
         let response = address.send(request).await?;
-        if response.response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-            return Err(EngineError::NoBuildKit(format!(
-                "POST /session answered {}",
-                error_text(response).await
-            )));
+        let status = response.response.status();
+        if status != http::StatusCode::SWITCHING_PROTOCOLS {
+            let answer = format!("POST /session answered {}", error_text(response).await);
+            // Only a refusal says the engine has no sessions; a 500 may pass.
+            let refused = status.is_client_error() || status == http::StatusCode::NOT_IMPLEMENTED;
+            return Err(if refused {
+                EngineError::NoBuildKit(answer)
+            } else {
+                EngineError::Api(answer)
+            });
         }
         let (response, connection) = response.into_parts();
         let upgraded = hyper::upgrade::on(response)
