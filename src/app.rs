@@ -106,7 +106,8 @@ impl App {
             password: args.registry_password.as_ref(),
             namespace: args.registry_namespace.as_ref(),
             plain_http: args.registry_plain_http,
-        })?;
+        })?
+        .keep_layers_in(&args.data_dir.join("registry-layers.json"));
         let github = GitHub::new(
             &args.github_api,
             args.github_token.clone(),

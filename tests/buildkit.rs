@@ -242,22 +242,29 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Processes on this machine whose command line is exactly `sleep SECONDS`.
-fn sleeping(seconds: &str) -> usize {
+/// Process ids on this machine whose command line is exactly `sleep SECONDS`.
+fn sleepers(seconds: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
     entries
         .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|cmdline| {
+        .filter(|e| {
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                return false;
+            };
             let args: Vec<&[u8]> = cmdline
                 .split(|b| *b == 0)
                 .filter(|a| !a.is_empty())
                 .collect();
             args.len() == 2 && args[0].ends_with(b"sleep") && args[1] == seconds.as_bytes()
         })
-        .count()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn sleeping(seconds: &str) -> usize {
+    sleepers(seconds).len()
 }
 
 /// Waits up to `within` for `sleep SECONDS` to be running (or gone).
@@ -308,6 +315,29 @@ async fn a_timed_out_build_stops_in_the_engine() {
     assert!(
         wait_until_sleeping(seconds, false, Duration::from_secs(20)).await,
         "the engine stopped the step after the time-out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_step_fails_its_service_with_the_engines_message() {
+    let (github, _registry, slipway) = start_stack(&[]).await;
+    let seconds = "3173";
+    let sha = stuck_build(&github, seconds);
+    let id = slipway.merge(REPO, &sha).await;
+    assert!(
+        wait_until_sleeping(seconds, true, Duration::from_secs(60)).await,
+        "the step started"
+    );
+    for pid in sleepers(seconds) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
+    }
+    let record = slipway.wait_for(&id).await;
+    let error = record["services"][0]["error"].as_str().unwrap_or("");
+    assert!(
+        error.starts_with("build failed:") && error.contains("exit code: 137"),
+        "the engine's message: {record}"
     );
 }
 

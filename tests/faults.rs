@@ -127,7 +127,13 @@ async fn engine_socket_gone_fails_the_service_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_build_killed_or_timed_out_fails_the_service() {
-    let (github, _registry, slipway) = start_stack(&[("SLIPWAY_BUILD_TIMEOUT", "20s")]).await;
+    // The classic builder runs each step in a container the test can kill;
+    // tests/buildkit.rs does the same to a BuildKit step's process.
+    let (github, _registry, slipway) = start_stack(&[
+        ("SLIPWAY_BUILD_TIMEOUT", "20s"),
+        ("SLIPWAY_BUILDER", "classic"),
+    ])
+    .await;
     let marker = format!("killme-{}", &sha()[..10]);
     let killed = simple_commit(
         &github,

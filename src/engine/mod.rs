@@ -173,6 +173,50 @@ impl Engine {
         }
     }
 
+    /// Images in the engine's store that `image` was built on and that
+    /// the registry at `registry_host` holds, as (repository, manifest
+    /// digest), closest base first. Empty when the engine cannot tell.
+    pub async fn registry_bases(&self, image: &str, registry_host: &str) -> Vec<(String, String)> {
+        let Ok(layers) = self.layers(image).await else {
+            return Vec::new();
+        };
+        let listed = self
+            .docker
+            .list_images(Some(bollard::query_parameters::ListImagesOptions::default()))
+            .await
+            .unwrap_or_default();
+        let prefix = format!("{registry_host}/");
+        let mut bases = Vec::new();
+        for summary in listed {
+            let Some((repository, digest)) = summary
+                .repo_digests
+                .iter()
+                .filter_map(|d| d.strip_prefix(&prefix)?.split_once('@'))
+                .next()
+            else {
+                continue;
+            };
+            let Ok(base_layers) = self.layers(&summary.id).await else {
+                continue;
+            };
+            if !base_layers.is_empty() && layers.starts_with(&base_layers) {
+                bases.push((
+                    base_layers.len(),
+                    repository.to_string(),
+                    digest.to_string(),
+                ));
+            }
+        }
+        bases.sort_by(|a, b| b.0.cmp(&a.0));
+        bases.into_iter().map(|(_, r, d)| (r, d)).collect()
+    }
+
+    /// The image's layers by content digest (diff id), bottom first.
+    async fn layers(&self, image: &str) -> Result<Vec<String>, EngineError> {
+        let inspect = self.docker.inspect_image(image).await?;
+        Ok(inspect.root_fs.and_then(|r| r.layers).unwrap_or_default())
+    }
+
     async fn image_id(&self, tag: &str) -> Result<String, EngineError> {
         let inspect = self.docker.inspect_image(tag).await?;
         inspect.id.ok_or(EngineError::NoImage)

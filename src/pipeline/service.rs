@@ -206,7 +206,11 @@ impl ServiceJob {
         ));
         self.update(|s| s.status = ServiceStatus::Pushing).await;
         let push_started = Instant::now();
-        let mut exported = export_image(engine, &image_id, work_dir).await?;
+        let (exported, ()) = tokio::join!(
+            export_image(engine, &image_id, work_dir),
+            self.learn_bases(engine, &image_id)
+        );
+        let mut exported = exported?;
         exported
             .add_labels(&self.labels(&context.inputs_digest))
             .map_err(|e| e.to_string())?;
@@ -235,6 +239,23 @@ impl ServiceJob {
             stats.blobs_present as u64,
         );
         Ok(Done::Published { digest, stats })
+    }
+
+    /// Teaches the registry client the layers of bases the registry holds,
+    /// so they are mounted or skipped rather than compressed and uploaded.
+    async fn learn_bases(&self, engine: &Engine, image_id: &str) {
+        let registry = &self.pipeline.registry;
+        let bases = engine.registry_bases(image_id, registry.host()).await;
+        // The closest base holds every layer the farther ones do.
+        let Some((repository, digest)) = bases.into_iter().next() else {
+            return;
+        };
+        match registry.learn_base(&repository, &digest).await {
+            Ok(learnt) => self.log.line(&format!(
+                "base {repository}@{digest} is in the registry: {learnt} of its layers need no upload"
+            )),
+            Err(err) => tracing::debug!(%err, "could not read the base image from the registry"),
+        }
     }
 
     fn labels(&self, inputs: &str) -> BTreeMap<String, String> {

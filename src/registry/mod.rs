@@ -2,15 +2,17 @@
 //! tag up, push blobs the registry lacks, then the manifest. The Docker
 //! Engine needs no registry configuration; the private CA is trusted here.
 
+mod bases;
 pub mod compress;
 pub mod export;
+mod layers;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
@@ -23,9 +25,14 @@ use crate::retry::{with_backoff, Backoff};
 use crate::types::{ImageName, Version};
 use compress::Written;
 use export::{ExportedImage, RawLayer, MANIFEST_MEDIA_TYPE};
+use layers::{KnownLayer, LayerMap};
 
 /// The label carrying the digest of a service's build inputs.
 pub const INPUTS_LABEL: &str = "io.slipway.inputs";
+
+/// Layers compressed and uploaded at once, as the engine's own push does
+/// (`max-concurrent-uploads`, 5); each holds one 256 KiB read buffer.
+const PARALLEL_LAYER_PUSHES: usize = 5;
 
 const ACCEPTED_MANIFESTS: &[&str] = &[
     MANIFEST_MEDIA_TYPE,
@@ -79,13 +86,6 @@ impl RegistryError {
     }
 }
 
-/// A layer pushed before: its pushed form, and a repository that holds it.
-#[derive(Debug, Clone)]
-struct KnownLayer {
-    blob: Written,
-    repository: String,
-}
-
 /// What the registry holds at `NAME:VERSION`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Published {
@@ -117,9 +117,9 @@ pub struct RegistrySettings<'a> {
 #[derive(Clone)]
 pub struct Registry {
     client: Arc<Client>,
-    /// Content digest (diff id) of each layer pushed → its pushed (gzip)
-    /// form, so an unchanged layer is never compressed twice.
-    layers: Arc<Mutex<HashMap<String, KnownLayer>>>,
+    /// Content digest (diff id) of each layer pushed or seen in a base →
+    /// its pushed (gzip) form, so an unchanged layer is never compressed twice.
+    layers: Arc<LayerMap>,
     /// When each repository was last authenticated.
     authenticated: Arc<Mutex<HashMap<String, Instant>>>,
     auth: RegistryAuth,
@@ -159,6 +159,17 @@ impl Registry {
             user: settings.user.map(str::to_string),
             namespace: settings.namespace.cloned(),
         })
+    }
+
+    /// `host[:port]`, as image references name it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Keeps the layer map in `file`, across restarts.
+    pub fn keep_layers_in(mut self, file: &Path) -> Self {
+        self.layers = Arc::new(LayerMap::kept_in(file));
+        self
     }
 
     /// `REGISTRY[/NAMESPACE]/NAME:VERSION`.
@@ -279,9 +290,17 @@ impl Registry {
         let what = format!("pushing {}", self.image_ref(name, version));
         self.retrying(&what, || self.authenticate(&reference))
             .await?;
-        let mut pushed_layers = Vec::with_capacity(image.layers.len());
-        for raw in &image.layers {
-            let (blob, pushed) = self.push_layer(&reference, raw, &what).await?;
+        let pushes: Vec<_> = image
+            .layers
+            .iter()
+            .map(|raw| self.push_layer(&reference, raw, &what).boxed())
+            .collect();
+        let outcomes: Vec<(Written, bool)> = futures::stream::iter(pushes)
+            .buffered(PARALLEL_LAYER_PUSHES)
+            .try_collect()
+            .await?;
+        let mut pushed_layers = Vec::with_capacity(outcomes.len());
+        for (blob, pushed) in outcomes {
             stats.record(pushed, blob.size);
             pushed_layers.push(blob);
         }
@@ -316,12 +335,12 @@ impl Registry {
         raw: &RawLayer,
         what: &str,
     ) -> Result<(Written, bool), RegistryError> {
-        if let Some(known) = self.known_layer(&raw.digest) {
+        if let Some(known) = self.layers.get(&raw.digest) {
             let present = self
-                .retrying(what, || self.blob_exists(reference, &known.blob.digest))
+                .retrying(what, || self.blob_exists(reference, &known.digest))
                 .await?;
             if present || self.mounted(reference, &known).await {
-                return Ok((known.blob, false));
+                return Ok((known.blob(), false));
             }
         }
         let (path, blob) = self.compressed(raw).await?;
@@ -342,27 +361,19 @@ impl Registry {
             Reference::with_tag(self.host.clone(), known.repository.clone(), "latest".into());
         let mounted = self
             .client
-            .mount_blob(reference, &source, &known.blob.digest)
+            .mount_blob(reference, &source, &known.digest)
             .await;
-        mounted.is_ok()
-            && matches!(
-                self.blob_exists(reference, &known.blob.digest).await,
-                Ok(true)
-            )
-    }
-
-    fn known_layer(&self, content_digest: &str) -> Option<KnownLayer> {
-        self.layers.lock().ok()?.get(content_digest).cloned()
+        mounted.is_ok() && matches!(self.blob_exists(reference, &known.digest).await, Ok(true))
     }
 
     fn remember_layer(&self, content_digest: &str, blob: &Written, repository: &str) {
-        if let Ok(mut layers) = self.layers.lock() {
-            let known = KnownLayer {
-                blob: blob.clone(),
-                repository: repository.to_string(),
-            };
-            layers.insert(content_digest.to_string(), known);
-        }
+        let known = KnownLayer {
+            digest: blob.digest.clone(),
+            size: blob.size,
+            repository: repository.to_string(),
+        };
+        self.layers
+            .insert_all([(content_digest.to_string(), known)]);
     }
 
     /// The layer in the form it is pushed in: as it is when the engine
