@@ -207,7 +207,7 @@ impl Engine {
                 ));
             }
         }
-        bases.sort_by(|a, b| b.0.cmp(&a.0));
+        bases.sort_by_key(|b| std::cmp::Reverse(b.0));
         bases.into_iter().map(|(_, r, d)| (r, d)).collect()
     }
 
