@@ -242,25 +242,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Process ids on this machine whose command line is exactly `sleep SECONDS`.
+/// Process ids whose command line is exactly `sleep SECONDS`.
 fn sleepers(seconds: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-                return false;
-            };
-            let args: Vec<&[u8]> = cmdline
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .collect();
-            args.len() == 2 && args[0].ends_with(b"sleep") && args[1] == seconds.as_bytes()
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
+    processes(|args| args.len() == 2 && args[0].ends_with("sleep") && args[1] == seconds)
 }
 
 fn sleeping(seconds: &str) -> usize {

@@ -525,7 +525,8 @@ async fn builds_get_no_network_and_syntax_lines_are_refused() {
     assert_eq!(slipway.wait_for(&isolated_id).await["status"], "succeeded");
     let log = slipway.build_log(&isolated_id).await;
     assert!(
-        log.contains("[isolated] interfaces: lo"),
+        log.lines()
+            .any(|l| l.starts_with("[isolated] ") && l.ends_with(" interfaces: lo")),
         "--build-network none leaves only loopback:\n{log}"
     );
     let record = slipway.wait_for(&frontend_id).await;
@@ -535,6 +536,8 @@ async fn builds_get_no_network_and_syntax_lines_are_refused() {
         "{error}"
     );
 
+    // Allowed, BuildKit does what the line asks: it fetches the frontend
+    // (which fails here, offline); the classic builder ignores the line.
     let allowed = Slipway::start(
         SlipwayOptions::new(&github, &registry).env("SLIPWAY_ALLOW_SYNTAX_DIRECTIVE", "true"),
     )
@@ -542,6 +545,21 @@ async fn builds_get_no_network_and_syntax_lines_are_refused() {
     let again = sha();
     github.add_commit_files(REPO, &again, &syntax_files);
     let record = allowed.wait_for(&allowed.merge(REPO, &again).await).await;
+    let error = record["services"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("docker/dockerfile") && !error.contains("--allow-syntax-directive"),
+        "the engine, not Slipway, went for the frontend: {record}"
+    );
+    let classic = Slipway::start(SlipwayOptions::new(&github, &registry).envs(&[
+        ("SLIPWAY_ALLOW_SYNTAX_DIRECTIVE", "true"),
+        ("SLIPWAY_BUILDER", "classic"),
+    ]))
+    .await;
+    let classic_sha = sha();
+    github.add_commit_files(REPO, &classic_sha, &syntax_files);
+    let record = classic
+        .wait_for(&classic.merge(REPO, &classic_sha).await)
+        .await;
     assert_eq!(
         record["status"], "succeeded",
         "allowed by the operator: {record}"

@@ -467,6 +467,27 @@ pub fn pull_fresh(image: &str) {
     docker(&["pull", image]);
 }
 
+/// Ids of the processes on this machine whose argument list passes `wanted`.
+/// Build steps show here whichever builder runs them: the classic builder's
+/// containers and BuildKit's runc sandboxes alike.
+pub fn processes(wanted: impl Fn(&[&str]) -> bool) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                return false;
+            };
+            let text = String::from_utf8_lossy(&cmdline);
+            let args: Vec<&str> = text.split('\0').filter(|a| !a.is_empty()).collect();
+            !args.is_empty() && wanted(&args)
+        })
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// The service named `name` in a build record.
 pub fn service<'a>(record: &'a Value, name: &str) -> &'a Value {
     record["services"]
