@@ -3,7 +3,7 @@ use std::io::Read;
 use anyhow::Context;
 use clap::Parser;
 
-use slipway::config::{Cli, Command};
+use slipway::config::{Cli, Command, HookCommand};
 use slipway::setup;
 
 /// Exit code for a configuration the service cannot start with.
@@ -13,6 +13,7 @@ const EXIT_FAILED: i32 = 1;
 
 #[tokio::main]
 async fn main() {
+    slipway::config::secrets_from_dir();
     let cli = Cli::try_parse().unwrap_or_else(|err| exit_on_usage_error(err));
     let (result, code) = match cli.command {
         Command::Serve(args) => {
@@ -25,6 +26,7 @@ async fn main() {
         Command::Certs(args) => (certs(&args), EXIT_FAILED),
         Command::RegistryUser(args) => (registry_user(&args.name), EXIT_FAILED),
         Command::TunnelUrl(args) => (tunnel_url(&args.ngrok_api).await, EXIT_FAILED),
+        Command::Hook(HookCommand::Install(args)) => (hook_install(&args).await, EXIT_FAILED),
     };
     if let Err(err) = result {
         eprintln!("slipway: {err:#}");
@@ -93,6 +95,11 @@ fn registry_user(name: &str) -> anyhow::Result<()> {
 
 async fn tunnel_url(api: &str) -> anyhow::Result<()> {
     println!("{}", setup::tunnel::public_url(api).await?);
+    Ok(())
+}
+
+async fn hook_install(args: &slipway::config::HookInstallArgs) -> anyhow::Result<()> {
+    println!("{}", setup::hook::install(args).await?);
     Ok(())
 }
 
