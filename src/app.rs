@@ -105,8 +105,8 @@ struct Watch {
 
 impl Watch {
     fn from_args(args: &ServeArgs) -> Self {
-        let able = !args.repositories.is_empty() && args.github_token.is_some();
-        if !args.repositories.is_empty() && args.github_token.is_none() {
+        let able = !args.repositories.0.is_empty() && args.github_token.is_some();
+        if !args.repositories.0.is_empty() && args.github_token.is_none() {
             tracing::warn!("--repositories without --github-token: missed merges are not caught up and hooks are not managed");
         }
         let public_url = match (&args.public_url, &args.ngrok_api) {
@@ -225,7 +225,7 @@ impl App {
             pipeline,
             api_token: args.api_token.clone(),
             ngrok_api: args.ngrok_api.clone(),
-            repositories: args.repositories.clone(),
+            repositories: args.repositories.0.clone(),
             hooks: Arc::default(),
         });
         warn_if_exposed(addr, args.api_token.is_some());

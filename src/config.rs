@@ -13,7 +13,10 @@ use crate::types::{ImageName, Repository};
 #[command(
     name = "slipway",
     version,
-    about = "Publishes container images to a private registry when pull requests are merged"
+    about = "Publishes container images to a private registry when pull requests are merged",
+    after_help = "Environment: SLIPWAY_SECRETS_DIR names a folder whose files webhook_secret, \
+registry_password and api_token stand in for SLIPWAY_WEBHOOK_SECRET, \
+SLIPWAY_REGISTRY_PASSWORD and SLIPWAY_API_TOKEN when those are unset or empty."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -274,8 +277,8 @@ pub struct ServeArgs {
     pub max_source_entries: u64,
 
     /// Comma-separated owner/name Slipway serves; deliveries from others are ignored (default: all).
-    #[arg(long, env = "SLIPWAY_REPOSITORIES", value_delimiter = ',', value_parser = parse_repository)]
-    pub repositories: Vec<Repository>,
+    #[arg(long, env = "SLIPWAY_REPOSITORIES", value_parser = parse_repositories, default_value = "")]
+    pub repositories: RepositoryList,
 
     /// Keep the webhook of each of --repositories pointed at the current public URL.
     #[arg(long, env = "SLIPWAY_MANAGE_HOOKS", default_value_t = false)]
@@ -320,6 +323,18 @@ impl ServeArgs {
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw)
         .map_err(|e| format!("`{raw}` is not a duration like 30m or 90s: {e}"))
+}
+
+/// `--repositories`: empty (from an empty variable) serves every repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepositoryList(pub Vec<Repository>);
+
+fn parse_repositories(raw: &str) -> Result<RepositoryList, String> {
+    raw.split(',')
+        .filter(|r| !r.trim().is_empty())
+        .map(parse_repository)
+        .collect::<Result<_, _>>()
+        .map(RepositoryList)
 }
 
 fn parse_repository(raw: &str) -> Result<Repository, String> {

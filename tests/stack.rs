@@ -222,9 +222,12 @@ fn wires_the_stack(config: &Yaml) {
             .into_keys()
             .filter(|k| k.starts_with("SLIPWAY_")),
     );
+    // Read before the command line, by every command.
+    let top_help = slipway_cmd().arg("--help").output().expect("help");
+    let top_help = String::from_utf8_lossy(&top_help.stdout);
     for name in names {
         assert!(
-            help.contains(&format!("env: {name}")),
+            help.contains(&format!("env: {name}")) || top_help.contains(&name),
             "{name} is not an option of slipway serve"
         );
     }

@@ -166,7 +166,11 @@ pub async fn round(state: &AppState, repo: &Repository) -> Result<usize, CatchUp
         .store
         .catch_up_since(repo.as_str(), &now_rfc3339())
         .await?;
-    let since = parse_time(&since).ok_or(CatchUpError::BadTime(since))?;
+    // GitHub's times are whole seconds: the merge that led to the first
+    // build is usually in that build's own second.
+    let since = parse_time(&since)
+        .and_then(|t| t.replace_nanosecond(0).ok())
+        .ok_or(CatchUpError::BadTime(since))?;
     let merges = state.pipeline.github.merged_since(repo, since).await?;
     let mut admitted = 0;
     for merge in merges {

@@ -306,7 +306,7 @@ impl GitHub {
             .append_pair("per_page", &PER_PAGE.to_string());
         let value = self.hooks_call(repo, Method::GET, endpoint, None).await?;
         let mut deliveries: Vec<Delivery> = Self::decode(repo, value)?;
-        deliveries.sort_by(|a, b| b.id.cmp(&a.id));
+        deliveries.sort_by_key(|d| std::cmp::Reverse(d.id));
         Ok(deliveries)
     }
 

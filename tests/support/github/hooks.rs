@@ -98,11 +98,14 @@ fn hook_exists() -> Response<Vec<u8>> {
     json_response(StatusCode::UNPROCESSABLE_ENTITY, &body)
 }
 
-fn parse_body(body: &[u8]) -> Result<Value, Response<Vec<u8>>> {
+fn parse_body(body: &[u8]) -> Option<Value> {
     serde_json::from_slice::<Value>(body)
         .ok()
         .filter(Value::is_object)
-        .ok_or_else(|| github_error(StatusCode::BAD_REQUEST, "Problems parsing JSON", DOCS_HOOKS))
+}
+
+fn bad_json() -> Response<Vec<u8>> {
+    github_error(StatusCode::BAD_REQUEST, "Problems parsing JSON", DOCS_HOOKS)
 }
 
 pub(super) fn hooks_endpoint(
@@ -148,9 +151,8 @@ pub(super) fn hooks_endpoint(
 }
 
 fn create_hook(shared: &Shared, state: &mut State, key: &str, body: &[u8]) -> Response<Vec<u8>> {
-    let body = match parse_body(body) {
-        Ok(body) => body,
-        Err(refused) => return refused,
+    let Some(body) = parse_body(body) else {
+        return bad_json();
     };
     let Some(url) = body["config"]["url"].as_str().filter(|u| !u.is_empty()) else {
         let message = "Validation Failed: config.url is missing";
@@ -198,9 +200,8 @@ fn update_hook(
     body: &[u8],
     config_only: bool,
 ) -> Response<Vec<u8>> {
-    let body = match parse_body(body) {
-        Ok(body) => body,
-        Err(refused) => return refused,
+    let Some(body) = parse_body(body) else {
+        return bad_json();
     };
     let config = if config_only { &body } else { &body["config"] };
     let new_url = config["url"].as_str().map(str::to_string);
