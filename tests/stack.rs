@@ -233,6 +233,55 @@ fn wires_the_stack(config: &Yaml) {
     }
 }
 
+/// The ngrok service's command, as the shell in its container runs it.
+fn run_ngrok_command(config: &Yaml, token: Option<&str>, bin: &Path) -> std::process::Output {
+    let ngrok = &config["services"]["ngrok"];
+    assert_eq!(strings(&ngrok["entrypoint"]), vec!["/bin/sh", "-c"]);
+    let script = ngrok["command"][0]
+        .as_str()
+        .expect("one script")
+        .replace("$$", "$");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(script).env_clear().env("PATH", bin);
+    if let Some(token) = token {
+        cmd.env("NGROK_AUTHTOKEN", token);
+    }
+    cmd.output().expect("sh runs")
+}
+
+#[test]
+fn without_ngrok_authtoken_the_tunnel_stops_with_a_message_saying_so() {
+    let bin = tempfile::tempdir().expect("tempdir");
+    let fake = bin.path().join("ngrok");
+    std::fs::write(&fake, "#!/bin/sh\necho \"ngrok $*\"\n").expect("fake ngrok");
+    let mut perms = std::fs::metadata(&fake).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake, perms).expect("chmod");
+    for config in compose_configs() {
+        let without = run_ngrok_command(&config, None, bin.path());
+        let stderr = String::from_utf8_lossy(&without.stderr);
+        assert!(
+            without.status.success(),
+            "a clean stop, so it is not restarted: {stderr}"
+        );
+        assert!(stderr.contains("NGROK_AUTHTOKEN is not set"), "{stderr}");
+        assert!(without.stdout.is_empty(), "ngrok did not start");
+        let with = run_ngrok_command(&config, Some("2abc"), bin.path());
+        assert_eq!(
+            String::from_utf8_lossy(&with.stdout).trim(),
+            "ngrok http slipway:8080"
+        );
+        let restart = config["services"]["ngrok"]["restart"].as_str();
+        assert_eq!(restart, Some("on-failure"));
+        let slipway_restart = config["services"]["slipway"]["restart"].as_str();
+        assert_eq!(
+            slipway_restart,
+            Some("unless-stopped"),
+            "the rest of the stack runs"
+        );
+    }
+}
+
 /// Runs the stack's setup step (compose/setup.sh, as the image has it) with
 /// its folders in `dir`; returns the generated secrets.
 fn run_setup(dir: &Path) -> [String; 3] {
