@@ -139,7 +139,7 @@ async fn two_installs_at_once_make_one_hook_the_second_adopting_it_after_422() {
     // reaches it late: its create then gets GitHub's 422 "Hook already exists".
     github.inject_fault(
         "/hooks?per_page",
-        Fault::SlowAnswer(Duration::from_millis(1500)),
+        Fault::SlowAnswer(Duration::from_secs(4)),
         1,
     );
     let (a, b) = tokio::join!(
