@@ -118,7 +118,7 @@ pub struct TunnelUrlArgs {
 /// the environment is read from the file of that name in the folder
 /// (`webhook_secret`, `registry_password`, `api_token`): the compose stack's
 /// setup step generates them there, and `docker compose exec` sees them too.
-/// Runs first thing in `main`, before any other thread reads the environment.
+/// Runs first thing in `main`, before any other thread exists.
 pub fn secrets_from_dir() {
     let Some(dir) = std::env::var_os("SLIPWAY_SECRETS_DIR") else {
         return;

@@ -11,9 +11,14 @@ const EXIT_CONFIG: i32 = 2;
 /// Exit code for a set-up command that failed.
 const EXIT_FAILED: i32 = 1;
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Before the runtime starts its threads: this may set environment variables.
     slipway::config::secrets_from_dir();
+    run();
+}
+
+#[tokio::main]
+async fn run() {
     let cli = Cli::try_parse().unwrap_or_else(|err| exit_on_usage_error(err));
     let (result, code) = match cli.command {
         Command::Serve(args) => {
