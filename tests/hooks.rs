@@ -283,6 +283,14 @@ async fn managed_hooks_follow_the_tunnel_url() {
     )
     .await;
     eprintln!("hook followed the new tunnel URL in {took:?}");
+    // Changed by hand on the settings page: pointed back.
+    github.set_hook_url(only_hook(&github).id, "https://elsewhere.example/webhook");
+    wait_for_hook_url(
+        &github,
+        "https://second-9c1d.ngrok.app/webhook",
+        Duration::from_secs(30),
+    )
+    .await;
     // The page shows the hook and what GitHub last got from it.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let page = reqwest::get(format!("{}/", slipway.url))
@@ -333,5 +341,34 @@ async fn deliveries_from_repositories_not_served_are_ignored_and_nothing_is_fetc
             .iter()
             .all(|r| !r.path_and_query.contains("mallory")),
         "nothing of the other repository was fetched"
+    );
+}
+
+#[tokio::test]
+async fn the_stand_in_drops_the_secret_on_a_config_update_without_it_as_github_does() {
+    let github = FakeGitHub::start().await;
+    github.add_commit_files(REPO, &sha(), &[("README", "hi")]);
+    let id = github.add_hook(
+        REPO,
+        "https://a.example/webhook",
+        &["pull_request"],
+        Some(SECRET),
+    );
+    let resp = reqwest::Client::new()
+        .patch(format!(
+            "{}/repos/{REPO}/hooks/{id}/config",
+            github.api_url()
+        ))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "url": "https://b.example/webhook" }))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status().as_u16(), 200);
+    let hook = only_hook(&github);
+    assert_eq!(hook.url, "https://b.example/webhook");
+    assert_eq!(
+        hook.secret, None,
+        "the trap Slipway avoids by always sending the secret"
     );
 }
