@@ -18,6 +18,8 @@ install_packages() {
     local wanted=(docker-registry busybox-static apache2-utils openssl ca-certificates curl chromium chromium-driver)
     # Any docker CLI will do (one may come from outside Debian); docker.io only when there is none.
     command -v docker >/dev/null || wanted+=(docker.io)
+    # The compose file is validated by whichever compose is present; Debian's when none is.
+    command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || wanted+=(docker-compose)
     local missing=() pkg
     for pkg in "${wanted[@]}"; do
         is_installed "$pkg" || missing+=("$pkg")

@@ -12,6 +12,7 @@ use warp::Filter;
 use crate::config::{Secret, ServeArgs};
 use crate::context::{ContextPolicy, Limits};
 use crate::engine::{BuildSecrets, EngineSettings};
+use crate::github::hook_keeper::{HookBoard, HookKeeper, PublicUrl};
 use crate::github::GitHub;
 use crate::log::LogHub;
 use crate::metrics::Metrics;
@@ -19,6 +20,7 @@ use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::queue::Queue;
 use crate::registry::{Registry, RegistrySettings};
 use crate::store::{BuildStatus, SqliteStore, Store};
+use crate::types::Repository;
 
 /// Why the service cannot start: each is a one-line reason for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +73,27 @@ pub struct AppState {
     pub hub: Arc<LogHub>,
     pub api_token: Option<Secret>,
     pub ngrok_api: Option<String>,
+    /// `--repositories`; empty serves every repository.
+    pub repositories: Vec<Repository>,
+    /// The hooks `--manage-hooks` keeps, for the page.
+    pub hooks: Arc<HookBoard>,
 }
 
 impl AppState {
+    /// Whether `--repositories` lets this repository publish (GitHub's names ignore case).
+    pub fn serves(&self, repo: &Repository) -> bool {
+        self.repositories.is_empty()
+            || self
+                .repositories
+                .iter()
+                .any(|r| r.as_str().eq_ignore_ascii_case(repo.as_str()))
+    }
+
+    /// Whether `--branches` lets merges into `base` publish.
+    pub fn branch_publishes(&self, base: &str) -> bool {
+        self.branches.is_empty() || self.branches.iter().any(|b| b == base)
+    }
+
     /// The public URL of the tunnel in front of the service, when known.
     pub async fn tunnel_url(&self) -> Option<String> {
         let api = self.ngrok_api.as_deref()?;
@@ -92,6 +112,66 @@ pub struct App {
     state: Arc<AppState>,
     tracker: TaskTracker,
     grace: Duration,
+    watch: Watch,
+}
+
+/// The background work `--repositories` with a token asks for.
+struct Watch {
+    catch_up_interval: Option<Duration>,
+    hooks: Option<(PublicUrl, Duration)>,
+    webhook_secret: Secret,
+}
+
+impl Watch {
+    fn from_args(args: &ServeArgs) -> Self {
+        let able = !args.repositories.0.is_empty() && args.github_token.is_some();
+        if !args.repositories.0.is_empty() && args.github_token.is_none() {
+            tracing::warn!("--repositories without --github-token: missed merges are not caught up and hooks are not managed");
+        }
+        let public_url = match (&args.public_url, &args.ngrok_api) {
+            (Some(url), _) => Some(PublicUrl::Fixed(url.clone())),
+            (None, Some(api)) => Some(PublicUrl::Tunnel {
+                ngrok_api: api.clone(),
+            }),
+            (None, None) => None,
+        };
+        if args.manage_hooks && able && public_url.is_none() {
+            tracing::warn!("--manage-hooks needs --public-url or --ngrok-api to know where the hooks should point");
+        }
+        Self {
+            catch_up_interval: Some(args.catch_up_interval).filter(|i| able && !i.is_zero()),
+            hooks: public_url
+                .filter(|_| able && args.manage_hooks)
+                .map(|url| (url, args.hooks_poll_interval.max(Duration::from_secs(1)))),
+            webhook_secret: args.webhook_secret.clone(),
+        }
+    }
+
+    fn start(self, state: &Arc<AppState>) {
+        if let Some((public_url, interval)) = self.hooks {
+            let keeper = HookKeeper {
+                github: state.pipeline.github.clone(),
+                repos: state.repositories.clone(),
+                public_url,
+                secret: self.webhook_secret,
+                interval,
+                board: state.hooks.clone(),
+            };
+            tokio::spawn(keeper.run());
+        }
+        if let Some(interval) = self.catch_up_interval {
+            let repos = state.repositories.clone();
+            tokio::spawn(crate::github::catch_up::run(state.clone(), repos, interval));
+        }
+    }
+}
+
+/// Without `--api-token`, anyone who reaches a non-loopback address reads
+/// every build log and can start builds; say so where operators look.
+fn warn_if_exposed(addr: SocketAddr, has_token: bool) {
+    if !has_token && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "no --api-token: build records, logs, metrics and POST /builds/<id>/retry are open to anyone who reaches this address; set --api-token (only /webhook and /healthz stay open)");
+    }
 }
 
 impl App {
@@ -128,6 +208,7 @@ impl App {
             work_dir,
             post_statuses: args.github_token.is_some(),
             public_url: args.public_url.clone(),
+            pr_comment: args.pr_comment && args.github_token.is_some(),
         };
         let slots = args.max_concurrent_builds as usize;
         let pipeline = Arc::new(Pipeline::new(
@@ -165,13 +246,17 @@ impl App {
             pipeline,
             api_token: args.api_token.clone(),
             ngrok_api: args.ngrok_api.clone(),
+            repositories: args.repositories.0.clone(),
+            hooks: Arc::default(),
         });
+        warn_if_exposed(addr, args.api_token.is_some());
         Ok(Self {
             addr,
             listener,
             state,
             tracker,
             grace: args.shutdown_grace,
+            watch: Watch::from_args(&args),
         })
     }
 
@@ -193,7 +278,9 @@ impl App {
             state,
             tracker,
             grace,
+            watch,
         } = self;
+        watch.start(&state);
         let routes = crate::webhook::route(state.clone())
             .or(crate::api::routes(state.clone()))
             .unify()

@@ -8,13 +8,16 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{BuilderKind, SecretSpec};
-use crate::types::ImageName;
+use crate::types::{ImageName, Repository};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "slipway",
     version,
-    about = "Publishes container images to a private registry when pull requests are merged"
+    about = "Publishes container images to a private registry when pull requests are merged",
+    after_help = "Environment: SLIPWAY_SECRETS_DIR names a folder whose files webhook_secret, \
+registry_password and api_token stand in for SLIPWAY_WEBHOOK_SECRET, \
+SLIPWAY_REGISTRY_PASSWORD and SLIPWAY_API_TOKEN when those are unset or empty."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -31,6 +34,51 @@ pub enum Command {
     RegistryUser(RegistryUserArgs),
     /// Print the public URL of the ngrok tunnel in front of the service.
     TunnelUrl(TunnelUrlArgs),
+    /// Manage the repository webhooks that deliver to Slipway.
+    #[command(subcommand)]
+    Hook(HookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Create the repository's webhook (or update the one installed before), then ping it.
+    Install(Box<HookInstallArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HookInstallArgs {
+    /// The repository, OWNER/REPO.
+    #[arg(value_parser = parse_repository)]
+    pub repository: Repository,
+    /// Slipway's public base URL; the hook points at URL/webhook (default: --public-url, else the tunnel's).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The GitHub webhook secret.
+    #[arg(long, env = "SLIPWAY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Secret,
+    /// Token with the Webhooks read and write permission on the repository.
+    #[arg(long, env = "SLIPWAY_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<Secret>,
+    /// GitHub REST base URL (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(
+        long,
+        env = "SLIPWAY_GITHUB_API",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api: String,
+    /// External URL of this service.
+    #[arg(long, env = "SLIPWAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Base URL of the ngrok agent's local API, for the tunnel's URL.
+    #[arg(
+        long,
+        env = "SLIPWAY_NGROK_API",
+        default_value = "http://localhost:4040"
+    )]
+    pub ngrok_api: String,
+    /// How long to wait for the ping to reach Slipway.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub ping_wait: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -66,6 +114,36 @@ pub struct TunnelUrlArgs {
     )]
     pub ngrok_api: String,
 }
+
+/// With `SLIPWAY_SECRETS_DIR` set, a secret option left unset (or empty) in
+/// the environment is read from the file of that name in the folder
+/// (`webhook_secret`, `registry_password`, `api_token`): the compose stack's
+/// setup step generates them there, and `docker compose exec` sees them too.
+/// Runs first thing in `main`, before any other thread exists.
+pub fn secrets_from_dir() {
+    let Some(dir) = std::env::var_os("SLIPWAY_SECRETS_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    for (file, variable) in SECRET_FILES {
+        let unset = std::env::var(variable).map_or(true, |v| v.is_empty());
+        if !unset {
+            continue;
+        }
+        if let Ok(value) = std::fs::read_to_string(dir.join(file)) {
+            let value = value.trim();
+            if !value.is_empty() {
+                std::env::set_var(variable, value);
+            }
+        }
+    }
+}
+
+const SECRET_FILES: [(&str, &str); 3] = [
+    ("webhook_secret", "SLIPWAY_WEBHOOK_SECRET"),
+    ("registry_password", "SLIPWAY_REGISTRY_PASSWORD"),
+    ("api_token", "SLIPWAY_API_TOKEN"),
+];
 
 /// A secret that never shows in `Debug` output, logs or error messages.
 #[derive(Clone, Default)]
@@ -216,6 +294,26 @@ pub struct ServeArgs {
     /// Cap on the number of entries in a commit's tarball.
     #[arg(long, env = "SLIPWAY_MAX_SOURCE_ENTRIES", default_value_t = 200_000)]
     pub max_source_entries: u64,
+
+    /// Comma-separated owner/name Slipway serves; deliveries from others are ignored (default: all).
+    #[arg(long, env = "SLIPWAY_REPOSITORIES", value_parser = parse_repositories, default_value = "")]
+    pub repositories: RepositoryList,
+
+    /// Keep the webhook of each of --repositories pointed at the current public URL.
+    #[arg(long, env = "SLIPWAY_MANAGE_HOOKS", default_value_t = false)]
+    pub manage_hooks: bool,
+
+    /// How often --manage-hooks asks the tunnel for its URL and GitHub for the hooks' state.
+    #[arg(long, env = "SLIPWAY_HOOKS_POLL_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub hooks_poll_interval: Duration,
+
+    /// How often to look for merges of --repositories that Slipway missed (needs --github-token); 0 turns it off.
+    #[arg(long, env = "SLIPWAY_CATCH_UP_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub catch_up_interval: Duration,
+
+    /// When a build ends, keep one comment on the merged PR listing its images (needs --github-token).
+    #[arg(long, env = "SLIPWAY_PR_COMMENT", default_value_t = false)]
+    pub pr_comment: bool,
 }
 
 impl ServeArgs {
@@ -244,6 +342,22 @@ impl ServeArgs {
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw)
         .map_err(|e| format!("`{raw}` is not a duration like 30m or 90s: {e}"))
+}
+
+/// `--repositories`: empty (from an empty variable) serves every repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepositoryList(pub Vec<Repository>);
+
+fn parse_repositories(raw: &str) -> Result<RepositoryList, String> {
+    raw.split(',')
+        .filter(|r| !r.trim().is_empty())
+        .map(parse_repository)
+        .collect::<Result<_, _>>()
+        .map(RepositoryList)
+}
+
+fn parse_repository(raw: &str) -> Result<Repository, String> {
+    Repository::parse(raw.trim()).map_err(|e| e.to_string())
 }
 
 fn parse_namespace(raw: &str) -> Result<ImageName, String> {

@@ -3,7 +3,7 @@ use std::io::Read;
 use anyhow::Context;
 use clap::Parser;
 
-use slipway::config::{Cli, Command};
+use slipway::config::{Cli, Command, HookCommand};
 use slipway::setup;
 
 /// Exit code for a configuration the service cannot start with.
@@ -11,8 +11,14 @@ const EXIT_CONFIG: i32 = 2;
 /// Exit code for a set-up command that failed.
 const EXIT_FAILED: i32 = 1;
 
+fn main() {
+    // Before the runtime starts its threads: this may set environment variables.
+    slipway::config::secrets_from_dir();
+    run();
+}
+
 #[tokio::main]
-async fn main() {
+async fn run() {
     let cli = Cli::try_parse().unwrap_or_else(|err| exit_on_usage_error(err));
     let (result, code) = match cli.command {
         Command::Serve(args) => {
@@ -25,6 +31,7 @@ async fn main() {
         Command::Certs(args) => (certs(&args), EXIT_FAILED),
         Command::RegistryUser(args) => (registry_user(&args.name), EXIT_FAILED),
         Command::TunnelUrl(args) => (tunnel_url(&args.ngrok_api).await, EXIT_FAILED),
+        Command::Hook(HookCommand::Install(args)) => (hook_install(&args).await, EXIT_FAILED),
     };
     if let Err(err) = result {
         eprintln!("slipway: {err:#}");
@@ -93,6 +100,11 @@ fn registry_user(name: &str) -> anyhow::Result<()> {
 
 async fn tunnel_url(api: &str) -> anyhow::Result<()> {
     println!("{}", setup::tunnel::public_url(api).await?);
+    Ok(())
+}
+
+async fn hook_install(args: &slipway::config::HookInstallArgs) -> anyhow::Result<()> {
+    println!("{}", setup::hook::install(args).await?);
     Ok(())
 }
 

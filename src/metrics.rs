@@ -57,6 +57,7 @@ pub struct Metrics {
     bytes_pushed: AtomicU64,
     blobs_pushed: AtomicU64,
     blobs_present: AtomicU64,
+    catch_up_builds: AtomicU64,
 }
 
 impl Metrics {
@@ -67,6 +68,11 @@ impl Metrics {
     /// Counts a webhook delivery by outcome: accepted, ignored, duplicate, rejected_*.
     pub fn delivery(&self, outcome: &'static str) {
         *self.series().deliveries.entry(outcome).or_default() += 1;
+    }
+
+    /// Counts a build admitted for a merge whose delivery never arrived.
+    pub fn catch_up_build(&self) {
+        self.catch_up_builds.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn build_started(&self) {
@@ -165,6 +171,13 @@ impl Metrics {
             "counter",
             "Blobs skipped because the registry had them.",
             present,
+        );
+        single(
+            &mut out,
+            "slipway_catch_up_builds_total",
+            "counter",
+            "Builds of merges found by the catch-up, whose delivery never arrived.",
+            self.catch_up_builds.load(Ordering::Relaxed),
         );
         out
     }

@@ -30,31 +30,54 @@ fn env_example() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `docker-compose config` of the stack, from a copy of the repository's
-/// files with a `.env` made from the example.
-fn compose_config() -> Yaml {
+/// The compose tools on this machine: Debian's `docker-compose` (1.29) and
+/// the `docker compose` plugin, each where present.
+fn compose_tools() -> Vec<Vec<&'static str>> {
+    [vec!["docker-compose"], vec!["docker", "compose"]]
+        .into_iter()
+        .filter(|tool| {
+            Command::new(tool[0])
+                .args(&tool[1..])
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect()
+}
+
+/// `config` of the stack by every compose tool present, from a copy of the
+/// repository's files as a fresh clone has them: no `compose/.env`.
+fn compose_configs() -> Vec<Yaml> {
     let dir = tempfile::tempdir().expect("tempdir");
     for folder in ["compose", "registry-config", "certs"] {
         copy_dir(&Path::new(ROOT).join(folder), &dir.path().join(folder));
     }
-    std::fs::copy(
-        dir.path().join("compose/.env.example"),
-        dir.path().join("compose/.env"),
-    )
-    .expect(".env");
+    assert!(!dir.path().join("compose/.env").exists());
     let file = dir.path().join("compose/docker-compose.yml");
-    let output = ["docker-compose", "docker"]
+    let tools = compose_tools();
+    assert!(
+        !tools.is_empty(),
+        "neither docker-compose nor docker compose is installed"
+    );
+    tools
         .iter()
-        .find_map(|tool| {
-            let mut cmd = Command::new(tool);
-            if *tool == "docker" {
-                cmd.arg("compose");
-            }
-            let out = cmd.arg("-f").arg(&file).arg("config").output().ok()?;
-            out.status.success().then_some(out)
+        .map(|tool| {
+            let output = Command::new(tool[0])
+                .args(&tool[1..])
+                .arg("-f")
+                .arg(&file)
+                .arg("config")
+                .env_remove("NGROK_AUTHTOKEN")
+                .output()
+                .expect("compose runs");
+            assert!(
+                output.status.success(),
+                "{tool:?} config rejects the file without compose/.env: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            serde_yaml::from_slice(&output.stdout).expect("compose config is YAML")
         })
-        .expect("docker-compose config (or docker compose config) accepts the file");
-    serde_yaml::from_slice(&output.stdout).expect("compose config is YAML")
+        .collect()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -85,7 +108,12 @@ fn strings(value: &Yaml) -> Vec<String> {
 
 #[test]
 fn compose_file_wires_the_stack() {
-    let config = compose_config();
+    for config in compose_configs() {
+        wires_the_stack(&config);
+    }
+}
+
+fn wires_the_stack(config: &Yaml) {
     let services = &config["services"];
     let registry = &services["registry"];
     assert_eq!(registry["image"].as_str(), Some("registry:2"));
@@ -149,12 +177,29 @@ fn compose_file_wires_the_stack() {
     );
 
     let ngrok = &services["ngrok"];
-    assert_eq!(strings(&ngrok["command"]), vec!["http", "slipway:8080"]);
+    let command = strings(&ngrok["command"]).join(" ");
+    assert!(
+        command.contains("ngrok http slipway:8080")
+            && command.contains("NGROK_AUTHTOKEN is not set"),
+        "{command}"
+    );
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.contains("slipway-secrets:/secrets")),
+        "{volumes:?}"
+    );
+    assert_eq!(
+        environment
+            .get("SLIPWAY_SECRETS_DIR")
+            .and_then(Yaml::as_str),
+        Some("/secrets")
+    );
     assert!(
         strings(&ngrok["ports"]).iter().any(|p| p.contains("4040")),
         "inspection UI on 4040"
     );
-    for volume in ["registry-data", "slipway-data"] {
+    for volume in ["registry-data", "slipway-data", "slipway-secrets"] {
         assert!(
             config["volumes"].get(volume).is_some(),
             "named volume {volume}"
@@ -177,10 +222,188 @@ fn compose_file_wires_the_stack() {
             .into_keys()
             .filter(|k| k.starts_with("SLIPWAY_")),
     );
+    // Read before the command line, by every command.
+    let top_help = slipway_cmd().arg("--help").output().expect("help");
+    let top_help = String::from_utf8_lossy(&top_help.stdout);
     for name in names {
         assert!(
-            help.contains(&format!("env: {name}")),
+            help.contains(&format!("env: {name}")) || top_help.contains(&name),
             "{name} is not an option of slipway serve"
+        );
+    }
+}
+
+/// The ngrok service's command, as the shell in its container runs it.
+fn run_ngrok_command(config: &Yaml, token: Option<&str>, bin: &Path) -> std::process::Output {
+    let ngrok = &config["services"]["ngrok"];
+    assert_eq!(strings(&ngrok["entrypoint"]), vec!["/bin/sh", "-c"]);
+    let script = ngrok["command"][0]
+        .as_str()
+        .expect("one script")
+        .replace("$$", "$");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(script).env_clear().env("PATH", bin);
+    if let Some(token) = token {
+        cmd.env("NGROK_AUTHTOKEN", token);
+    }
+    cmd.output().expect("sh runs")
+}
+
+#[test]
+fn without_ngrok_authtoken_the_tunnel_stops_with_a_message_saying_so() {
+    let bin = tempfile::tempdir().expect("tempdir");
+    let fake = bin.path().join("ngrok");
+    std::fs::write(&fake, "#!/bin/sh\necho \"ngrok $*\"\n").expect("fake ngrok");
+    let mut perms = std::fs::metadata(&fake).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake, perms).expect("chmod");
+    for config in compose_configs() {
+        let without = run_ngrok_command(&config, None, bin.path());
+        let stderr = String::from_utf8_lossy(&without.stderr);
+        assert!(
+            without.status.success(),
+            "a clean stop, so it is not restarted: {stderr}"
+        );
+        assert!(stderr.contains("NGROK_AUTHTOKEN is not set"), "{stderr}");
+        assert!(without.stdout.is_empty(), "ngrok did not start");
+        let with = run_ngrok_command(&config, Some("2abc"), bin.path());
+        assert_eq!(
+            String::from_utf8_lossy(&with.stdout).trim(),
+            "ngrok http slipway:8080"
+        );
+        let restart = config["services"]["ngrok"]["restart"].as_str();
+        assert_eq!(restart, Some("on-failure"));
+        let slipway_restart = config["services"]["slipway"]["restart"].as_str();
+        assert_eq!(
+            slipway_restart,
+            Some("unless-stopped"),
+            "the rest of the stack runs"
+        );
+    }
+}
+
+/// Runs the stack's setup step (compose/setup.sh, as the image has it) with
+/// its folders in `dir`; returns the generated secrets.
+fn run_setup(dir: &Path) -> [String; 3] {
+    let bin = Path::new(env!("CARGO_BIN_EXE_slipway"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let link = dir.join("bin");
+    std::fs::create_dir_all(&link).expect("bin");
+    let _ = std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), link.join("slipway"));
+    let path = format!(
+        "{}:{}:{}",
+        link.display(),
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("sh")
+        .arg(Path::new(ROOT).join("compose/setup.sh"))
+        .env_clear()
+        .env("PATH", path)
+        .env("SETUP_CERTS_DIR", dir.join("certs"))
+        .env("SETUP_AUTH_DIR", dir.join("auth"))
+        .env("SLIPWAY_SECRETS_DIR", dir.join("secrets"))
+        .env("SETUP_SECRETS_OWNER", "0")
+        .output()
+        .expect("setup runs");
+    assert!(
+        out.status.success(),
+        "setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read =
+        |name: &str| std::fs::read_to_string(dir.join("secrets").join(name)).expect("secret file");
+    [
+        read("webhook_secret"),
+        read("registry_password"),
+        read("api_token"),
+    ]
+}
+
+#[tokio::test]
+async fn the_setup_step_generates_random_kept_secrets_that_protect_the_api() {
+    let first = tempfile::tempdir().expect("tempdir");
+    let second = tempfile::tempdir().expect("tempdir");
+    let secrets = run_setup(first.path());
+    for secret in &secrets {
+        assert!(
+            secret.len() >= 32 && secret.chars().all(|c| c.is_ascii_hexdigit()),
+            "{secret}"
+        );
+    }
+    assert_ne!(secrets[0], secrets[2]);
+    let htpasswd = std::fs::read_to_string(first.path().join("auth/htpasswd")).expect("htpasswd");
+    assert!(htpasswd.starts_with("slipway:$2"), "{htpasswd}");
+    assert!(first.path().join("certs/server.crt").exists());
+    assert_eq!(run_setup(first.path()), secrets, "kept across restarts");
+    assert_eq!(
+        std::fs::read_to_string(first.path().join("auth/htpasswd")).expect("htpasswd"),
+        htpasswd
+    );
+    let other = run_setup(second.path());
+    for (a, b) in secrets.iter().zip(&other) {
+        assert_ne!(a, b, "each installation gets its own");
+    }
+
+    // Slipway reads them as compose passes them: empty variables and the folder.
+    let github = FakeGitHub::start().await;
+    let slipway = Slipway::start(SlipwayOptions::without_registry(&github).envs(&[
+        ("SLIPWAY_WEBHOOK_SECRET", ""),
+        ("SLIPWAY_API_TOKEN", ""),
+        (
+            "SLIPWAY_SECRETS_DIR",
+            &first.path().join("secrets").display().to_string(),
+        ),
+    ]))
+    .await;
+    let client = reqwest::Client::new();
+    let open = client
+        .get(format!("{}/builds", slipway.url))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        open.status().as_u16(),
+        401,
+        "the results API needs the generated token"
+    );
+    let with_token = client
+        .get(format!("{}/builds", slipway.url))
+        .bearer_auth(&secrets[2])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(with_token.status().as_u16(), 200);
+    let health = client
+        .get(format!("{}/healthz", slipway.url))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(health.status().as_u16(), 200);
+    let ping = br#"{"zen":"hi","hook_id":1}"#;
+    let signed = slipway::webhook::signature::sign(secrets[0].as_bytes(), ping);
+    let answer = client
+        .post(format!("{}/webhook", slipway.url))
+        .header("content-type", "application/json")
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", uuid())
+        .header("x-hub-signature-256", signed)
+        .body(ping.to_vec())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        answer.status().as_u16(),
+        200,
+        "signed with the generated secret"
+    );
+    let log = slipway.log();
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a generated secret in the log"
         );
     }
 }
@@ -367,8 +590,8 @@ async fn the_topology_from_the_repository_files_publishes_a_pullable_image() {
         .expect("certs")
         .success());
     let env = env_example();
-    let user = env["SLIPWAY_REGISTRY_USER"].clone();
-    let password = env["SLIPWAY_REGISTRY_PASSWORD"].clone();
+    let user = "slipway".to_string();
+    let password = "a-registry-password-for-the-stack".to_string();
     std::fs::write(dir.path().join("htpasswd"), registry_user(&user, &password)).expect("htpasswd");
     let registry = start_configured_registry(dir.path(), &certs);
 
@@ -377,14 +600,14 @@ async fn the_topology_from_the_repository_files_publishes_a_pullable_image() {
         github_api: github.api_url(),
         registry: registry.host.clone(),
         registry_ca: Some(certs.join("ca.crt")),
-        registry_user: None,
-        registry_password: None,
+        registry_user: Some(user.clone()),
+        registry_password: Some(password.clone()),
         extra: vec![],
     };
-    // As compose passes them; the test keeps its own webhook secret to sign with.
+    // As compose passes them; the test keeps its own secrets.
     for (key, value) in env
         .iter()
-        .filter(|(k, _)| k.starts_with("SLIPWAY_") && *k != "SLIPWAY_WEBHOOK_SECRET")
+        .filter(|(k, v)| k.starts_with("SLIPWAY_") && !v.is_empty())
     {
         options = options.env(key, value);
     }

@@ -10,7 +10,7 @@ use warp::{Filter, Reply};
 
 use super::{short, ApiError};
 use crate::app::AppState;
-use crate::store::{now_rfc3339, BuildRecord, BuildStatus, ListFilter};
+use crate::store::{now_rfc3339, BuildRecord, BuildStatus, ListFilter, Trigger};
 use crate::webhook::{admit_record, json_reply};
 
 const DEFAULT_LIMIT: usize = 50;
@@ -122,6 +122,7 @@ async fn retry(id: String, state: Arc<AppState>) -> Response {
         error: None,
         services: vec![],
         retry_of: Some(original.id.clone()),
+        trigger: Trigger::Retry,
         ..original
     };
     admit_record(&state, &record).await.0

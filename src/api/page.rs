@@ -49,6 +49,7 @@ async fn index(query: HashMap<String, String>, state: Arc<AppState>) -> Response
             esc(&url)
         );
     }
+    hook_states(&mut body, &state);
     if builds.is_empty() {
         body.push_str("<p class=empty>No builds yet. Merge a pull request to see one here.</p>");
     }
@@ -64,6 +65,33 @@ async fn index(query: HashMap<String, String>, state: Arc<AppState>) -> Response
         ""
     };
     html(layout("Slipway builds", &format!("{body}{script}")))
+}
+
+/// `--manage-hooks`: where each repository's hook points, and what GitHub
+/// last got from it.
+fn hook_states(out: &mut String, state: &AppState) {
+    let hooks = state.hooks.snapshot();
+    if hooks.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<table class=hooks><tr><th>repository</th><th>webhook</th><th>last response</th></tr>",
+    );
+    for (repo, hook) in hooks {
+        let last = match (&hook.error, &hook.last_response) {
+            (Some(error), _) => format!("error: {error}"),
+            (None, Some(last)) => last.clone(),
+            (None, None) => "none yet".to_string(),
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            esc(&repo),
+            esc(hook.url.as_deref().unwrap_or("not installed")),
+            esc(&last)
+        );
+    }
+    out.push_str("</table>");
 }
 
 fn build_card(out: &mut String, build: &BuildRecord) {

@@ -1,6 +1,7 @@
 //! One build, start to end: source → context → build → publish → record.
 //! Each service is its own span and fails on its own.
 
+mod comment;
 mod service;
 
 use std::collections::HashMap;
@@ -38,6 +39,8 @@ pub struct PipelineSettings {
     pub post_statuses: bool,
     /// `--public-url`, for links to build pages.
     pub public_url: Option<String>,
+    /// `--pr-comment`: keep a comment on the merged PR listing the images.
+    pub pr_comment: bool,
 }
 
 pub struct Pipeline {
@@ -159,6 +162,7 @@ impl Pipeline {
             "failure"
         };
         self.post_status(&record, state, describe(&record)).await;
+        self.update_pr_comment(&mut record).await;
     }
 
     /// A failure to post never fails the build: it is logged and left.

@@ -1,6 +1,7 @@
-//! One-off commands that set a deployment up: `certs`, `registry-user` and
-//! `tunnel-url`. They share nothing with the service but the binary.
+//! One-off commands that set a deployment up: `certs`, `registry-user`,
+//! `tunnel-url` and `hook install`.
 
 pub mod certs;
+pub mod hook;
 pub mod registry_user;
 pub mod tunnel;

@@ -4,7 +4,7 @@
 mod record;
 mod sqlite;
 
-pub use record::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus};
+pub use record::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Trigger};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,4 +63,7 @@ pub trait Store: Send + Sync + 'static {
     async fn append_log(&self, id: &str, lines: &[String]) -> Result<Vec<LogLine>, StoreError>;
     /// The build's log lines numbered above `after` (all of them for 0).
     async fn read_log(&self, id: &str, after: u64) -> Result<Vec<LogLine>, StoreError>;
+    /// Since when missed merges of `repository` are caught up: its first
+    /// build's creation, else the first time this was asked (`now` then).
+    async fn catch_up_since(&self, repository: &str, now: &str) -> Result<String, StoreError>;
 }

@@ -94,6 +94,24 @@ pub struct BuildRecord {
     /// The build this one retries, if any.
     #[serde(default)]
     pub retry_of: Option<String>,
+    /// What started it.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// The id of the sticky comment on the pull request (`--pr-comment`);
+    /// a retry inherits it, so the same comment is updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_comment: Option<u64>,
+}
+
+/// What started a build: a delivery, `POST /builds/<id>/retry`, or the
+/// catch-up of a merge whose delivery never arrived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    #[default]
+    Webhook,
+    Retry,
+    CatchUp,
 }
 
 impl BuildRecord {

@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS log_lines (
     line     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_lines_by_build ON log_lines(build_id, seq);
+CREATE TABLE IF NOT EXISTS watched (
+    repository TEXT PRIMARY KEY,
+    since      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -237,6 +241,25 @@ fn read_log(conn: &Connection, id: &str, after: u64) -> Result<Vec<LogLine>, Sto
     Ok(lines)
 }
 
+fn catch_up_since(conn: &Connection, repository: &str, now: &str) -> Result<String, StoreError> {
+    let first: Option<String> = conn
+        .prepare_cached(
+            "SELECT record FROM builds WHERE repository = ?1 COLLATE NOCASE ORDER BY seq LIMIT 1",
+        )?
+        .query_row([repository], |row| row.get(0))
+        .optional()?;
+    if let Some(json) = first {
+        let record: BuildRecord = serde_json::from_str(&json)?;
+        return Ok(record.created_at);
+    }
+    let key = repository.to_ascii_lowercase();
+    conn.prepare_cached("INSERT OR IGNORE INTO watched (repository, since) VALUES (?1, ?2)")?
+        .execute(params![key, now])?;
+    Ok(conn
+        .prepare_cached("SELECT since FROM watched WHERE repository = ?1")?
+        .query_row([key], |row| row.get(0))?)
+}
+
 // Each call runs on the blocking pool: SQLite waits on the disk, and the
 // async workers must stay free to answer webhooks in milliseconds.
 #[async_trait::async_trait]
@@ -281,6 +304,12 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.blocking(move |conn| read_log(conn, &id, after)).await
     }
+
+    async fn catch_up_since(&self, repository: &str, now: &str) -> Result<String, StoreError> {
+        let (repository, now) = (repository.to_string(), now.to_string());
+        self.blocking(move |conn| catch_up_since(conn, &repository, &now))
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +333,8 @@ mod tests {
             services: vec![],
             source_url: "https://github.com/o/r".into(),
             retry_of: None,
+            trigger: Default::default(),
+            pr_comment: None,
         }
     }
 

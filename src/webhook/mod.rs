@@ -15,7 +15,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::app::AppState;
-use crate::store::{now_rfc3339, Admission, BuildRecord, BuildStatus};
+use crate::store::{now_rfc3339, Admission, BuildRecord, BuildStatus, Trigger};
 use crate::trigger::{self, Decision, MergedPullRequest};
 
 /// GitHub caps payloads at 25 MB; anything larger is not from GitHub.
@@ -119,6 +119,13 @@ where
             json_reply(StatusCode::OK, json!({ "ignored": reason })),
             "ignored",
         ),
+        Ok(Decision::Build(pr)) if !state.serves(&pr.repository) => {
+            let reason = format!("repository {} is not in --repositories", pr.repository);
+            (
+                json_reply(StatusCode::OK, json!({ "ignored": reason })),
+                "ignored",
+            )
+        }
         Ok(Decision::Build(pr)) => admit(state, pr, delivery).await,
     }
 }
@@ -223,5 +230,7 @@ pub fn new_record(pr: MergedPullRequest, delivery: Option<String>) -> BuildRecor
         services: vec![],
         source_url: pr.source_url,
         retry_of: None,
+        trigger: Trigger::Webhook,
+        pr_comment: None,
     }
 }

@@ -10,6 +10,8 @@
 // part of it; unused helpers must not turn into warnings there.
 #![allow(dead_code)]
 
+mod hooks;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,6 +36,9 @@ const DOCS_CONTENTS: &str = "https://docs.github.com/rest/repos/contents#get-rep
 const DOCS_TARBALL: &str =
     "https://docs.github.com/rest/repos/contents#download-a-repository-archive-tar";
 const DOCS_STATUSES: &str = "https://docs.github.com/rest/commits/statuses#create-a-commit-status";
+const DOCS_HOOKS: &str = "https://docs.github.com/rest/repos/webhooks";
+const DOCS_PULLS: &str = "https://docs.github.com/rest/pulls/pulls#list-pull-requests";
+const DOCS_COMMENTS: &str = "https://docs.github.com/rest/issues/comments";
 const DOCS_RATE_LIMIT: &str = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api";
 
 /// The hourly allowance GitHub gives an authenticated caller.
@@ -81,6 +86,8 @@ pub enum Fault {
     RateLimited,
     /// Answer normally, but only after this long.
     Delay(Duration),
+    /// Answer as things stand on arrival, but send the answer this much later.
+    SlowAnswer(Duration),
 }
 
 /// Handle on a running fake; clones share the same servers and state.
@@ -236,6 +243,73 @@ struct State {
     requests: Vec<RecordedRequest>,
     statuses: Vec<RecordedStatus>,
     api_requests: u64,
+    hooks: Vec<FakeHook>,
+    deliveries: Vec<FakeDelivery>,
+    pulls: Vec<FakePull>,
+    comments: Vec<FakeComment>,
+    /// Deliveries an API call asked for, sent once its answer is out.
+    outbox: Vec<Outbound>,
+    next_id: u64,
+}
+
+/// A repository webhook, as GitHub stores it.
+#[derive(Clone, Debug)]
+pub struct FakeHook {
+    pub id: u64,
+    /// Lowercased owner/name.
+    pub repository: String,
+    pub active: bool,
+    pub events: Vec<String>,
+    pub url: String,
+    pub content_type: String,
+    pub secret: Option<String>,
+    pub insecure_ssl: String,
+    pub last_response: Value,
+}
+
+/// One attempt to deliver an event to a hook.
+#[derive(Clone, Debug)]
+pub struct FakeDelivery {
+    pub id: u64,
+    pub hook_id: u64,
+    pub guid: String,
+    pub event: String,
+    pub action: Option<String>,
+    pub redelivery: bool,
+    /// 0 when the connection failed.
+    pub status_code: u16,
+    pub status: String,
+    pub delivered_at: String,
+    pub payload: Vec<u8>,
+}
+
+/// A pull request, for the pulls listing.
+#[derive(Clone, Debug)]
+pub struct FakePull {
+    pub repository: String,
+    pub number: u64,
+    pub merge_commit_sha: String,
+    pub base: String,
+    pub merged_at: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct FakeComment {
+    pub id: u64,
+    pub repository: String,
+    pub issue: u64,
+    pub body: String,
+}
+
+/// A delivery to send: to this hook, this event and payload, this GUID.
+#[derive(Clone, Debug)]
+struct Outbound {
+    hook_id: u64,
+    guid: String,
+    event: String,
+    payload: Vec<u8>,
+    redelivery: bool,
 }
 
 struct Shared {
@@ -477,11 +551,20 @@ async fn handle(shared: Arc<Shared>, req: Incoming) -> Response<Vec<u8>> {
             tokio::time::sleep(pause).await;
             route(&shared, &req)
         }
+        Some(Fault::SlowAnswer(pause)) => {
+            let answer = route(&shared, &req);
+            tokio::time::sleep(pause).await;
+            answer
+        }
         Some(fault) => fault_response(&fault),
         None => route(&shared, &req),
     };
     if req.listener == API {
         add_rate_limit_headers(&shared, &mut response);
+    }
+    let outbox = std::mem::take(&mut shared.lock().outbox);
+    for outbound in outbox {
+        tokio::spawn(hooks::send_delivery(shared.clone(), outbound));
     }
     response
 }
@@ -514,6 +597,24 @@ fn route(shared: &Shared, req: &Incoming) -> Response<Vec<u8>> {
         Some(Endpoint::CreateStatus { repository, sha }) => {
             create_status(shared, &mut state, &repository, &sha, &req.body)
         }
+        Some(Endpoint::Hooks { repository, rest }) => {
+            if req.header(AUTHORIZATION).is_none() {
+                // GitHub hides hooks from whoever may not administer them.
+                return not_found(DOCS_HOOKS);
+            }
+            hooks::hooks_endpoint(
+                shared,
+                &mut state,
+                &req.method,
+                &repository,
+                &rest,
+                &req.body,
+            )
+        }
+        Some(Endpoint::Pulls { repository }) => hooks::list_pulls(&state, &repository, req),
+        Some(Endpoint::Comments { repository, rest }) => {
+            hooks::comments_endpoint(&mut state, &req.method, &repository, &rest, &req.body)
+        }
     }
 }
 
@@ -531,6 +632,17 @@ enum Endpoint {
         repository: String,
         sha: String,
     },
+    Hooks {
+        repository: String,
+        rest: Vec<String>,
+    },
+    Pulls {
+        repository: String,
+    },
+    Comments {
+        repository: String,
+        rest: Vec<String>,
+    },
 }
 
 impl Endpoint {
@@ -539,6 +651,25 @@ impl Endpoint {
             return None;
         };
         let repository = format!("{owner}/{name}");
+        let parts: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+        match *kind {
+            "hooks" => {
+                return Some(Endpoint::Hooks {
+                    repository,
+                    rest: parts,
+                })
+            }
+            "pulls" if parts.is_empty() && method == Method::GET => {
+                return Some(Endpoint::Pulls { repository })
+            }
+            "issues" => {
+                return Some(Endpoint::Comments {
+                    repository,
+                    rest: parts,
+                })
+            }
+            _ => {}
+        }
         let rest = rest.join("/");
         match (method, *kind) {
             (&Method::GET, "contents") => Some(Endpoint::Contents {
@@ -562,6 +693,9 @@ impl Endpoint {
             Endpoint::Contents { .. } => DOCS_CONTENTS,
             Endpoint::Tarball { .. } => DOCS_TARBALL,
             Endpoint::CreateStatus { .. } => DOCS_STATUSES,
+            Endpoint::Hooks { .. } => DOCS_HOOKS,
+            Endpoint::Pulls { .. } => DOCS_PULLS,
+            Endpoint::Comments { .. } => DOCS_COMMENTS,
         }
     }
 }
@@ -821,7 +955,7 @@ fn fault_response(fault: &Fault) -> Response<Vec<u8>> {
             set_header(&mut response, "x-ratelimit-resource", "core");
             response
         }
-        Fault::Delay(_) => unreachable!("delays answer normally"),
+        Fault::Delay(_) | Fault::SlowAnswer(_) => unreachable!("delays answer normally"),
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 #[allow(unused_imports)]
-pub use github::{FakeEntry, FakeGitHub, Fault};
+pub use github::{FakeEntry, FakeGitHub, FakeHook, Fault};
 pub use registry::TestRegistry;
 
 pub const SECRET: &str = "test-webhook-secret-3f9a";

@@ -1,6 +1,6 @@
-//! GitHub's REST API: the manifest at a commit, the commit's tarball, and
-//! (later) commit statuses. The token goes to the API host only, never to the
-//! host a tarball redirect points at.
+//! The REST client: the manifest at a commit, the commit's tarball, commit
+//! statuses, and the JSON calls the other GitHub modules make. The token goes
+//! to the API host only, never to the host a tarball redirect points at.
 
 use std::path::Path;
 use std::time::Duration;
@@ -88,7 +88,7 @@ impl GitHub {
         })
     }
 
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(super) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.api.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -107,6 +107,46 @@ impl GitHub {
             }
         }
         req
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// One JSON call (`body` sent as JSON when given), retried while GitHub
+    /// is unreachable or answers 5xx; an empty answer (204) is `Null`.
+    pub(super) async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+        what: &str,
+    ) -> Result<serde_json::Value, GitHubError> {
+        with_backoff(
+            Backoff::GITHUB,
+            what,
+            || async {
+                let mut req = self
+                    .request(method.clone(), url.clone())
+                    .header(header::ACCEPT, "application/vnd.github+json")
+                    .timeout(self.timeout);
+                if let Some(body) = body {
+                    req = req.json(body);
+                }
+                let resp = classify(req.send().await, what).await?;
+                let bytes = resp.bytes().await.map_err(|e| unreachable(what, &e))?;
+                if bytes.is_empty() {
+                    return Ok(serde_json::Value::Null);
+                }
+                serde_json::from_slice(&bytes).map_err(|e| GitHubError::Http {
+                    status: 200,
+                    what: what.to_string(),
+                    message: format!("answer is not JSON: {e}"),
+                })
+            },
+            GitHubError::is_transient,
+        )
+        .await
     }
 
     /// The file at `path` in `commit`, as bytes.

@@ -1,0 +1,11 @@
+//! GitHub: the REST [`client`], the repository webhooks Slipway installs and
+//! keeps pointed at it ([`hooks`]), the merges it missed ([`catch_up`]), and
+//! the sticky comment on a merged pull request ([`comments`]).
+
+pub mod catch_up;
+pub mod client;
+pub mod comments;
+pub mod hook_keeper;
+pub mod hooks;
+
+pub use client::{CommitStatus, GitHub, GitHubError};
