@@ -28,6 +28,8 @@ pub enum StartError {
     Registry(#[from] crate::registry::RegistryError),
     #[error("{0}")]
     GitHub(#[from] crate::github::GitHubError),
+    #[error("{0}")]
+    SigningKey(#[from] crate::signing::KeyError),
     #[error("cannot use the data dir {path}: {source}")]
     DataDir {
         path: String,
@@ -78,6 +80,12 @@ pub struct App {
 impl App {
     pub async fn build(args: ServeArgs) -> Result<Self, StartError> {
         let args = args.without_empty_values();
+        // A key that cannot sign refuses the start: no image goes out unsigned.
+        let signer = args
+            .signing_key
+            .as_deref()
+            .map(crate::signing::Signer::load)
+            .transpose()?;
         let work_dir = prepare_work_dir(&args.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.data_dir)?);
         let registry = Registry::new(&RegistrySettings {
@@ -107,6 +115,8 @@ impl App {
             work_dir,
             post_statuses: args.github_token.is_some(),
             public_url: args.public_url.clone(),
+            signer,
+            instance_id: args.instance_id.clone().unwrap_or_else(host_name),
         };
         let slots = args.max_concurrent_builds as usize;
         let pipeline = Arc::new(Pipeline::new(
@@ -246,6 +256,16 @@ async fn requeue_running(state: &AppState) {
             tracing::error!(%err, build = %build.id, "could not requeue build");
         }
     }
+}
+
+/// `--instance-id`'s default, as `hostname` prints it.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "slipway".to_string())
 }
 
 /// Temporary space lives in the data dir (it may be large); leftovers of a

@@ -129,6 +129,14 @@ impl Engine {
         inspect.id.ok_or(EngineError::NoImage)
     }
 
+    /// The image id and the registry digests (`NAME@sha256:…`) of a local
+    /// image, for the provenance's base images.
+    pub async fn image_digests(&self, image: &str) -> Result<(String, Vec<String>), EngineError> {
+        let inspect = self.docker.inspect_image(image).await?;
+        let id = inspect.id.ok_or(EngineError::NoImage)?;
+        Ok((id, inspect.repo_digests.unwrap_or_default()))
+    }
+
     /// The image in docker-save format (a tar holding `manifest.json`).
     pub fn export(
         &self,

@@ -2,6 +2,7 @@
 //! Each service is its own span and fails on its own.
 
 mod service;
+mod sign;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,6 +38,10 @@ pub struct PipelineSettings {
     pub post_statuses: bool,
     /// `--public-url`, for links to build pages.
     pub public_url: Option<String>,
+    /// `--signing-key`: every published image is signed.
+    pub signer: Option<crate::signing::Signer>,
+    /// `--instance-id`, the builder in provenance.
+    pub instance_id: String,
 }
 
 pub struct Pipeline {
@@ -302,6 +307,8 @@ impl Pipeline {
                     ServiceStatus::Failed
                 },
                 digest: None,
+                signature: None,
+                attestation: None,
                 error: entry.spec.as_ref().err().cloned(),
                 duration_ms: None,
             })
