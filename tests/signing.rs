@@ -38,7 +38,11 @@ fn public_point(pem: &str) -> Vec<u8> {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = b64().decode(body).expect("PEM body is base64");
     let header = hex::decode(P256_SPKI_HEADER).expect("hex");
-    assert!(der.starts_with(&header), "a P-256 SPKI: {}", hex::encode(&der));
+    assert!(
+        der.starts_with(&header),
+        "a P-256 SPKI: {}",
+        hex::encode(&der)
+    );
     assert_eq!(der.len(), header.len() + 65);
     der[header.len()..].to_vec()
 }
@@ -143,7 +147,10 @@ fn cosign_verify(
     let sig = oci
         .attachment(repo, image_digest, "sig")
         .ok_or("no signature manifest")?;
-    assert_eq!(sig["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        sig["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
     let mut references = Vec::new();
     for layer in sig["layers"].as_array().ok_or("no layers")? {
         assert_eq!(
@@ -276,7 +283,10 @@ fn commit_files(github: &FakeGitHub, sha: &str, api_version: &str) {
         &[
             ("dockerInfo.json", &manifest.to_string()),
             ("services/api/docker/Dockerfile", api_dockerfile()),
-            ("web/Dockerfile", "FROM slipway-test-base:1\nCOPY index.html /www/index.html\n"),
+            (
+                "web/Dockerfile",
+                "FROM slipway-test-base:1\nCOPY index.html /www/index.html\n",
+            ),
             ("web/index.html", "<h1>signed</h1>"),
         ],
     );
@@ -313,11 +323,17 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
     let key_before = std::fs::read(&key_path).expect("cosign.key");
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&key_path).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(&key_path)
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "cosign.key is private");
     }
     let again = keygen(keys.path(), false);
-    assert!(!again.status.success(), "refuses to overwrite without --force");
+    assert!(
+        !again.status.success(),
+        "refuses to overwrite without --force"
+    );
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert_eq!(std::fs::read(&key_path).expect("key"), key_before);
     let public_pem = std::fs::read_to_string(keys.path().join("cosign.pub")).expect("cosign.pub");
@@ -338,7 +354,8 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
     // Watched from outside while the build runs: the tag never answers
     // before its signature is there.
     let (api_signed_first, web_signed_first) = std::thread::scope(|scope| {
-        let api = scope.spawn(|| watch_first_answer(&oci, "api", "1.0.0", Duration::from_secs(240)));
+        let api =
+            scope.spawn(|| watch_first_answer(&oci, "api", "1.0.0", Duration::from_secs(240)));
         let web =
             scope.spawn(|| watch_first_answer(&oci, "team/web", "0.2.0", Duration::from_secs(240)));
         (
@@ -346,8 +363,14 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
             web.join().expect("web watcher"),
         )
     });
-    assert!(api_signed_first, "api:1.0.0 answered before its .sig existed");
-    assert!(web_signed_first, "team/web:0.2.0 answered before its .sig existed");
+    assert!(
+        api_signed_first,
+        "api:1.0.0 answered before its .sig existed"
+    );
+    assert!(
+        web_signed_first,
+        "team/web:0.2.0 answered before its .sig existed"
+    );
     let record = slipway.wait_for(&id).await;
     let log = slipway.build_log(&id).await;
     println!("build log:\n{log}");
@@ -359,7 +382,11 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
     let mut digests = Vec::new();
     for (name, repo, reference) in [
         ("api", "api", format!("{}/api:1.0.0", registry.host)),
-        ("team/web", "team/web", format!("{}/team/web:0.2.0", registry.host)),
+        (
+            "team/web",
+            "team/web",
+            format!("{}/team/web:0.2.0", registry.host),
+        ),
     ] {
         let service = service(&record, name);
         let digest = service["digest"].as_str().expect("digest").to_string();
@@ -374,7 +401,9 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
             .expect("att");
         assert_eq!(service["attestation"], digest_of(&att_manifest).as_str());
         // The image itself is untouched: the tag names the digest recorded.
-        let tagged = oci.manifest(repo, reference.rsplit(':').next().unwrap_or("")).expect("tag");
+        let tagged = oci
+            .manifest(repo, reference.rsplit(':').next().unwrap_or(""))
+            .expect("tag");
         assert_eq!(digest_of(&tagged), digest);
         digests.push((repo, digest, reference));
     }
@@ -408,12 +437,19 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
         .is_some_and(|u| u.starts_with("git+https://github.com/acme/shop")));
     let base_id = docker(&["image", "inspect", "--format", "{{.Id}}", BASE_IMAGE]);
     let base_hex = base_id.trim().trim_start_matches("sha256:");
-    assert_eq!(deps.len(), 2, "one base image (the ARG resolves to it): {deps:?}");
+    assert_eq!(
+        deps.len(),
+        2,
+        "one base image (the ARG resolves to it): {deps:?}"
+    );
     assert_eq!(deps[1]["uri"], format!("pkg:docker/{BASE_IMAGE}"));
     assert_eq!(deps[1]["digest"]["sha256"], base_hex);
     let run = &statement["predicate"]["runDetails"];
     assert_eq!(run["builder"]["id"], "urn:slipway:instance:builder-7");
-    assert_eq!(run["builder"]["version"]["slipway"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        run["builder"]["version"]["slipway"],
+        env!("CARGO_PKG_VERSION")
+    );
     assert_eq!(run["metadata"]["invocationId"], id.as_str());
     assert_eq!(run["metadata"]["startedOn"], record["started_at"]);
     assert!(run["metadata"]["finishedOn"].is_string());
@@ -435,7 +471,9 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
         &ring::rand::SystemRandom::new(),
     )
     .expect("other key pair");
-    let other_public = ring::signature::KeyPair::public_key(&other).as_ref().to_vec();
+    let other_public = ring::signature::KeyPair::public_key(&other)
+        .as_ref()
+        .to_vec();
     assert!(cosign_verify(&oci, "api", api_digest, &other_public).is_err());
     assert!(verify_attestation(&oci, "api", api_digest, &other_public).is_err());
     let sig = oci.attachment("api", api_digest, "sig").expect("sig");
@@ -468,13 +506,21 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
         .text()
         .await
         .expect("text");
-    assert!(metrics.contains("slipway_signatures_total{kind=\"signature\"} 2"), "{metrics}");
-    assert!(metrics.contains("slipway_signatures_total{kind=\"attestation\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("slipway_signatures_total{kind=\"signature\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("slipway_signatures_total{kind=\"attestation\"} 2"),
+        "{metrics}"
+    );
 
     // The same sources merged again: skipped, and the signature kept as it is.
     let again_sha = support::sha();
     commit_files(&github, &again_sha, "1.0.0");
-    let again = slipway.wait_for(&slipway.merge(REPO, &again_sha).await).await;
+    let again = slipway
+        .wait_for(&slipway.merge(REPO, &again_sha).await)
+        .await;
     let api = service(&again, "api");
     assert_eq!(api["status"], "skipped", "{again}");
     assert_eq!(api["signature"], service(&record, "api")["signature"]);
@@ -492,7 +538,9 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
     );
     let bump_sha = support::sha();
     commit_files(&github, &bump_sha, "1.1.0");
-    let bumped = slipway.wait_for(&slipway.merge(REPO, &bump_sha).await).await;
+    let bumped = slipway
+        .wait_for(&slipway.merge(REPO, &bump_sha).await)
+        .await;
     let api = service(&bumped, "api");
     assert_eq!(api["status"], "skipped", "{bumped}");
     assert_eq!(api["digest"], api_digest.as_str());
@@ -508,7 +556,11 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
     assert_eq!(references, expected);
     assert_ne!(api["signature"], service(&record, "api")["signature"]);
     let sig = oci.attachment("api", api_digest, "sig").expect("sig");
-    assert_eq!(sig["layers"][0], layer.clone(), "the first signature stays first, as it was");
+    assert_eq!(
+        sig["layers"][0],
+        layer.clone(),
+        "the first signature stays first, as it was"
+    );
     drop(slipway);
     assert_no_key_material(&key_path, &registry);
 }
@@ -517,7 +569,10 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
 fn assert_no_key_material(key_path: &Path, registry: &TestRegistry) {
     let key = std::fs::read_to_string(key_path).expect("key");
     let storage = registry_storage_files(registry);
-    for line in key.lines().filter(|l| !l.starts_with("-----") && l.len() >= 16) {
+    for line in key
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+    {
         for file in &storage {
             let bytes = std::fs::read(file).unwrap_or_default();
             assert!(
@@ -541,7 +596,7 @@ fn registry_storage_files(registry: &TestRegistry) -> Vec<PathBuf> {
         }
     }
     let mut files = Vec::new();
-    walk(&registry.storage_dir(), &mut files);
+    walk(registry.storage_dir(), &mut files);
     files
 }
 
@@ -549,9 +604,8 @@ fn registry_storage_files(registry: &TestRegistry) -> Vec<PathBuf> {
 async fn an_unsigned_image_gets_signed_and_skopeo_copies_the_signature() {
     let keys = tempfile::tempdir().expect("tempdir");
     assert!(keygen(keys.path(), false).status.success());
-    let public = public_point(
-        &std::fs::read_to_string(keys.path().join("cosign.pub")).expect("cosign.pub"),
-    );
+    let public =
+        public_point(&std::fs::read_to_string(keys.path().join("cosign.pub")).expect("cosign.pub"));
     let (github, registry, unsigned) = start_stack(&[]).await;
     let oci = Oci {
         registry: &registry,
@@ -565,7 +619,10 @@ async fn an_unsigned_image_gets_signed_and_skopeo_copies_the_signature() {
         .expect("digest")
         .to_string();
     assert!(service(&first, "api")["signature"].is_null());
-    assert!(oci.attachment("api", &digest, "sig").is_none(), "no key, no signature");
+    assert!(
+        oci.attachment("api", &digest, "sig").is_none(),
+        "no key, no signature"
+    );
     drop(unsigned);
 
     let key_env = keys.path().join("cosign.key").display().to_string();
@@ -575,11 +632,16 @@ async fn an_unsigned_image_gets_signed_and_skopeo_copies_the_signature() {
     .await;
     let again_sha = support::sha();
     commit_files(&github, &again_sha, "1.0.0");
-    let again = slipway.wait_for(&slipway.merge(REPO, &again_sha).await).await;
+    let again = slipway
+        .wait_for(&slipway.merge(REPO, &again_sha).await)
+        .await;
     let api = service(&again, "api");
     assert_eq!(api["status"], "skipped", "{again}");
     assert!(api["signature"].is_string(), "{api}");
-    assert!(api["attestation"].is_null(), "no provenance is made up for a build that did not run: {api}");
+    assert!(
+        api["attestation"].is_null(),
+        "no provenance is made up for a build that did not run: {api}"
+    );
     assert_eq!(
         cosign_verify(&oci, "api", &digest, &public).expect("verifies"),
         vec![format!("{}/api:1.0.0", registry.host)]
@@ -598,7 +660,11 @@ async fn an_unsigned_image_gets_signed_and_skopeo_copies_the_signature() {
     )
     .expect("registries.d");
     let policy = config.path().join("policy.json");
-    std::fs::write(&policy, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).expect("policy");
+    std::fs::write(
+        &policy,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .expect("policy");
     let certs = config.path().join("certs");
     std::fs::create_dir(&certs).expect("certs");
     std::fs::copy(&registry.ca_pem, certs.join("ca.crt")).expect("ca");
@@ -626,7 +692,10 @@ async fn an_unsigned_image_gets_signed_and_skopeo_copies_the_signature() {
     let copied = oci
         .attachment("copied/api", &digest, "sig")
         .expect("skopeo copied the signature");
-    assert_eq!(copied["layers"], original["layers"], "same layers, same annotations");
+    assert_eq!(
+        copied["layers"], original["layers"],
+        "same layers, same annotations"
+    );
     let layer_digest = original["layers"][0]["digest"].as_str().expect("digest");
     assert_eq!(
         oci.blob("copied/api", layer_digest),
@@ -676,7 +745,11 @@ fn a_key_that_cannot_sign_refuses_the_start_without_showing_it() {
         let out = serve_with_key(&path);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{name}: one line: {stderr}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{name}: one line: {stderr}"
+        );
         assert!(stderr.contains(name), "{name}: names the file: {stderr}");
         assert!(stderr.contains("--signing-key"), "{stderr}");
         assert!(!stderr.contains(hidden), "{name}: the key shows: {stderr}");

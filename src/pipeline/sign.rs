@@ -82,10 +82,7 @@ impl ServiceJob {
     /// A skipped image keeps its signature; one published before signing
     /// was on gets one now. Its provenance is left as it is: this build did
     /// not make the image, so it has none to give.
-    pub(super) async fn keep_signed(
-        &self,
-        outcome: Result<Done, String>,
-    ) -> Result<Done, String> {
+    pub(super) async fn keep_signed(&self, outcome: Result<Done, String>) -> Result<Done, String> {
         let (Ok(Done::Skipped { digest, .. }), Some(signer)) =
             (&outcome, &self.pipeline.settings.signer)
         else {

@@ -22,7 +22,10 @@ pub fn from_images(
         if instruction.eq_ignore_ascii_case("ARG") && !seen_from {
             for decl in words {
                 let (name, default) = decl.split_once('=').unwrap_or((decl, ""));
-                let value = build_args.get(name).cloned().unwrap_or_else(|| unquote(default));
+                let value = build_args
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| unquote(default));
                 args.insert(name.to_string(), value);
             }
             continue;

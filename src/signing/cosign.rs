@@ -60,7 +60,9 @@ pub fn signed_reference(payload: &[u8]) -> Option<(String, String)> {
     let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
     let critical = &value["critical"];
     Some((
-        critical["identity"]["docker-reference"].as_str()?.to_string(),
+        critical["identity"]["docker-reference"]
+            .as_str()?
+            .to_string(),
         critical["image"]["docker-manifest-digest"]
             .as_str()?
             .to_string(),

@@ -27,7 +27,9 @@ pub enum KeyError {
     },
     // The parser's own message is left out: it is not needed to fix the
     // file, and nothing of the file's content may reach a log.
-    #[error("the signing key {path} (--signing-key) is not {expected}; make one with `slipway keygen`")]
+    #[error(
+        "the signing key {path} (--signing-key) is not {expected}; make one with `slipway keygen`"
+    )]
     Malformed { path: PathBuf, expected: String },
 }
 
@@ -135,7 +137,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&key_path).expect("meta").permissions().mode();
+            let mode = std::fs::metadata(&key_path)
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let key = SigningKey::load(&key_path).expect("loads");

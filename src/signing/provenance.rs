@@ -109,7 +109,9 @@ impl Provenance<'_> {
                     "digest": {"sha256": digest.strip_prefix("sha256:").unwrap_or(digest)},
                     "annotations": {"digestOf": kind, "imageId": base.image_id},
                 }),
-                None => json!({"uri": uri, "annotations": {"digestOf": "unknown: not in the engine"}}),
+                None => {
+                    json!({"uri": uri, "annotations": {"digestOf": "unknown: not in the engine"}})
+                }
             }
         });
         std::iter::once(source).chain(bases).collect()
