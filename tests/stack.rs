@@ -148,6 +148,23 @@ fn compose_file_wires_the_stack() {
         Some("registry:5443")
     );
 
+    // Signing is on by default, with a key the setup step makes once.
+    assert_eq!(
+        environment
+            .get("SLIPWAY_SIGNING_KEY")
+            .and_then(Yaml::as_str),
+        Some("/signing/cosign.key")
+    );
+    assert!(
+        volumes.iter().any(|v| v.contains(":/signing")),
+        "{volumes:?}"
+    );
+    let setup = strings(&services["setup"]["command"]).join(" ");
+    assert!(
+        setup.contains("test -f /signing/cosign.key || slipway keygen --out /signing"),
+        "{setup}"
+    );
+
     let ngrok = &services["ngrok"];
     assert_eq!(strings(&ngrok["command"]), vec!["http", "slipway:8080"]);
     assert!(
