@@ -27,18 +27,45 @@ impl Signed {
 }
 
 impl ServiceJob {
-    /// Signs the image pushed as `digest` and attests its provenance.
+    /// Signs the image pushed as `digest` and attests its provenance; the
+    /// two go to the registry at once.
     pub(super) async fn sign_pushed(
         &self,
         digest: &str,
         engine: &Engine,
     ) -> Result<Option<Signed>, String> {
-        let Some(signer) = &self.pipeline.settings.signer else {
+        if self.pipeline.settings.signer.is_none() {
             return Ok(None);
-        };
+        }
         let started = Instant::now();
         let build = self.shared.lock().await.clone();
-        let (signature, added) = self.signature(&build, digest).await?;
+        let (signature, attestation) = tokio::join!(
+            self.signature(&build, digest),
+            self.attestation(&build, digest, engine)
+        );
+        let ((signature, added), attestation) = (signature?, attestation?);
+        self.log.line(&format!(
+            "signed {}: signature {signature}{}, provenance {attestation}, in {} ms",
+            self.image(),
+            if added { "" } else { " (there already)" },
+            started.elapsed().as_millis()
+        ));
+        Ok(Some(Signed {
+            signature,
+            attestation: Some(attestation),
+        }))
+    }
+
+    /// Pushes the signed provenance of this build of the image.
+    async fn attestation(
+        &self,
+        build: &BuildRecord,
+        digest: &str,
+        engine: &Engine,
+    ) -> Result<String, String> {
+        let Some(signer) = &self.pipeline.settings.signer else {
+            return Err("no signing key".into());
+        };
         let base_images = self.base_images(engine).await;
         let finished_on = now_rfc3339();
         let image = self.image();
@@ -68,15 +95,7 @@ impl ServiceJob {
             .await
             .map_err(|e| format!("attesting {image}: {e}"))?;
         self.pipeline.metrics.signed("attestation");
-        self.log.line(&format!(
-            "signed {image}: signature {signature}{}, provenance {attestation}, in {} ms",
-            if added { "" } else { " (there already)" },
-            started.elapsed().as_millis()
-        ));
-        Ok(Some(Signed {
-            signature,
-            attestation: Some(attestation),
-        }))
+        Ok(attestation)
     }
 
     /// A skipped image keeps its signature; one published before signing

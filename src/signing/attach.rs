@@ -89,8 +89,10 @@ pub async fn add(
     let mut attachments = existing.attachments;
     attachments.layers.push(layer.descriptor);
     let config = attachments.config();
-    registry.put_blob(name, &layer.blob).await?;
-    registry.put_blob(name, &config).await?;
+    futures::try_join!(
+        registry.put_blob(name, &layer.blob),
+        registry.put_blob(name, &config)
+    )?;
     let manifest = attachments.manifest(&config);
     Ok(registry
         .put_manifest(name, &tag, &manifest, OCI_MANIFEST_MEDIA_TYPE)
