@@ -1,7 +1,9 @@
-//! Signatures and provenance, checked by code that is not Slipway's: the
-//! cosign layout read back over the registry API, ECDSA verified with `ring`
-//! (Slipway signs with `p256`), DSSE's encoding written out here from its
-//! spec, and Debian's skopeo copying the signature as containers/image does.
+//! Signatures and provenance, checked by code that is not Slipway's:
+//! sigstore-rs's cosign verification (tests/cosign-verify, a test-only
+//! crate), the cosign layout read back over the registry API with ECDSA
+//! verified by `ring` (Slipway signs with `p256`), DSSE's encoding written out
+//! here from its spec, and Debian's skopeo copying the signature as
+//! containers/image does.
 
 mod support;
 
@@ -127,6 +129,49 @@ impl Oci<'_> {
         self.manifest(repo, &tag)
             .map(|m| serde_json::from_slice(&m).expect("attachment manifest is JSON"))
     }
+}
+
+/// sigstore-rs's cosign verification (the test-only crate in
+/// tests/cosign-verify): the references it verified `image`'s signatures
+/// for with `public_key`, or its refusal.
+fn sigstore_verify(
+    registry: &TestRegistry,
+    image: &str,
+    public_key: &Path,
+) -> Result<Vec<String>, String> {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let binary = BUILT.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cosign-verify");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--manifest-path"])
+            .arg(dir.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(dir.join("target"))
+            .status()
+            .expect("cargo builds the verifier");
+        assert!(status.success(), "tests/cosign-verify builds");
+        dir.join("target/debug/cosign-verify")
+    });
+    let out = Command::new(binary)
+        .arg(image)
+        .arg(&registry.ca_pem)
+        .arg(public_key)
+        .env("REGISTRY_USER", &registry.user)
+        .env("REGISTRY_PASSWORD", &registry.password)
+        .output()
+        .expect("cosign-verify runs");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let mut references: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("verified "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    references.sort();
+    Ok(references)
 }
 
 fn digest_of(bytes: &[u8]) -> String {
@@ -392,6 +437,12 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
         let digest = service["digest"].as_str().expect("digest").to_string();
         let references = cosign_verify(&oci, repo, &digest, &public).expect("signature verifies");
         assert_eq!(references, vec![reference.clone()]);
+        let public_file = keys.path().join("cosign.pub");
+        assert_eq!(
+            sigstore_verify(&registry, &reference, &public_file),
+            Ok(vec![reference.clone()]),
+            "sigstore-rs verifies {reference}"
+        );
         let sig_manifest = oci
             .manifest(repo, &format!("{}.sig", digest.replace(':', "-")))
             .expect("sig");
@@ -475,6 +526,17 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
         .as_ref()
         .to_vec();
     assert!(cosign_verify(&oci, "api", api_digest, &other_public).is_err());
+    let other_keys = tempfile::tempdir().expect("tempdir");
+    assert!(keygen(other_keys.path(), false).status.success());
+    assert!(
+        sigstore_verify(
+            &registry,
+            api_reference,
+            &other_keys.path().join("cosign.pub")
+        )
+        .is_err(),
+        "sigstore-rs refuses another key"
+    );
     assert!(verify_attestation(&oci, "api", api_digest, &other_public).is_err());
     let sig = oci.attachment("api", api_digest, "sig").expect("sig");
     let layer = &sig["layers"][0];
@@ -554,6 +616,12 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
     ]
     .into();
     assert_eq!(references, expected);
+    let new_reference = format!("{}/api:1.1.0", registry.host);
+    assert_eq!(
+        sigstore_verify(&registry, &new_reference, &keys.path().join("cosign.pub")),
+        Ok(expected.iter().cloned().collect()),
+        "sigstore-rs verifies both references"
+    );
     assert_ne!(api["signature"], service(&record, "api")["signature"]);
     let sig = oci.attachment("api", api_digest, "sig").expect("sig");
     assert_eq!(
@@ -703,6 +771,15 @@ async fn an_unsigned_image_gets_signed_and_skopeo_copies_the_signature() {
         "the copied signature layer is byte for byte the same"
     );
     assert!(cosign_verify(&oci, "copied/api", &digest, &public).is_ok());
+    assert_eq!(
+        sigstore_verify(
+            &registry,
+            &format!("{}/copied/api:1.0.0", registry.host),
+            &keys.path().join("cosign.pub")
+        ),
+        Ok(vec![format!("{}/api:1.0.0", registry.host)]),
+        "sigstore-rs verifies the copy"
+    );
 }
 
 fn serve_with_key(key: &Path) -> std::process::Output {
