@@ -141,6 +141,12 @@ impl ServiceJob {
             "build": build.id,
         });
         let image = self.image();
+        // Two versions of one image signed at once would each add their
+        // layer to what they read, and the later push would drop the other's.
+        let _sig = self
+            .pipeline
+            .lock_tag(&format!("{}@{digest}.sig", self.spec.name))
+            .await;
         let (signature, added) = signer
             .sign(
                 &self.pipeline.registry,
