@@ -1,13 +1,15 @@
 #!/bin/sh
 # The compose stack's one-shot setup: on first start it makes the registry's
-# certificates, a random webhook secret, registry password and API token, and
-# the registry user; on later starts it leaves all of them as they are.
+# certificates, a random webhook secret, registry password and API token, the
+# registry user and the image signing key; on later starts it leaves all of
+# them as they are.
 # Values set in compose/.env (SLIPWAY_WEBHOOK_SECRET, SLIPWAY_REGISTRY_PASSWORD,
 # SLIPWAY_API_TOKEN) are used instead of random ones when the files are made.
 set -eu
 CERTS=${SETUP_CERTS_DIR:-/certs}
 AUTH=${SETUP_AUTH_DIR:-/auth}
 SECRETS=${SLIPWAY_SECRETS_DIR:-/secrets}
+SIGNING=${SETUP_SIGNING_DIR:-/signing}
 USER_NAME=${SLIPWAY_REGISTRY_USER:-slipway}
 # The user the slipway service runs as (compose/Dockerfile).
 OWNER=${SETUP_SECRETS_OWNER:-10001}
@@ -40,4 +42,9 @@ fi
 if [ ! -s "$AUTH/htpasswd" ]; then
     slipway registry-user "$USER_NAME" < "$SECRETS/registry_password" > "$AUTH/htpasswd.tmp"
     mv "$AUTH/htpasswd.tmp" "$AUTH/htpasswd"
+fi
+# The signing key, when the stack mounts a folder for it.
+if [ -d "$SIGNING" ]; then
+    test -f "$SIGNING/cosign.key" || slipway keygen --out "$SIGNING"
+    chown "$OWNER" "$SIGNING/cosign.key" 2>/dev/null || true
 fi

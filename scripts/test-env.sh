@@ -15,7 +15,7 @@ is_installed() {
 }
 
 install_packages() {
-    local wanted=(docker-registry busybox-static apache2-utils openssl ca-certificates curl chromium chromium-driver)
+    local wanted=(docker-registry busybox-static apache2-utils openssl ca-certificates curl chromium chromium-driver skopeo)
     # Any docker CLI will do (one may come from outside Debian); docker.io only when there is none.
     command -v docker >/dev/null || wanted+=(docker.io)
     # The compose file is validated by whichever compose is present; Debian's when none is.

@@ -35,6 +35,8 @@ pub enum StartError {
     BuildSecret(#[from] crate::engine::SecretError),
     #[error("{0}")]
     Builder(#[from] crate::engine::BuilderConfigError),
+    #[error("{0}")]
+    SigningKey(#[from] crate::signing::KeyError),
     #[error("cannot use the data dir {path}: {source}")]
     DataDir {
         path: String,
@@ -177,6 +179,12 @@ fn warn_if_exposed(addr: SocketAddr, has_token: bool) {
 impl App {
     pub async fn build(args: ServeArgs) -> Result<Self, StartError> {
         let args = args.without_empty_values();
+        // A key that cannot sign refuses the start: no image goes out unsigned.
+        let signer = args
+            .signing_key
+            .as_deref()
+            .map(crate::signing::Signer::load)
+            .transpose()?;
         let work_dir = prepare_work_dir(&args.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.data_dir)?);
         let registry = Registry::new(&RegistrySettings {
@@ -209,6 +217,8 @@ impl App {
             post_statuses: args.github_token.is_some(),
             public_url: args.public_url.clone(),
             pr_comment: args.pr_comment && args.github_token.is_some(),
+            signer,
+            instance_id: args.instance_id.clone().unwrap_or_else(host_name),
         };
         let slots = args.max_concurrent_builds as usize;
         let pipeline = Arc::new(Pipeline::new(
@@ -354,6 +364,16 @@ async fn requeue_running(state: &AppState) {
             tracing::error!(%err, build = %build.id, "could not requeue build");
         }
     }
+}
+
+/// `--instance-id`'s default, as `hostname` prints it.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "slipway".to_string())
 }
 
 /// Temporary space lives in the data dir (it may be large); leftovers of a

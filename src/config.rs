@@ -37,6 +37,18 @@ pub enum Command {
     /// Manage the repository webhooks that deliver to Slipway.
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Write an ECDSA P-256 key pair for signing images: cosign.key (mode 0600) and cosign.pub.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Folder to write cosign.key and cosign.pub into.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Replace an existing key pair.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +326,13 @@ pub struct ServeArgs {
     /// When a build ends, keep one comment on the merged PR listing its images (needs --github-token).
     #[arg(long, env = "SLIPWAY_PR_COMMENT", default_value_t = false)]
     pub pr_comment: bool,
+    /// PEM file of an ECDSA P-256 private key (PKCS#8): every published image is signed and carries a signed provenance attestation.
+    #[arg(long, env = "SLIPWAY_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+
+    /// This instance's name in provenance (default: the host name).
+    #[arg(long, env = "SLIPWAY_INSTANCE_ID")]
+    pub instance_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -334,6 +353,8 @@ impl ServeArgs {
         self.build_network = text(self.build_network);
         self.ngrok_api = text(self.ngrok_api);
         self.registry_ca = self.registry_ca.filter(|p| !p.as_os_str().is_empty());
+        self.signing_key = self.signing_key.filter(|p| !p.as_os_str().is_empty());
+        self.instance_id = text(self.instance_id);
         self.branches.retain(|b| !b.trim().is_empty());
         self
     }

@@ -21,6 +21,7 @@ pub mod queue;
 pub mod registry;
 pub mod retry;
 pub mod setup;
+pub mod signing;
 pub mod store;
 pub mod trigger;
 pub mod types;

@@ -32,6 +32,7 @@ async fn run() {
         Command::RegistryUser(args) => (registry_user(&args.name), EXIT_FAILED),
         Command::TunnelUrl(args) => (tunnel_url(&args.ngrok_api).await, EXIT_FAILED),
         Command::Hook(HookCommand::Install(args)) => (hook_install(&args).await, EXIT_FAILED),
+        Command::Keygen(args) => (keygen(&args), EXIT_FAILED),
     };
     if let Err(err) = result {
         eprintln!("slipway: {err:#}");
@@ -84,6 +85,13 @@ fn with_env_name(arg: &str) -> String {
 fn certs(args: &slipway::config::CertsArgs) -> anyhow::Result<()> {
     let written = setup::certs::write(&args.out, &args.hosts, args.force)?;
     for file in written.files {
+        println!("wrote {}", file.display());
+    }
+    Ok(())
+}
+
+fn keygen(args: &slipway::config::KeygenArgs) -> anyhow::Result<()> {
+    for file in slipway::signing::keys::write_pair(&args.out, args.force)? {
         println!("wrote {}", file.display());
     }
     Ok(())

@@ -46,6 +46,7 @@ struct Series {
     deliveries: BTreeMap<&'static str, u64>,
     builds: BTreeMap<&'static str, u64>,
     services: BTreeMap<&'static str, u64>,
+    signatures: BTreeMap<&'static str, u64>,
     build_seconds: Histogram,
     push_seconds: Histogram,
 }
@@ -90,6 +91,11 @@ impl Metrics {
         *self.series().services.entry(status).or_default() += 1;
     }
 
+    /// Counts a signature or an attestation pushed to the registry.
+    pub fn signed(&self, kind: &'static str) {
+        *self.series().signatures.entry(kind).or_default() += 1;
+    }
+
     pub fn pushed(&self, took: Duration, bytes: u64, blobs_pushed: u64, blobs_present: u64) {
         self.series().push_seconds.observe(took.as_secs_f64());
         self.bytes_pushed.fetch_add(bytes, Ordering::Relaxed);
@@ -122,6 +128,13 @@ impl Metrics {
             "Finished services by status.",
             "status",
             &series.services,
+        );
+        labelled(
+            &mut out,
+            "slipway_signatures_total",
+            "Signatures and provenance attestations pushed, by kind.",
+            "kind",
+            &series.signatures,
         );
         series.build_seconds.render(
             &mut out,
@@ -215,6 +228,7 @@ mod tests {
         metrics.build_started();
         metrics.build_finished("succeeded", Duration::from_secs(3));
         metrics.pushed(Duration::from_millis(700), 1024, 2, 1);
+        metrics.signed("signature");
         let text = metrics.render(4);
         assert!(text.contains("slipway_webhook_deliveries_total{outcome=\"accepted\"} 2"));
         assert!(text.contains("slipway_build_duration_seconds_bucket{le=\"5\"} 1"));
@@ -222,5 +236,6 @@ mod tests {
         assert!(text.contains("slipway_queue_depth 4"));
         assert!(text.contains("slipway_builds_running 0"));
         assert!(text.contains("slipway_pushed_bytes_total 1024"));
+        assert!(text.contains("slipway_signatures_total{kind=\"signature\"} 1"));
     }
 }

@@ -176,6 +176,24 @@ fn wires_the_stack(config: &Yaml) {
         Some("registry:5443")
     );
 
+    // Signing is on by default, with a key the setup step makes once.
+    assert_eq!(
+        environment
+            .get("SLIPWAY_SIGNING_KEY")
+            .and_then(Yaml::as_str),
+        Some("/signing/cosign.key")
+    );
+    assert!(
+        volumes.iter().any(|v| v.contains(":/signing")),
+        "{volumes:?}"
+    );
+    let setup = std::fs::read_to_string(Path::new(ROOT).join("compose/setup.sh"))
+        .expect("compose/setup.sh");
+    assert!(
+        setup.contains(r#"test -f "$SIGNING/cosign.key" || slipway keygen --out "$SIGNING""#),
+        "{setup}"
+    );
+
     let ngrok = &services["ngrok"];
     let command = strings(&ngrok["command"]).join(" ");
     assert!(

@@ -127,6 +127,13 @@ fn service_item(out: &mut String, service: &ServiceRecord) {
         status = service.status.as_str(),
         image = esc(image),
     );
+    if let Some(signature) = &service.signature {
+        let _ = write!(
+            out,
+            " <span class=\"badge signed\" title=\"signature {}\">signed</span>",
+            esc(signature)
+        );
+    }
     if let Some(error) = &service.error {
         let _ = write!(out, "<div class=error>{}</div>", esc(error));
     }

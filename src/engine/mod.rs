@@ -217,6 +217,14 @@ impl Engine {
         Ok(inspect.root_fs.and_then(|r| r.layers).unwrap_or_default())
     }
 
+    /// The image id and the registry digests (`NAME@sha256:…`) of a local
+    /// image, for the provenance's base images.
+    pub async fn image_digests(&self, image: &str) -> Result<(String, Vec<String>), EngineError> {
+        let inspect = self.docker.inspect_image(image).await?;
+        let id = inspect.id.ok_or(EngineError::NoImage)?;
+        Ok((id, inspect.repo_digests.unwrap_or_default()))
+    }
+
     async fn image_id(&self, tag: &str) -> Result<String, EngineError> {
         let inspect = self.docker.inspect_image(tag).await?;
         inspect.id.ok_or(EngineError::NoImage)

@@ -93,6 +93,8 @@ mod tests {
                 digest: digest.map(Into::into),
                 error: error.map(Into::into),
                 duration_ms: None,
+                signature: None,
+                attestation: None,
             };
         let record = BuildRecord {
             id: "b1".into(),

@@ -3,6 +3,7 @@
 
 mod comment;
 mod service;
+mod sign;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,6 +42,10 @@ pub struct PipelineSettings {
     pub public_url: Option<String>,
     /// `--pr-comment`: keep a comment on the merged PR listing the images.
     pub pr_comment: bool,
+    /// `--signing-key`: every published image is signed.
+    pub signer: Option<crate::signing::Signer>,
+    /// `--instance-id`, the builder in provenance.
+    pub instance_id: String,
 }
 
 pub struct Pipeline {
@@ -306,6 +311,8 @@ impl Pipeline {
                     ServiceStatus::Failed
                 },
                 digest: None,
+                signature: None,
+                attestation: None,
                 error: entry.spec.as_ref().err().cloned(),
                 duration_ms: None,
             })

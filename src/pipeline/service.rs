@@ -10,6 +10,7 @@ use futures::TryStreamExt;
 use tokio::sync::Mutex;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use super::sign::Signed;
 use super::{save, Pipeline};
 use crate::context::{self, PreparedContext, SourceTree};
 use crate::engine::{BuildRequest, Engine};
@@ -42,26 +43,35 @@ pub(super) struct ServiceJob {
 pub(super) type PendingLookup = Shared<BoxFuture<'static, Result<Published, String>>>;
 
 /// How a service ended, short of failing.
-enum Done {
-    Published { digest: String, stats: PushStats },
-    Skipped { digest: String },
+pub(super) enum Done {
+    Published {
+        digest: String,
+        stats: PushStats,
+        signed: Option<Signed>,
+    },
+    Skipped {
+        digest: String,
+        signed: Option<Signed>,
+    },
 }
 
 impl ServiceJob {
     pub(super) async fn run(self) {
         let started = Instant::now();
-        let outcome = self.publish().await;
+        let outcome = self.keep_signed(self.publish().await).await;
         let elapsed = started.elapsed();
         self.update(|s| {
             s.duration_ms = Some(elapsed.as_millis() as u64);
             match &outcome {
-                Ok(Done::Published { digest, .. }) => {
+                Ok(Done::Published { digest, signed, .. }) => {
                     s.status = ServiceStatus::Succeeded;
                     s.digest = Some(digest.clone());
+                    Signed::record(signed, s);
                 }
-                Ok(Done::Skipped { digest }) => {
+                Ok(Done::Skipped { digest, signed }) => {
                     s.status = ServiceStatus::Skipped;
                     s.digest = Some(digest.clone());
+                    Signed::record(signed, s);
                 }
                 Err(error) => {
                     s.status = ServiceStatus::Failed;
@@ -71,7 +81,7 @@ impl ServiceJob {
         })
         .await;
         match outcome {
-            Ok(Done::Published { digest, stats }) => {
+            Ok(Done::Published { digest, stats, .. }) => {
                 self.log.line(&format!(
                     "published {} ({digest}): {} blobs pushed ({} KiB), {} already present, in {elapsed:?}",
                     self.image(),
@@ -81,7 +91,7 @@ impl ServiceJob {
                 ));
                 tracing::info!(%digest, "published");
             }
-            Ok(Done::Skipped { digest }) => {
+            Ok(Done::Skipped { digest, .. }) => {
                 self.log.line(&format!(
                     "skipped: {} is already published from the same sources ({digest})",
                     self.image()
@@ -95,7 +105,7 @@ impl ServiceJob {
         }
     }
 
-    fn image(&self) -> String {
+    pub(super) fn image(&self) -> String {
         self.pipeline
             .registry
             .image_ref(&self.spec.name, &self.spec.version)
@@ -166,7 +176,7 @@ impl ServiceJob {
         match published {
             Published::Absent => Ok(None),
             Published::Present { digest, inputs: Some(existing) } if existing == inputs => {
-                Ok(Some(Done::Skipped { digest }))
+                Ok(Some(Done::Skipped { digest, signed: None }))
             }
             Published::Present { inputs: existing, .. } => Err(format!(
                 "{} is already published from other sources ({}); published versions are immutable: bump `version` of `{}` in the manifest",
@@ -226,10 +236,16 @@ impl ServiceJob {
             return Ok(done);
         }
         let mut stats = PushStats::default();
-        let digest = self
-            .pipeline
-            .registry
-            .push(&self.spec.name, &self.spec.version, &exported, &mut stats)
+        let registry = &self.pipeline.registry;
+        let (name, version) = (&self.spec.name, &self.spec.version);
+        let untagged = registry
+            .push_untagged(name, version, &exported, &mut stats)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Signed before the tag goes up: no tag is ever visible unsigned.
+        let signed = self.sign_pushed(&untagged.digest, engine).await?;
+        let digest = registry
+            .tag(name, version, &untagged)
             .await
             .map_err(|e| e.to_string())?;
         self.pipeline.metrics.pushed(
@@ -238,7 +254,11 @@ impl ServiceJob {
             stats.blobs_pushed as u64,
             stats.blobs_present as u64,
         );
-        Ok(Done::Published { digest, stats })
+        Ok(Done::Published {
+            digest,
+            stats,
+            signed,
+        })
     }
 
     /// Teaches the registry client the layers of bases the registry holds,

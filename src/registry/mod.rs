@@ -97,6 +97,13 @@ pub enum Published {
     },
 }
 
+/// An image manifest in the registry that no tag names yet.
+#[derive(Debug, Clone)]
+pub struct Untagged {
+    manifest: Vec<u8>,
+    pub digest: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PushStats {
     pub blobs_pushed: usize,
@@ -277,8 +284,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Pushes the blobs the registry lacks, then the manifest; returns the
-    /// manifest digest the registry reports.
+    /// Pushes the blobs the registry lacks, then the manifest under its tag;
+    /// returns the manifest digest the registry reports.
     pub async fn push(
         &self,
         name: &ImageName,
@@ -286,6 +293,20 @@ impl Registry {
         image: &ExportedImage,
         stats: &mut PushStats,
     ) -> Result<String, RegistryError> {
+        let untagged = self.push_untagged(name, version, image, stats).await?;
+        self.tag(name, version, &untagged).await
+    }
+
+    /// Pushes the blobs the registry lacks, then the manifest by its digest:
+    /// no tag names it yet, so what goes with it (signatures) can be pushed
+    /// before [`Registry::tag`] makes it visible.
+    pub async fn push_untagged(
+        &self,
+        name: &ImageName,
+        version: &Version,
+        image: &ExportedImage,
+        stats: &mut PushStats,
+    ) -> Result<Untagged, RegistryError> {
         let reference = self.reference(name, version);
         let what = format!("pushing {}", self.image_ref(name, version));
         self.retrying(&what, || self.authenticate(&reference))
@@ -313,8 +334,101 @@ impl Registry {
             .await?;
         stats.record(pushed, config.len() as u64);
         let manifest = image.manifest(&pushed_layers);
-        self.retrying(&what, || self.push_manifest(&reference, manifest.clone()))
+        let digest = export::sha256_digest(&manifest);
+        let by_digest = self.by_digest(name, &digest);
+        self.retrying(&what, || {
+            self.push_manifest(&by_digest, manifest.clone(), MANIFEST_MEDIA_TYPE)
+        })
+        .await?;
+        Ok(Untagged { manifest, digest })
+    }
+
+    /// Puts the tag on a manifest pushed by [`Registry::push_untagged`].
+    pub async fn tag(
+        &self,
+        name: &ImageName,
+        version: &Version,
+        untagged: &Untagged,
+    ) -> Result<String, RegistryError> {
+        self.put_manifest(name, version, &untagged.manifest, MANIFEST_MEDIA_TYPE)
             .await
+    }
+
+    fn by_digest(&self, name: &ImageName, digest: &str) -> Reference {
+        let repository = ImageName::within(self.namespace.as_ref(), name);
+        Reference::with_digest(self.host.clone(), repository.to_string(), digest.into())
+    }
+
+    /// The manifest at `NAME:TAG` and its digest, or none.
+    pub async fn manifest(
+        &self,
+        name: &ImageName,
+        tag: &Version,
+    ) -> Result<Option<(Vec<u8>, String)>, RegistryError> {
+        let reference = self.reference(name, tag);
+        let what = format!("reading {}", self.image_ref(name, tag));
+        self.retrying(&what, || async {
+            self.authenticate(&reference).await?;
+            match self
+                .client
+                .pull_manifest_raw(&reference, &self.auth, ACCEPTED_MANIFESTS)
+                .await
+            {
+                Ok((manifest, digest)) => Ok(Some((manifest.to_vec(), digest))),
+                Err(err) if is_not_found(&err) => Ok(None),
+                Err(err) => Err(self.classify(err, reference.repository())),
+            }
+        })
+        .await
+    }
+
+    /// A small blob of `NAME`'s repository, read whole.
+    pub async fn blob(&self, name: &ImageName, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let reference = self.by_digest(name, digest);
+        let descriptor = OciDescriptor {
+            digest: digest.to_string(),
+            ..Default::default()
+        };
+        self.retrying(&format!("reading blob {digest}"), || async {
+            let mut bytes = Vec::new();
+            self.client
+                .pull_blob(&reference, &descriptor, &mut bytes)
+                .await
+                .map_err(|e| self.classify(e, reference.repository()))?;
+            Ok(bytes)
+        })
+        .await
+    }
+
+    /// Uploads a small blob to `NAME`'s repository unless it is there.
+    pub async fn put_blob(&self, name: &ImageName, bytes: &[u8]) -> Result<(), RegistryError> {
+        let digest = export::sha256_digest(bytes);
+        let reference = self.by_digest(name, &digest);
+        self.retrying(&format!("pushing blob {digest}"), || async {
+            self.authenticate(&reference).await?;
+            self.push_small_blob(&reference, bytes.to_vec(), &digest)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Pushes `manifest` under `NAME:TAG`; returns its digest.
+    pub async fn put_manifest(
+        &self,
+        name: &ImageName,
+        tag: &Version,
+        manifest: &[u8],
+        media_type: &'static str,
+    ) -> Result<String, RegistryError> {
+        let reference = self.reference(name, tag);
+        let what = format!("pushing {}", self.image_ref(name, tag));
+        self.retrying(&what, || async {
+            self.authenticate(&reference).await?;
+            self.push_manifest(&reference, manifest.to_vec(), media_type)
+                .await
+        })
+        .await
     }
 
     async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T, RegistryError>
@@ -452,9 +566,10 @@ impl Registry {
         &self,
         reference: &Reference,
         manifest: Vec<u8>,
+        media_type: &'static str,
     ) -> Result<String, RegistryError> {
         let expected = export::sha256_digest(&manifest);
-        let content_type = reqwest::header::HeaderValue::from_static(MANIFEST_MEDIA_TYPE);
+        let content_type = reqwest::header::HeaderValue::from_static(media_type);
         self.client
             .push_manifest_raw(reference, manifest, content_type)
             .await

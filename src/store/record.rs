@@ -73,6 +73,12 @@ pub struct ServiceRecord {
     pub digest: Option<String>,
     pub error: Option<String>,
     pub duration_ms: Option<u64>,
+    /// With `--signing-key`: the digest of the image's `.sig` manifest.
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// With `--signing-key`: the digest of the image's `.att` manifest.
+    #[serde(default)]
+    pub attestation: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -335,12 +335,21 @@ impl Slipway {
     /// Every test's service log and database (records and build logs) is
     /// searched for the secrets it was given; none may appear.
     fn assert_no_secret_leaked(&self) {
-        let secrets: Vec<&str> = self
+        let mut secrets: Vec<String> = self
             .args
             .iter()
             .filter(|(k, v)| SECRET_OPTIONS.contains(&k.as_str()) && v.len() >= 6)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.clone())
             .collect();
+        // The signing key is given as a file: its PEM lines are the secret.
+        for (_, path) in self.args.iter().filter(|(k, _)| k == "SLIPWAY_SIGNING_KEY") {
+            let key = std::fs::read_to_string(path).unwrap_or_default();
+            secrets.extend(
+                key.lines()
+                    .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+                    .map(str::to_string),
+            );
+        }
         let mut places = vec![self.log_path.clone()];
         for name in ["slipway.db", "slipway.db-wal"] {
             places.push(self.data_dir.join(name));

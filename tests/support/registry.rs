@@ -85,6 +85,11 @@ impl TestRegistry {
         }
     }
 
+    /// Where the registry keeps blobs and manifests, to search them.
+    pub fn storage_dir(&self) -> &Path {
+        &self.storage
+    }
+
     /// Tags of `repository` from the registry API; empty when the repository does not exist.
     pub fn tags(&self, repository: &str) -> Vec<String> {
         let path = format!("/v2/{repository}/tags/list");
