@@ -97,6 +97,11 @@ async fn merged_pr_publishes_two_services_that_pull_and_run(builder: Builder) {
     assert_eq!(record["status"], "succeeded", "{record}\n{}", slipway.log());
     assert_eq!(record["commit"], sha);
     assert_eq!(record["repository"], REPO);
+    assert_eq!(record["trigger"], "webhook");
+    assert!(
+        record["instance"].as_str().is_some_and(|i| !i.is_empty()),
+        "the instance that ran it (the host name by default): {record}"
+    );
 
     let api = service(&record, "api");
     let api_image = format!("{}/api:1.4.0", registry.host);

@@ -122,6 +122,7 @@ async fn retry(id: String, state: Arc<AppState>) -> Response {
         error: None,
         services: vec![],
         retry_of: Some(original.id.clone()),
+        instance: None,
         trigger: Trigger::Retry,
         ..original
     };

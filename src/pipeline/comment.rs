@@ -119,6 +119,7 @@ mod tests {
             ],
             source_url: String::new(),
             retry_of: None,
+            instance: None,
             trigger: Default::default(),
             pr_comment: None,
         };

@@ -116,6 +116,7 @@ impl Pipeline {
         self.metrics.build_started();
         let resumed = record.status == BuildStatus::Running;
         record.status = BuildStatus::Running;
+        record.instance = Some(self.settings.instance_id.clone());
         record.started_at = Some(now_rfc3339());
         record.finished_at = None;
         record.error = None;

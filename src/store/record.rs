@@ -103,6 +103,9 @@ pub struct BuildRecord {
     /// What started it.
     #[serde(default)]
     pub trigger: Trigger,
+    /// The `--instance-id` that runs or ran it; null while queued.
+    #[serde(default)]
+    pub instance: Option<String>,
     /// The id of the sticky comment on the pull request (`--pr-comment`);
     /// a retry inherits it, so the same comment is updated.
     #[serde(default, skip_serializing_if = "Option::is_none")]

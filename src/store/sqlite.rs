@@ -333,6 +333,7 @@ mod tests {
             services: vec![],
             source_url: "https://github.com/o/r".into(),
             retry_of: None,
+            instance: None,
             trigger: Default::default(),
             pr_comment: None,
         }

@@ -230,6 +230,7 @@ pub fn new_record(pr: MergedPullRequest, delivery: Option<String>) -> BuildRecor
         services: vec![],
         source_url: pr.source_url,
         retry_of: None,
+        instance: None,
         trigger: Trigger::Webhook,
         pr_comment: None,
     }
