@@ -84,12 +84,7 @@ async fn a_merge_made_while_slipway_was_down_is_built_once_when_it_is_back() {
         builds_of(&slipway, &older).await.is_empty(),
         "a merge older than the first build was built"
     );
-    let metrics = reqwest::get(format!("{}/metrics", slipway.url))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = slipway.get_text("/metrics").await;
     assert!(
         metrics.contains("slipway_catch_up_builds_total 1"),
         "{metrics}"

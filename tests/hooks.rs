@@ -293,12 +293,7 @@ async fn managed_hooks_follow_the_tunnel_url() {
     .await;
     // The page shows the hook and what GitHub last got from it.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let page = reqwest::get(format!("{}/", slipway.url))
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let page = slipway.get_text("/").await;
     assert!(
         page.contains("https://second-9c1d.ngrok.app/webhook"),
         "{page}"

@@ -163,8 +163,12 @@ async fn twenty_merges_of_three_services_respect_the_concurrency_limit() {
     let mut ids = Vec::new();
     for pr in 0..20 {
         let commit = sha();
-        let dockerfile =
-            format!("FROM slipway-test-base:1\nRUN echo {marker} {commit} && sleep 1\n");
+        // The shell outlives the sleep only when a command follows it, so the
+        // marker stays visible for the whole step; each service's step is its
+        // own, or BuildKit would run one step for all three.
+        let dockerfile = |service: &str| {
+            format!("FROM slipway-test-base:1\nRUN sleep 1 && echo {marker} {commit} {service}\n")
+        };
         let manifest = format!(
             r#"[{{"service_name":"a{pr}","version":"1"}},{{"service_name":"b{pr}","version":"1"}},{{"service_name":"c{pr}","version":"1"}}]"#
         );
@@ -173,9 +177,9 @@ async fn twenty_merges_of_three_services_respect_the_concurrency_limit() {
             &commit,
             &[
                 ("dockerInfo.json", &manifest),
-                (&format!("a{pr}/Dockerfile"), &dockerfile),
-                (&format!("b{pr}/Dockerfile"), &dockerfile),
-                (&format!("c{pr}/Dockerfile"), &dockerfile),
+                (&format!("a{pr}/Dockerfile"), &dockerfile("a")),
+                (&format!("b{pr}/Dockerfile"), &dockerfile("b")),
+                (&format!("c{pr}/Dockerfile"), &dockerfile("c")),
             ],
         );
         ids.push(slipway.merge(REPO, &commit).await);
@@ -184,7 +188,7 @@ async fn twenty_merges_of_three_services_respect_the_concurrency_limit() {
         let marker = marker.clone();
         tokio::task::spawn_blocking(move || {
             let mut peak = 0;
-            let deadline = Instant::now() + Duration::from_secs(600);
+            let deadline = Instant::now() + Duration::from_secs(300);
             let mut idle_polls = 0;
             while Instant::now() < deadline && idle_polls < 100 {
                 let now = running_builds(&marker);
@@ -283,12 +287,7 @@ async fn past_the_queue_limit_merges_get_503_and_it_shows() {
             .is_some_and(|v| v.parse::<u64>().is_ok()),
         "Retry-After on 503"
     );
-    let metrics = reqwest::get(format!("{}/metrics", slipway.url))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = slipway.get_text("/metrics").await;
     assert!(
         metrics.contains("slipway_webhook_deliveries_total{outcome=\"rejected_queue_full\"} 2"),
         "{metrics}"

@@ -320,14 +320,7 @@ fn assert_prometheus_text(text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_prometheus_text_and_move() {
     let (github, _registry, slipway) = start_stack(&[]).await;
-    let get = || async {
-        reqwest::get(format!("{}/metrics", slipway.url))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    };
+    let get = || async { slipway.get_text("/metrics").await };
     let before = get().await;
     assert_prometheus_text(&before);
     let sha = sha();

@@ -562,12 +562,7 @@ async fn published_images_are_signed_with_provenance_that_verifies() {
         (resp.status(), resp.text().await.expect("html"))
     };
     assert!(page.contains(">signed<"), "{page}");
-    let metrics = reqwest::get(format!("{}/metrics", slipway.url))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = slipway.get_text("/metrics").await;
     assert!(
         metrics.contains("slipway_signatures_total{kind=\"signature\"} 2"),
         "{metrics}"

@@ -272,13 +272,18 @@ impl Slipway {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn build_log(&self, id: &str) -> String {
-        reqwest::get(format!("{}/builds/{id}/log", self.url))
+    /// The body of `GET path` as text (a page, `/metrics`, a log).
+    pub async fn get_text(&self, path: &str) -> String {
+        reqwest::get(format!("{}{path}", self.url))
             .await
             .expect("answered")
             .text()
             .await
             .expect("text")
+    }
+
+    pub async fn build_log(&self, id: &str) -> String {
+        self.get_text(&format!("/builds/{id}/log")).await
     }
 
     /// Waits until the build ends; returns its record.
