@@ -103,6 +103,14 @@ impl EngineAddress {
     }
 }
 
+/// A request body with nothing in it.
+pub(super) fn empty_body() -> RequestBody {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// The first KiB of an error answer, as text.
 pub(super) async fn error_text(response: EngineResponse) -> String {
     use http_body_util::BodyExt;

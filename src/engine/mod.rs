@@ -173,42 +173,42 @@ impl Engine {
         }
     }
 
-    /// Images in the engine's store that `image` was built on and that
-    /// the registry at `registry_host` holds, as (repository, manifest
-    /// digest), closest base first. Empty when the engine cannot tell.
-    pub async fn registry_bases(&self, image: &str, registry_host: &str) -> Vec<(String, String)> {
-        let Ok(layers) = self.layers(image).await else {
-            return Vec::new();
-        };
+    /// The image in the engine's store that `image` was built on most
+    /// closely (the most layers shared) and that the registry at
+    /// `registry_host` holds, as (repository, manifest digest). The closest
+    /// base holds every layer the farther ones do. `None` when the engine
+    /// cannot tell.
+    pub async fn closest_registry_base(
+        &self,
+        image: &str,
+        registry_host: &str,
+    ) -> Option<(String, String)> {
+        let layers = self.layers(image).await.ok()?;
         let listed = self
             .docker
             .list_images(Some(bollard::query_parameters::ListImagesOptions::default()))
             .await
             .unwrap_or_default();
         let prefix = format!("{registry_host}/");
-        let mut bases = Vec::new();
+        let mut closest: Option<(usize, String, String)> = None;
         for summary in listed {
             let Some((repository, digest)) = summary
                 .repo_digests
                 .iter()
-                .filter_map(|d| d.strip_prefix(&prefix)?.split_once('@'))
-                .next()
+                .find_map(|d| d.strip_prefix(&prefix)?.split_once('@'))
             else {
                 continue;
             };
             let Ok(base_layers) = self.layers(&summary.id).await else {
                 continue;
             };
-            if !base_layers.is_empty() && layers.starts_with(&base_layers) {
-                bases.push((
-                    base_layers.len(),
-                    repository.to_string(),
-                    digest.to_string(),
-                ));
+            let shared = base_layers.len();
+            let closer = closest.as_ref().is_none_or(|(best, _, _)| shared > *best);
+            if shared > 0 && layers.starts_with(&base_layers) && closer {
+                closest = Some((shared, repository.to_string(), digest.to_string()));
             }
         }
-        bases.sort_by_key(|b| std::cmp::Reverse(b.0));
-        bases.into_iter().map(|(_, r, d)| (r, d)).collect()
+        closest.map(|(_, repository, digest)| (repository, digest))
     }
 
     /// The image's layers by content digest (diff id), bottom first.

@@ -265,9 +265,10 @@ impl ServiceJob {
     /// so they are mounted or skipped rather than compressed and uploaded.
     async fn learn_bases(&self, engine: &Engine, image_id: &str) {
         let registry = &self.pipeline.registry;
-        let bases = engine.registry_bases(image_id, registry.host()).await;
-        // The closest base holds every layer the farther ones do.
-        let Some((repository, digest)) = bases.into_iter().next() else {
+        let Some((repository, digest)) = engine
+            .closest_registry_base(image_id, registry.host())
+            .await
+        else {
             return;
         };
         match registry.learn_base(&repository, &digest).await {

@@ -24,6 +24,11 @@ impl Registry {
         repository: &str,
         manifest_digest: &str,
     ) -> Result<usize, RegistryError> {
+        // A manifest by digest never changes, and what it taught is kept in
+        // the layer map: read each base once per process.
+        if let Some(learnt) = self.bases_learnt().get(manifest_digest) {
+            return Ok(*learnt);
+        }
         let reference = Reference::with_digest(
             self.host.clone(),
             repository.to_string(),
@@ -50,7 +55,13 @@ impl Registry {
         let learnt = pair_layers(&config_bytes, &layers, repository);
         let count = learnt.len();
         self.layers.insert_all(learnt);
+        self.bases_learnt()
+            .insert(manifest_digest.to_string(), count);
         Ok(count)
+    }
+
+    fn bases_learnt(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        self.bases_learnt.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

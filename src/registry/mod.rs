@@ -127,6 +127,8 @@ pub struct Registry {
     /// Content digest (diff id) of each layer pushed or seen in a base →
     /// its pushed (gzip) form, so an unchanged layer is never compressed twice.
     layers: Arc<LayerMap>,
+    /// Base manifests already read by digest, with how many layers each taught.
+    bases_learnt: Arc<Mutex<HashMap<String, usize>>>,
     /// When each repository was last authenticated.
     authenticated: Arc<Mutex<HashMap<String, Instant>>>,
     auth: RegistryAuth,
@@ -160,6 +162,7 @@ impl Registry {
         Ok(Self {
             client: Arc::new(Client::new(config)),
             layers: Arc::default(),
+            bases_learnt: Arc::default(),
             authenticated: Arc::default(),
             auth,
             host: settings.host.to_string(),

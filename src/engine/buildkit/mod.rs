@@ -13,12 +13,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use bollard_buildkit_proto::moby::buildkit::v1::StatusResponse;
 use futures::TryStreamExt;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use prost::Message as _;
 use tokio_util::io::ReaderStream;
 
-use super::address::{error_text, EngineAddress, RequestBody};
+use super::address::{empty_body, error_text, EngineAddress, RequestBody};
 use super::{BuildRequest, BuildSecrets, EngineError, ImageBuilder};
 use crate::log::BuildLog;
 use progress::Progress;
@@ -291,8 +291,8 @@ impl Drop for CancelOnDrop {
             return;
         };
         runtime.spawn(async move {
-            let body: RequestBody = Empty::new().map_err(|never| match never {}).boxed();
-            let Ok(request) = hyper::Request::post(format!("/build/cancel?id={build_id}")).body(body)
+            let Ok(request) =
+                hyper::Request::post(format!("/build/cancel?id={build_id}")).body(empty_body())
             else {
                 return;
             };

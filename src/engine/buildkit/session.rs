@@ -14,13 +14,12 @@ use bollard_buildkit_proto::health::{
 };
 use bollard_buildkit_proto::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
 use bollard_buildkit_proto::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
-use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::{Request, Response, Status};
 
-use crate::engine::address::{error_text, EngineAddress};
+use crate::engine::address::{empty_body, error_text, EngineAddress};
 use crate::engine::{BuildSecrets, EngineError};
 
 /// The gRPC methods the engine may call on this session.
@@ -56,9 +55,8 @@ impl Session {
         for method in METHODS {
             request = request.header("X-Docker-Expose-Session-Grpc-Method", method);
         }
-        let body = Empty::new().map_err(|never| match never {}).boxed();
         let request = request
-            .body(body)
+            .body(empty_body())
             .map_err(|e| EngineError::Api(e.to_string()))?;
         let response = address.send(request).await?;
         let status = response.response.status();
