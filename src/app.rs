@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 use warp::Filter;
 
+use crate::config::PushPath;
 use crate::config::{Secret, ServeArgs};
 use crate::context::{ContextPolicy, Limits};
 use crate::engine::{BuildSecrets, EngineSettings};
@@ -18,6 +19,7 @@ use crate::log::LogHub;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::queue::Queue;
+use crate::registry::relay::Relay;
 use crate::registry::{Registry, RegistrySettings};
 use crate::store::{BuildStatus, SqliteStore, Store};
 use crate::types::Repository;
@@ -51,6 +53,31 @@ pub enum StartError {
 
 /// The builder, its secrets read now, and the combinations a build would
 /// only fail on refused before the service starts.
+fn registry_settings(args: &ServeArgs) -> RegistrySettings<'_> {
+    RegistrySettings {
+        host: &args.registry,
+        ca_file: args.registry_ca.as_deref(),
+        user: args.registry_user.as_deref(),
+        password: args.registry_password.as_ref(),
+        namespace: args.registry_namespace.as_ref(),
+        plain_http: args.registry_plain_http,
+    }
+}
+
+/// The loopback registry the engine pushes through, with `--push-path relay`.
+async fn start_relay(
+    args: &ServeArgs,
+    registry: &Registry,
+) -> Result<Option<Arc<Relay>>, StartError> {
+    if args.push_path != PushPath::Relay {
+        return Ok(None);
+    }
+    let port_file = args.data_dir.join("relay-port");
+    let relay = Relay::start(&registry_settings(args), registry.clone(), &port_file).await?;
+    tracing::info!(addr = %relay.addr(), "the engine pushes through the loopback relay");
+    Ok(Some(relay))
+}
+
 fn engine_settings(args: &ServeArgs) -> Result<EngineSettings, StartError> {
     let settings = EngineSettings {
         builder: args.builder,
@@ -187,15 +214,8 @@ impl App {
             .transpose()?;
         let work_dir = prepare_work_dir(&args.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.data_dir)?);
-        let registry = Registry::new(&RegistrySettings {
-            host: &args.registry,
-            ca_file: args.registry_ca.as_deref(),
-            user: args.registry_user.as_deref(),
-            password: args.registry_password.as_ref(),
-            namespace: args.registry_namespace.as_ref(),
-            plain_http: args.registry_plain_http,
-        })?
-        .keep_layers_in(&args.data_dir.join("registry-layers.json"));
+        let registry = Registry::new(&registry_settings(&args))?
+            .keep_layers_in(&args.data_dir.join("registry-layers.json"));
         let github = GitHub::new(
             &args.github_api,
             args.github_token.clone(),
@@ -219,6 +239,7 @@ impl App {
             pr_comment: args.pr_comment && args.github_token.is_some(),
             signer,
             instance_id: args.instance_id.clone().unwrap_or_else(host_name),
+            relay: start_relay(&args, &registry).await?,
         };
         let slots = args.max_concurrent_builds as usize;
         let pipeline = Arc::new(Pipeline::new(

@@ -157,6 +157,15 @@ const SECRET_FILES: [(&str, &str); 3] = [
     ("api_token", "SLIPWAY_API_TOKEN"),
 ];
 
+/// How images reach the registry (`--push-path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PushPath {
+    /// The engine pushes through Slipway's loopback relay.
+    Relay,
+    /// `docker save`, then Slipway's own upload.
+    Export,
+}
+
 /// A secret that never shows in `Debug` output, logs or error messages.
 #[derive(Clone, Default)]
 pub struct Secret(String);
@@ -286,6 +295,14 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub build_secrets: Vec<SecretSpec>,
+
+    /// How images reach the registry. `relay`: the engine pushes through a
+    /// registry Slipway serves on loopback, so only changed layers are read;
+    /// where the engine cannot reach Slipway's loopback (another network
+    /// namespace), Slipway notices and exports instead. `export`: always
+    /// `docker save`, then Slipway's own upload.
+    #[arg(long, env = "SLIPWAY_PUSH_PATH", value_enum, default_value = "relay")]
+    pub push_path: PushPath,
 
     /// BuildKit watchdog: a build whose engine stream stays silent this long is stopped.
     #[arg(long, env = "SLIPWAY_BUILD_STALL_TIMEOUT", default_value = "10m", value_parser = parse_duration)]

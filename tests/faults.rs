@@ -257,9 +257,11 @@ async fn sigkill_during_a_push_then_restart_publishes_exactly_once() {
     let (github, registry, mut slipway) = start_stack(&[]).await;
     let commit = big_layer_commit(&github, "killedpush", 150);
     let id = slipway.merge(REPO, &commit).await;
-    // Killed once the image is exported: while it is compressed and uploaded.
+    // Killed once the image is built: while its layers go up, through the
+    // loopback relay or after an export.
     wait_until("the upload", Duration::from_secs(120), async || {
-        slipway.build_log(&id).await.contains("exported")
+        let (_, record) = slipway.get_json(&format!("/builds/{id}")).await;
+        record["services"][0]["status"] == "pushing"
     })
     .await;
     let killed_at = Instant::now();

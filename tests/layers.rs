@@ -1,6 +1,8 @@
 //! Publishing pays for what changed, not for the image's size: base layers
 //! the registry already holds (pushed by the docker CLI, or by Slipway
 //! before a restart) are mounted or skipped, never compressed and uploaded.
+//! Each case runs on both push paths: the engine pushing through Slipway's
+//! loopback relay (the default), and `docker save` with Slipway's upload.
 
 mod support;
 
@@ -44,9 +46,26 @@ fn cli_build(tag: &str, dockerfile: &str) {
     assert!(child.wait().expect("docker build").success());
 }
 
+/// The log line that says which push path published the service.
+fn path_line(push_path: &str) -> &'static str {
+    match push_path {
+        "relay" => "pushed by the engine through the loopback relay",
+        _ => "exported ",
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_base_pushed_by_the_docker_cli_is_not_uploaded_again() {
-    let (github, registry, slipway) = start_stack(&[]).await;
+async fn a_base_pushed_by_the_docker_cli_is_not_uploaded_again_through_the_relay() {
+    a_base_pushed_by_the_docker_cli_is_not_uploaded_again("relay").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_pushed_by_the_docker_cli_is_not_uploaded_again_when_exported() {
+    a_base_pushed_by_the_docker_cli_is_not_uploaded_again("export").await;
+}
+
+async fn a_base_pushed_by_the_docker_cli_is_not_uploaded_again(push_path: &str) {
+    let (github, registry, slipway) = start_stack(&[("SLIPWAY_PUSH_PATH", push_path)]).await;
     let base = format!("{}/mirror/base:{}", registry.host, &sha()[..8]);
     cli_build(
         &base,
@@ -81,6 +100,7 @@ async fn a_base_pushed_by_the_docker_cli_is_not_uploaded_again() {
         log.contains("[on-mirror] base mirror/base@sha256:"),
         "the base was recognised:\n{log}"
     );
+    assert!(log.contains(path_line(push_path)), "{log}");
     let kib = uploaded_kib(&log, "on-mirror");
     assert!(
         kib < 1024,
@@ -94,8 +114,17 @@ async fn a_base_pushed_by_the_docker_cli_is_not_uploaded_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn layers_pushed_before_a_restart_are_not_uploaded_again() {
-    let (github, registry, mut slipway) = start_stack(&[]).await;
+async fn layers_pushed_before_a_restart_are_not_uploaded_again_through_the_relay() {
+    layers_pushed_before_a_restart_are_not_uploaded_again("relay").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_pushed_before_a_restart_are_not_uploaded_again_when_exported() {
+    layers_pushed_before_a_restart_are_not_uploaded_again("export").await;
+}
+
+async fn layers_pushed_before_a_restart_are_not_uploaded_again(push_path: &str) {
+    let (github, registry, mut slipway) = start_stack(&[("SLIPWAY_PUSH_PATH", push_path)]).await;
     let nonce = sha();
     let dockerfile = format!(
         "FROM slipway-test-base:1\nRUN echo {nonce} && head -c {BIG_MB}000000 /dev/urandom > /blob\nCOPY which.txt /which.txt\n"
@@ -129,12 +158,19 @@ async fn layers_pushed_before_a_restart_are_not_uploaded_again() {
     let record = slipway.wait_for(&id).await;
     let log = slipway.build_log(&id).await;
     assert_eq!(record["status"], "succeeded", "{record}\n{log}");
+    assert!(log.contains(path_line(push_path)), "{log}");
     let kib = uploaded_kib(&log, "big-two");
     assert!(
         kib < 1024,
         "the big layer is mounted from big-one's repository: {kib} KiB\n{log}"
     );
-    assert!(slipway.data_dir.join("registry-layers.json").exists());
+    // What lets the next start skip the layers: the engine's own memory of
+    // the relay's address, or Slipway's layer map.
+    let kept = match push_path {
+        "relay" => "relay-port",
+        _ => "registry-layers.json",
+    };
+    assert!(slipway.data_dir.join(kept).exists(), "{kept} is kept");
     let image = format!("{}/big-two:1.0.0", registry.host);
     pull_fresh(&image);
     assert_eq!(docker_run(&image, &["cat", "/which.txt"]), "big-two");

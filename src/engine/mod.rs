@@ -230,6 +230,52 @@ impl Engine {
         inspect.id.ok_or(EngineError::NoImage)
     }
 
+    /// Has the engine push `image` as `repository:tag` to a registry that
+    /// takes `credentials`, then drops that name again.
+    pub async fn push_as(
+        &self,
+        image: &str,
+        repository: &str,
+        tag: &str,
+        credentials: (&str, &str),
+    ) -> Result<(), EngineError> {
+        use bollard::query_parameters::{PushImageOptions, RemoveImageOptions, TagImageOptions};
+        let tag_options = TagImageOptions {
+            repo: Some(repository.to_string()),
+            tag: Some(tag.to_string()),
+        };
+        self.docker.tag_image(image, Some(tag_options)).await?;
+        let credentials = bollard::auth::DockerCredentials {
+            username: Some(credentials.0.to_string()),
+            password: Some(credentials.1.to_string()),
+            ..Default::default()
+        };
+        let push_options = PushImageOptions {
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        };
+        let pushed = self
+            .docker
+            .push_image(repository, Some(push_options), Some(credentials))
+            .map_err(EngineError::from)
+            .try_for_each(|info| async move {
+                match info.error_detail.and_then(|d| d.message) {
+                    Some(message) => Err(EngineError::Api(message)),
+                    None => Ok(()),
+                }
+            })
+            .await;
+        let untag = RemoveImageOptions {
+            noprune: true,
+            ..Default::default()
+        };
+        let named = format!("{repository}:{tag}");
+        if let Err(err) = self.docker.remove_image(&named, Some(untag), None).await {
+            tracing::debug!(%err, "could not drop the relay's name for the image");
+        }
+        pushed
+    }
+
     /// The image in docker-save format (a tar holding `manifest.json`).
     pub fn export(
         &self,

@@ -16,6 +16,7 @@ use crate::context::{self, PreparedContext, SourceTree};
 use crate::engine::{BuildRequest, Engine};
 use crate::log::BuildLog;
 use crate::manifest::ServiceSpec;
+use crate::registry::relay::RelayedManifest;
 use crate::registry::{self, export, Published, PushStats};
 use crate::store::{now_rfc3339, BuildRecord, ServiceRecord, ServiceStatus};
 use futures::future::{BoxFuture, Shared};
@@ -216,32 +217,34 @@ impl ServiceJob {
         ));
         self.update(|s| s.status = ServiceStatus::Pushing).await;
         let push_started = Instant::now();
-        let (exported, ()) = tokio::join!(
-            export_image(engine, &image_id, work_dir),
-            self.learn_bases(engine, &image_id)
-        );
-        let mut exported = exported?;
-        exported
-            .add_labels(&self.labels(&context.inputs_digest))
-            .map_err(|e| e.to_string())?;
-        self.log.line(&format!(
-            "exported {} layers in {:.2?}",
-            exported.layers.len(),
-            push_started.elapsed()
-        ));
+        let labels = self.labels(&context.inputs_digest);
+        let ready = self
+            .ready_for_registry(engine, &image_id, work_dir, &labels)
+            .await?;
         // One push per tag at a time in this process; and someone may have
         // published the tag while this one built.
         let _tag = self.pipeline.lock_tag(&image).await;
         if let Some(done) = self.immutable(self.lookup().await?, &context.inputs_digest)? {
             return Ok(done);
         }
-        let mut stats = PushStats::default();
         let registry = &self.pipeline.registry;
         let (name, version) = (&self.spec.name, &self.spec.version);
-        let untagged = registry
-            .push_untagged(name, version, &exported, &mut stats)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (untagged, stats) = match ready {
+            Ready::Exported(exported) => {
+                let mut stats = PushStats::default();
+                let untagged = registry
+                    .push_untagged(name, version, &exported, &mut stats)
+                    .await;
+                (untagged, stats)
+            }
+            Ready::Relayed(relayed) => {
+                let untagged = registry
+                    .push_relayed(name, version, &relayed, &labels)
+                    .await;
+                (untagged, relayed.stats)
+            }
+        };
+        let untagged = untagged.map_err(|e| e.to_string())?;
         // Signed before the tag goes up: no tag is ever visible unsigned.
         let signed = self.sign_pushed(&untagged.digest, engine).await?;
         let digest = registry
@@ -259,6 +262,81 @@ impl ServiceJob {
             stats,
             signed,
         })
+    }
+
+    /// The image's layers on their way: pushed by the engine through the
+    /// loopback relay where it can reach it (only changed layers are read),
+    /// else exported whole for Slipway's own upload.
+    async fn ready_for_registry(
+        &self,
+        engine: &Engine,
+        image_id: &str,
+        work_dir: PathBuf,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Ready, String> {
+        if let Some(relayed) = self.through_relay(engine, image_id).await {
+            return Ok(Ready::Relayed(relayed));
+        }
+        let started = Instant::now();
+        let (exported, ()) = tokio::join!(
+            export_image(engine, image_id, work_dir),
+            self.learn_bases(engine, image_id)
+        );
+        let mut exported = exported?;
+        exported.add_labels(labels).map_err(|e| e.to_string())?;
+        self.log.line(&format!(
+            "exported {} layers in {:.2?}",
+            exported.layers.len(),
+            started.elapsed()
+        ));
+        Ok(Ready::Exported(exported))
+    }
+
+    /// Has the engine push the image's blobs through the relay, which keeps
+    /// its manifest back; `None` (with the reason logged) means export.
+    async fn through_relay(&self, engine: &Engine, image_id: &str) -> Option<RelayedManifest> {
+        let relay = self.pipeline.usable_relay()?;
+        // The engine knows only the blobs it pushed itself; the relay mounts
+        // those of bases others pushed, once they are learnt.
+        self.learn_bases(engine, image_id).await;
+        let repository = self.pipeline.registry.repository(&self.spec.name);
+        let session = relay.session(&repository);
+        let started = Instant::now();
+        let pushed = engine
+            .push_as(
+                image_id,
+                &session.repository(),
+                session.tag(),
+                session.credentials(),
+            )
+            .await;
+        match (pushed, session.manifest()) {
+            (Ok(()), Some(relayed)) => {
+                self.log.line(&format!(
+                    "pushed by the engine through the loopback relay: {} blobs uploaded ({} KiB), {} already in the registry, in {:.2?}",
+                    relayed.stats.blobs_pushed,
+                    relayed.stats.bytes_pushed / 1024,
+                    relayed.stats.blobs_present,
+                    started.elapsed()
+                ));
+                Some(relayed)
+            }
+            (Ok(()), None) => {
+                self.log.line("the engine's push through the loopback relay sent no manifest; exporting the image instead");
+                None
+            }
+            (Err(err), _) if engine_cannot_reach(&err) => {
+                self.pipeline.relay_is_unreachable();
+                self.log.line(&format!("the engine cannot reach Slipway's loopback relay ({err}): it runs in another network namespace, so images are exported from now on"));
+                None
+            }
+            (Err(err), _) => {
+                self.log.line(&format!(
+                    "the engine's push through the loopback relay failed ({err}); exporting the image instead"
+                ));
+                None
+            }
+        }
     }
 
     /// Teaches the registry client the layers of bases the registry holds,
@@ -301,6 +379,19 @@ impl ServiceJob {
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
+}
+
+/// The image on its way to the registry, by one of the two push paths.
+enum Ready {
+    Exported(export::ExportedImage),
+    Relayed(RelayedManifest),
+}
+
+/// The engine's own dialing failed: nothing listens on the relay's port
+/// where the engine is.
+fn engine_cannot_reach(err: &crate::engine::EngineError) -> bool {
+    let message = err.to_string();
+    message.contains("dial tcp") || message.contains("connection refused")
 }
 
 /// Streams the engine's export into blobs on disk, never holding a layer in memory.

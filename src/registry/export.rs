@@ -52,30 +52,9 @@ pub struct ExportedImage {
 }
 
 impl ExportedImage {
-    /// Adds labels to the image config. Done here rather than in the build
-    /// because the engine's classic builder turns each label into a step
-    /// (a container commit), and a label that changes every build
-    /// (`created`) would defeat its cache for every step after it.
+    /// Adds labels to the image config (see [`with_labels`]).
     pub fn add_labels(&mut self, labels: &BTreeMap<String, String>) -> Result<(), ExportError> {
-        let bad = |e: serde_json::Error| ExportError::BadManifest(format!("image config: {e}"));
-        let mut config: serde_json::Value = serde_json::from_slice(&self.config).map_err(bad)?;
-        let Some(inner) = config.get_mut("config").and_then(|c| c.as_object_mut()) else {
-            return Err(ExportError::BadManifest(
-                "image config has no `config` object".into(),
-            ));
-        };
-        let existing = inner
-            .entry("Labels")
-            .or_insert_with(|| serde_json::json!({}));
-        if !existing.is_object() {
-            *existing = serde_json::json!({});
-        }
-        if let Some(map) = existing.as_object_mut() {
-            for (key, value) in labels {
-                map.insert(key.clone(), serde_json::Value::String(value.clone()));
-            }
-        }
-        self.config = serde_json::to_vec(&config).map_err(bad)?;
+        self.config = with_labels(&self.config, labels)?;
         Ok(())
     }
 
@@ -102,6 +81,35 @@ impl ExportedImage {
         });
         manifest.to_string().into_bytes()
     }
+}
+
+/// The image config with `labels` added. Done at push time rather than in
+/// the build because the engine's classic builder turns each label into a
+/// step (a container commit), and a label that changes every build
+/// (`created`) would defeat its cache for every step after it.
+pub fn with_labels(
+    config: &[u8],
+    labels: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, ExportError> {
+    let bad = |e: serde_json::Error| ExportError::BadManifest(format!("image config: {e}"));
+    let mut config: serde_json::Value = serde_json::from_slice(config).map_err(bad)?;
+    let Some(inner) = config.get_mut("config").and_then(|c| c.as_object_mut()) else {
+        return Err(ExportError::BadManifest(
+            "image config has no `config` object".into(),
+        ));
+    };
+    let existing = inner
+        .entry("Labels")
+        .or_insert_with(|| serde_json::json!({}));
+    if !existing.is_object() {
+        *existing = serde_json::json!({});
+    }
+    if let Some(map) = existing.as_object_mut() {
+        for (key, value) in labels {
+            map.insert(key.clone(), serde_json::Value::String(value.clone()));
+        }
+    }
+    serde_json::to_vec(&config).map_err(bad)
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {

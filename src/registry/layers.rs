@@ -54,6 +54,14 @@ impl LayerMap {
         self.known().get(diff_id).cloned()
     }
 
+    /// A repository known to hold the compressed blob `digest`.
+    pub fn holder(&self, digest: &str) -> Option<String> {
+        self.known()
+            .values()
+            .find(|layer| layer.digest == digest)
+            .map(|layer| layer.repository.clone())
+    }
+
     pub fn insert_all(&self, layers: impl IntoIterator<Item = (String, KnownLayer)>) {
         let snapshot = {
             let mut known = self.known();

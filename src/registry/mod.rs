@@ -6,6 +6,7 @@ mod bases;
 pub mod compress;
 pub mod export;
 mod layers;
+pub mod relay;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,9 +35,11 @@ pub const INPUTS_LABEL: &str = "io.slipway.inputs";
 /// (`max-concurrent-uploads`, 5); each holds one 256 KiB read buffer.
 const PARALLEL_LAYER_PUSHES: usize = 5;
 
+const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+
 const ACCEPTED_MANIFESTS: &[&str] = &[
     MANIFEST_MEDIA_TYPE,
-    "application/vnd.oci.image.manifest.v1+json",
+    OCI_MANIFEST_MEDIA_TYPE,
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
@@ -101,6 +104,7 @@ pub enum Published {
 #[derive(Debug, Clone)]
 pub struct Untagged {
     manifest: Vec<u8>,
+    media_type: &'static str,
     pub digest: String,
 }
 
@@ -180,6 +184,16 @@ impl Registry {
     pub fn keep_layers_in(mut self, file: &Path) -> Self {
         self.layers = Arc::new(LayerMap::kept_in(file));
         self
+    }
+
+    /// A repository known to hold the compressed blob `digest`, for a mount.
+    pub fn repository_holding(&self, digest: &str) -> Option<String> {
+        self.layers.holder(digest)
+    }
+
+    /// `[NAMESPACE/]NAME`: the repository's path in the registry.
+    pub fn repository(&self, name: &ImageName) -> String {
+        ImageName::within(self.namespace.as_ref(), name).to_string()
     }
 
     /// `REGISTRY[/NAMESPACE]/NAME:VERSION`.
@@ -337,13 +351,67 @@ impl Registry {
             .await?;
         stats.record(pushed, config.len() as u64);
         let manifest = image.manifest(&pushed_layers);
+        self.push_by_digest(name, &what, manifest, MANIFEST_MEDIA_TYPE)
+            .await
+    }
+
+    /// Pushes `manifest` under its digest only: no tag names it yet.
+    async fn push_by_digest(
+        &self,
+        name: &ImageName,
+        what: &str,
+        manifest: Vec<u8>,
+        media_type: &'static str,
+    ) -> Result<Untagged, RegistryError> {
         let digest = export::sha256_digest(&manifest);
         let by_digest = self.by_digest(name, &digest);
-        self.retrying(&what, || {
-            self.push_manifest(&by_digest, manifest.clone(), MANIFEST_MEDIA_TYPE)
+        self.retrying(what, || {
+            self.push_manifest(&by_digest, manifest.clone(), media_type)
         })
         .await?;
-        Ok(Untagged { manifest, digest })
+        Ok(Untagged {
+            manifest,
+            media_type,
+            digest,
+        })
+    }
+
+    /// Finishes a push the engine made through the loopback relay: its
+    /// layers are in the registry already; the config goes up with
+    /// `labels`, then the manifest naming it, by digest.
+    pub async fn push_relayed(
+        &self,
+        name: &ImageName,
+        version: &Version,
+        relayed: &relay::RelayedManifest,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Untagged, RegistryError> {
+        let bad = |reason: String| {
+            export::ExportError::BadManifest(format!("engine's manifest: {reason}"))
+        };
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&relayed.bytes).map_err(|e| bad(e.to_string()))?;
+        let media_type = match manifest["mediaType"].as_str() {
+            Some(MANIFEST_MEDIA_TYPE) => MANIFEST_MEDIA_TYPE,
+            Some(OCI_MANIFEST_MEDIA_TYPE) => OCI_MANIFEST_MEDIA_TYPE,
+            other => {
+                return Err(bad(format!("media type {other:?} is not an image manifest")).into())
+            }
+        };
+        let Some(config_digest) = manifest["config"]["digest"].as_str().map(str::to_string) else {
+            return Err(bad("no config digest".into()).into());
+        };
+        let config = self.blob(name, &config_digest).await?;
+        let config = export::with_labels(&config, labels)?;
+        self.put_blob(name, &config).await?;
+        manifest["config"]["digest"] = export::sha256_digest(&config).into();
+        manifest["config"]["size"] = config.len().into();
+        let manifest = manifest.to_string().into_bytes();
+        let reference = self.reference(name, version);
+        let what = format!("pushing {}", self.image_ref(name, version));
+        self.retrying(&what, || self.authenticate(&reference))
+            .await?;
+        self.push_by_digest(name, &what, manifest, media_type).await
     }
 
     /// Puts the tag on a manifest pushed by [`Registry::push_untagged`].
@@ -353,7 +421,7 @@ impl Registry {
         version: &Version,
         untagged: &Untagged,
     ) -> Result<String, RegistryError> {
-        self.put_manifest(name, version, &untagged.manifest, MANIFEST_MEDIA_TYPE)
+        self.put_manifest(name, version, &untagged.manifest, untagged.media_type)
             .await
     }
 
@@ -702,6 +770,13 @@ fn inputs_label(config: &[u8]) -> Option<String> {
 }
 
 fn read_ca(path: &Path) -> Result<oci_client::client::Certificate, RegistryError> {
+    Ok(oci_client::client::Certificate {
+        encoding: oci_client::client::CertificateEncoding::Pem,
+        data: read_ca_pem(path)?,
+    })
+}
+
+fn read_ca_pem(path: &Path) -> Result<Vec<u8>, RegistryError> {
     let bad = |reason: String| RegistryError::BadCa {
         path: path.display().to_string(),
         reason,
@@ -710,10 +785,7 @@ fn read_ca(path: &Path) -> Result<oci_client::client::Certificate, RegistryError
     if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
         return Err(bad("no PEM certificate in it".into()));
     }
-    Ok(oci_client::client::Certificate {
-        encoding: oci_client::client::CertificateEncoding::Pem,
-        data,
-    })
+    Ok(data)
 }
 
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

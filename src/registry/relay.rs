@@ -1,0 +1,798 @@
+//! A registry on loopback for the engine to push through. The engine treats
+//! `127.0.0.0/8` as a plain-HTTP registry with no configuration, remembers
+//! which compressed blob each of its layers became, and asks before it
+//! uploads: so a publish costs what changed, not the image's size, where
+//! `docker save` would write out every layer first. Blobs go on to the real
+//! registry as they arrive (with its CA and credentials, which the engine
+//! never sees); the manifest stops here, so Slipway can add its labels and
+//! sign before anything is tagged.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, BodyStream, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::oneshot;
+
+use super::{read_ca_pem, PushStats, Registry, RegistryError, RegistrySettings};
+
+/// The engine sends manifests of a few KiB; anything far larger is not one.
+const MANIFEST_MAX: usize = 4 << 20;
+/// The user name the engine presents; the password is this process's secret.
+const RELAY_USER: &str = "slipway-relay";
+
+type Reply = Response<Full<Bytes>>;
+
+/// What the engine pushed under a session's tag: its manifest, untouched.
+#[derive(Debug, Clone)]
+pub struct RelayedManifest {
+    pub bytes: Vec<u8>,
+    pub stats: PushStats,
+}
+
+/// The loopback registry. Only pushes that Slipway started get through: each
+/// request must carry this process's random password, which the engine gets
+/// from Slipway with each push and nobody else knows.
+pub struct Relay {
+    addr: SocketAddr,
+    password: String,
+    upstream: Upstream,
+    /// Where blobs already are: base layers learnt from the registry.
+    registry: Registry,
+    sessions: Mutex<HashMap<String, Session>>,
+    /// Relay upload id → the registry's upload location and bytes so far.
+    uploads: Mutex<HashMap<String, (String, u64)>>,
+}
+
+struct Session {
+    repository: String,
+    done: Option<oneshot::Sender<Vec<u8>>>,
+    stats: Arc<SessionStats>,
+}
+
+/// Blobs by digest: the engine asks again after each upload, and a blob it
+/// uploaded was not "already there".
+#[derive(Default)]
+struct SessionStats {
+    uploaded: Mutex<HashMap<String, u64>>,
+    present: Mutex<HashSet<String>>,
+}
+
+impl SessionStats {
+    fn found(&self, digest: &str) {
+        if let Ok(mut present) = self.present.lock() {
+            present.insert(digest.to_string());
+        }
+    }
+
+    fn uploaded(&self, digest: &str, bytes: u64) {
+        if let Ok(mut uploaded) = self.uploaded.lock() {
+            uploaded.insert(digest.to_string(), bytes);
+        }
+    }
+
+    fn totals(&self) -> PushStats {
+        let uploaded = self.uploaded.lock().map(|u| u.clone()).unwrap_or_default();
+        let present = self.present.lock().map(|p| p.clone()).unwrap_or_default();
+        PushStats {
+            blobs_pushed: uploaded.len(),
+            blobs_present: present
+                .iter()
+                .filter(|d| !uploaded.contains_key(*d))
+                .count(),
+            bytes_pushed: uploaded.values().sum(),
+        }
+    }
+}
+
+/// A push the engine is about to make through the relay; dropping it ends
+/// the session.
+pub struct RelaySession {
+    relay: Arc<Relay>,
+    repository: String,
+    token: String,
+    manifest: oneshot::Receiver<Vec<u8>>,
+    stats: Arc<SessionStats>,
+}
+
+impl RelaySession {
+    /// `127.0.0.1:PORT/REPOSITORY`, the name the engine pushes to.
+    pub fn repository(&self) -> String {
+        format!("{}/{}", self.relay.addr, self.repository)
+    }
+
+    /// The tag the engine pushes: a one-time token naming this session.
+    pub fn tag(&self) -> &str {
+        &self.token
+    }
+
+    /// The credentials the engine must present, as `(user, password)`.
+    pub fn credentials(&self) -> (&str, &str) {
+        (RELAY_USER, &self.relay.password)
+    }
+
+    /// The manifest the engine pushed, once its push has ended.
+    pub fn manifest(mut self) -> Option<RelayedManifest> {
+        let bytes = self.manifest.try_recv().ok()?;
+        let stats = self.stats.totals();
+        Some(RelayedManifest { bytes, stats })
+    }
+}
+
+impl Drop for RelaySession {
+    fn drop(&mut self) {
+        if let Ok(mut sessions) = self.relay.sessions.lock() {
+            sessions.remove(&self.token);
+        }
+    }
+}
+
+impl Relay {
+    /// Listens on loopback and serves until the process ends. The port is
+    /// kept in `port_file` and taken again after a restart where it is free:
+    /// the engine remembers which blobs it pushed per registry address, so
+    /// a new port would cost one full push.
+    pub async fn start(
+        settings: &RegistrySettings<'_>,
+        registry: Registry,
+        port_file: &Path,
+    ) -> Result<Arc<Self>, RegistryError> {
+        let listener = listen_on_loopback(port_file).await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| relay_failed(e.to_string()))?;
+        if let Err(err) = std::fs::write(port_file, addr.port().to_string()) {
+            tracing::warn!(%err, file = %port_file.display(), "could not keep the relay's port for the next start");
+        }
+        let relay = Arc::new(Self {
+            addr,
+            password: random_password(),
+            upstream: Upstream::new(settings)?,
+            registry,
+            sessions: Mutex::default(),
+            uploads: Mutex::default(),
+        });
+        tokio::spawn(serve(listener, relay.clone()));
+        Ok(relay)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Opens a session for one push of the engine into `repository` (the
+    /// registry's repository path).
+    pub fn session(self: &Arc<Self>, repository: &str) -> RelaySession {
+        let token = format!("slipway-{}", uuid::Uuid::new_v4().simple());
+        let (done, manifest) = oneshot::channel();
+        let stats = Arc::new(SessionStats::default());
+        let session = Session {
+            repository: repository.to_string(),
+            done: Some(done),
+            stats: stats.clone(),
+        };
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.insert(token.clone(), session);
+        }
+        RelaySession {
+            relay: self.clone(),
+            repository: repository.to_string(),
+            token,
+            manifest,
+            stats,
+        }
+    }
+
+    /// The counters of the session pushing into `repository`, if one is.
+    fn stats_for(&self, repository: &str) -> Option<Arc<SessionStats>> {
+        let sessions = self.sessions.lock().ok()?;
+        sessions
+            .values()
+            .find(|s| s.repository == repository)
+            .map(|s| s.stats.clone())
+    }
+
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let expected = format!("{RELAY_USER}:{}", self.password);
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(expected)
+        );
+        let given = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        subtle::ConstantTimeEq::ct_eq(given, expected.as_bytes()).into()
+    }
+
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Reply {
+        if !self.authorized(&request) {
+            return challenge();
+        }
+        let path = request.uri().path().to_string();
+        let Some(route) = Route::parse(request.method(), &path) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "UNSUPPORTED",
+                "not served by the relay",
+            );
+        };
+        let outcome = match route {
+            Route::Base => Ok(empty(StatusCode::OK)),
+            Route::BlobHead { repository, digest } => self.blob_head(&repository, &digest).await,
+            Route::UploadStart { repository } => self.upload_start(&repository, &request).await,
+            Route::UploadPatch { repository, id } => {
+                self.upload_patch(&repository, &id, request).await
+            }
+            Route::UploadPut { repository, id } => self.upload_put(&repository, &id, request).await,
+            Route::ManifestPut { repository, tag } => {
+                self.manifest_put(&repository, &tag, request).await
+            }
+        };
+        outcome.unwrap_or_else(|message| {
+            tracing::warn!(%message, "loopback relay could not pass a request on");
+            error(StatusCode::BAD_GATEWAY, "UNKNOWN", &message)
+        })
+    }
+
+    /// A blob the repository lacks but another one holds (a base pushed by
+    /// the docker CLI, say) is mounted, so the engine skips it too.
+    async fn blob_head(&self, repository: &str, digest: &str) -> Result<Reply, String> {
+        let size = match self.upstream.blob_size(repository, digest).await? {
+            Some(size) => Some(size),
+            None => self.mount_known(repository, digest).await?,
+        };
+        match size {
+            Some(size) => {
+                if let Some(stats) = self.stats_for(repository) {
+                    stats.found(digest);
+                }
+                Ok(blob_found(size, digest))
+            }
+            None => Ok(empty(StatusCode::NOT_FOUND)),
+        }
+    }
+
+    async fn mount_known(&self, repository: &str, digest: &str) -> Result<Option<u64>, String> {
+        let Some(from) = self
+            .registry
+            .repository_holding(digest)
+            .filter(|holder| holder != repository)
+        else {
+            return Ok(None);
+        };
+        let query = format!("mount={digest}&from={from}");
+        match self.upstream.start_upload(repository, &query).await? {
+            UploadStart::Mounted(_) => self.upstream.blob_size(repository, digest).await,
+            UploadStart::Location(_) => Ok(None),
+        }
+    }
+
+    /// A plain start, or a cross-repository mount the registry may grant.
+    async fn upload_start(
+        &self,
+        repository: &str,
+        request: &Request<Incoming>,
+    ) -> Result<Reply, String> {
+        let query = request.uri().query().unwrap_or_default();
+        let started = self.upstream.start_upload(repository, query).await?;
+        match started {
+            UploadStart::Mounted(digest) => {
+                if let Some(stats) = self.stats_for(repository) {
+                    stats.found(&digest);
+                }
+                Ok(blob_created(repository, &digest))
+            }
+            UploadStart::Location(location) => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                self.remember_upload(&id, location, 0);
+                Ok(upload_accepted(repository, &id, 0))
+            }
+        }
+    }
+
+    async fn upload_patch(
+        &self,
+        repository: &str,
+        id: &str,
+        request: Request<Incoming>,
+    ) -> Result<Reply, String> {
+        let (location, before) = self.upload(id)?;
+        let counted = Arc::new(AtomicU64::new(0));
+        let body = counting_body(request.into_body(), counted.clone());
+        let location = self.upstream.patch(&location, body).await?;
+        let received = before + counted.load(Ordering::Relaxed);
+        self.remember_upload(id, location, received);
+        Ok(upload_accepted(repository, id, received))
+    }
+
+    async fn upload_put(
+        &self,
+        repository: &str,
+        id: &str,
+        request: Request<Incoming>,
+    ) -> Result<Reply, String> {
+        let (location, before) = self.upload(id)?;
+        let Some(digest) = query_value(request.uri().query(), "digest") else {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                "digest missing",
+            ));
+        };
+        let counted = Arc::new(AtomicU64::new(0));
+        let body = counting_body(request.into_body(), counted.clone());
+        self.upstream.commit(&location, &digest, body).await?;
+        if let Ok(mut uploads) = self.uploads.lock() {
+            uploads.remove(id);
+        }
+        if let Some(stats) = self.stats_for(repository) {
+            stats.uploaded(&digest, before + counted.load(Ordering::Relaxed));
+        }
+        Ok(blob_created(repository, &digest))
+    }
+
+    /// The engine's manifest ends its push: it is handed to the session that
+    /// named the tag, and goes no further on its own.
+    async fn manifest_put(
+        &self,
+        repository: &str,
+        tag: &str,
+        request: Request<Incoming>,
+    ) -> Result<Reply, String> {
+        let body = read_limited(request.into_body(), MANIFEST_MAX).await?;
+        let digest = super::export::sha256_digest(&body);
+        let sender = self.sessions.lock().ok().and_then(|mut sessions| {
+            let session = sessions.get_mut(tag)?;
+            (session.repository == repository)
+                .then(|| session.done.take())
+                .flatten()
+        });
+        let Some(sender) = sender else {
+            return Ok(error(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                "the relay takes only manifests of pushes Slipway started",
+            ));
+        };
+        let _ = sender.send(body);
+        let mut reply = empty(StatusCode::CREATED);
+        set(&mut reply, "docker-content-digest", &digest);
+        set(
+            &mut reply,
+            "location",
+            &format!("/v2/{repository}/manifests/{digest}"),
+        );
+        Ok(reply)
+    }
+
+    fn remember_upload(&self, id: &str, location: String, received: u64) {
+        if let Ok(mut uploads) = self.uploads.lock() {
+            uploads.insert(id.to_string(), (location, received));
+        }
+    }
+
+    fn upload(&self, id: &str) -> Result<(String, u64), String> {
+        self.uploads
+            .lock()
+            .ok()
+            .and_then(|u| u.get(id).cloned())
+            .ok_or_else(|| format!("unknown upload {id}"))
+    }
+}
+
+async fn listen_on_loopback(port_file: &Path) -> Result<tokio::net::TcpListener, RegistryError> {
+    let kept = std::fs::read_to_string(port_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<u16>().ok());
+    if let Some(port) = kept {
+        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            return Ok(listener);
+        }
+    }
+    tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| relay_failed(format!("could not listen on loopback: {e}")))
+}
+
+async fn serve(listener: tokio::net::TcpListener, relay: Arc<Relay>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let relay = relay.clone();
+                async move { Ok::<_, Infallible>(relay.handle(request).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// The distribution API paths the engine's push uses.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Base,
+    BlobHead { repository: String, digest: String },
+    UploadStart { repository: String },
+    UploadPatch { repository: String, id: String },
+    UploadPut { repository: String, id: String },
+    ManifestPut { repository: String, tag: String },
+}
+
+impl Route {
+    fn parse(method: &Method, path: &str) -> Option<Self> {
+        let rest = path.strip_prefix("/v2/")?;
+        if rest.is_empty() {
+            return (method == Method::GET).then_some(Route::Base);
+        }
+        if let Some(repository) = rest.strip_suffix("/blobs/uploads/") {
+            return (method == Method::POST).then(|| Route::UploadStart {
+                repository: repository.to_string(),
+            });
+        }
+        if let Some((repository, id)) = rest.rsplit_once("/blobs/uploads/") {
+            let (repository, id) = (repository.to_string(), id.to_string());
+            return match *method {
+                Method::PATCH => Some(Route::UploadPatch { repository, id }),
+                Method::PUT => Some(Route::UploadPut { repository, id }),
+                _ => None,
+            };
+        }
+        if let Some((repository, digest)) = rest.rsplit_once("/blobs/") {
+            return (method == Method::HEAD).then(|| Route::BlobHead {
+                repository: repository.to_string(),
+                digest: digest.to_string(),
+            });
+        }
+        let (repository, tag) = rest.rsplit_once("/manifests/")?;
+        (method == Method::PUT).then(|| Route::ManifestPut {
+            repository: repository.to_string(),
+            tag: tag.to_string(),
+        })
+    }
+}
+
+enum UploadStart {
+    Mounted(String),
+    Location(String),
+}
+
+/// The real registry, spoken to over raw HTTP so the engine's upload can
+/// stream through without knowing its digest beforehand.
+struct Upstream {
+    client: reqwest::Client,
+    base: String,
+    auth: Option<(String, String)>,
+}
+
+impl Upstream {
+    fn new(settings: &RegistrySettings<'_>) -> Result<Self, RegistryError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120));
+        if let Some(path) = settings.ca_file {
+            let pem = read_ca_pem(path)?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| RegistryError::BadCa {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| relay_failed(format!("HTTP client: {e}")))?;
+        let scheme = if settings.plain_http { "http" } else { "https" };
+        let auth = settings
+            .user
+            .zip(settings.password)
+            .map(|(user, password)| (user.to_string(), password.expose().to_string()));
+        Ok(Self {
+            client,
+            base: format!("{scheme}://{}", settings.host),
+            auth,
+        })
+    }
+
+    fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, url);
+        match &self.auth {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
+    }
+
+    /// Relative `Location`s are the registry's own paths.
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}{location}", self.base)
+        }
+    }
+
+    async fn blob_size(&self, repository: &str, digest: &str) -> Result<Option<u64>, String> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let response = self.send(self.request(Method::HEAD, &url)).await?;
+        match response.status() {
+            StatusCode::OK => Ok(Some(content_length(&response))),
+            StatusCode::NOT_FOUND => Ok(None),
+            other => Err(refusal("checking a blob", other)),
+        }
+    }
+
+    async fn start_upload(&self, repository: &str, query: &str) -> Result<UploadStart, String> {
+        let mut url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
+        if !query.is_empty() {
+            url = format!("{url}?{query}");
+        }
+        let response = self.send(self.request(Method::POST, &url)).await?;
+        match response.status() {
+            StatusCode::CREATED => {
+                let digest = query_value(Some(query), "mount").unwrap_or_default();
+                Ok(UploadStart::Mounted(digest))
+            }
+            StatusCode::ACCEPTED => Ok(UploadStart::Location(self.location(&response)?)),
+            other => Err(refusal("starting an upload", other)),
+        }
+    }
+
+    async fn patch(&self, location: &str, body: reqwest::Body) -> Result<String, String> {
+        let request = self
+            .request(Method::PATCH, location)
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        let response = self.send(request).await?;
+        match response.status() {
+            StatusCode::ACCEPTED | StatusCode::NO_CONTENT => self.location(&response),
+            other => Err(refusal("uploading a blob", other)),
+        }
+    }
+
+    async fn commit(
+        &self,
+        location: &str,
+        digest: &str,
+        body: reqwest::Body,
+    ) -> Result<(), String> {
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{separator}digest={digest}");
+        let request = self
+            .request(Method::PUT, &url)
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        let response = self.send(request).await?;
+        match response.status() {
+            StatusCode::CREATED | StatusCode::NO_CONTENT => Ok(()),
+            other => Err(refusal("finishing an upload", other)),
+        }
+    }
+
+    fn location(&self, response: &reqwest::Response) -> Result<String, String> {
+        response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(|l| self.absolute(l))
+            .ok_or_else(|| "the registry gave no upload location".to_string())
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+        request
+            .send()
+            .await
+            .map_err(|e| format!("registry unreachable: {e}"))
+    }
+}
+
+fn content_length(response: &reqwest::Response) -> u64 {
+    response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default()
+}
+
+fn refusal(what: &str, status: StatusCode) -> String {
+    match status {
+        StatusCode::UNAUTHORIZED => format!(
+            "{what}: the registry wants credentials the relay cannot give (401); Slipway pushes these itself instead"
+        ),
+        other => format!("{what}: the registry answered {other}"),
+    }
+}
+
+/// The engine's request body, streamed on, counting its bytes.
+fn counting_body(body: Incoming, counted: Arc<AtomicU64>) -> reqwest::Body {
+    let stream = BodyStream::new(body)
+        .try_filter_map(|frame| futures::future::ready(Ok(frame.into_data().ok())))
+        .map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            chunk
+        });
+    reqwest::Body::wrap_stream(stream)
+}
+
+async fn read_limited(body: Incoming, limit: usize) -> Result<Vec<u8>, String> {
+    let limited = http_body_util::Limited::new(body, limit);
+    let collected = limited
+        .collect()
+        .await
+        .map_err(|e| format!("reading the manifest: {e}"))?;
+    Ok(collected.to_bytes().to_vec())
+}
+
+fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query?)
+        .ok()?
+        .into_iter()
+        .find_map(|(k, v)| (k == key).then_some(v))
+}
+
+fn random_password() -> String {
+    let mut bytes = [0u8; 24];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    hex::encode(bytes)
+}
+
+fn relay_failed(reason: String) -> RegistryError {
+    RegistryError::Failed {
+        registry: "loopback relay".into(),
+        reason,
+    }
+}
+
+fn empty(status: StatusCode) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::new()));
+    *reply.status_mut() = status;
+    set(
+        &mut reply,
+        "docker-distribution-api-version",
+        "registry/2.0",
+    );
+    reply
+}
+
+fn set(reply: &mut Reply, name: &'static str, value: &str) {
+    if let Ok(value) = hyper::header::HeaderValue::from_str(value) {
+        reply.headers_mut().insert(name, value);
+    }
+}
+
+fn challenge() -> Reply {
+    let mut reply = empty(StatusCode::UNAUTHORIZED);
+    set(
+        &mut reply,
+        "www-authenticate",
+        "Basic realm=\"slipway-relay\"",
+    );
+    reply
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Reply {
+    let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
+    let mut reply = empty(status);
+    *reply.body_mut() = Full::new(Bytes::from(body.to_string()));
+    set(&mut reply, "content-type", "application/json");
+    reply
+}
+
+fn blob_found(size: u64, digest: &str) -> Reply {
+    let mut reply = empty(StatusCode::OK);
+    set(&mut reply, "content-length", &size.to_string());
+    set(&mut reply, "docker-content-digest", digest);
+    set(&mut reply, "content-type", "application/octet-stream");
+    reply
+}
+
+fn blob_created(repository: &str, digest: &str) -> Reply {
+    let mut reply = empty(StatusCode::CREATED);
+    set(
+        &mut reply,
+        "location",
+        &format!("/v2/{repository}/blobs/{digest}"),
+    );
+    set(&mut reply, "docker-content-digest", digest);
+    reply
+}
+
+fn upload_accepted(repository: &str, id: &str, received: u64) -> Reply {
+    let mut reply = empty(StatusCode::ACCEPTED);
+    set(
+        &mut reply,
+        "location",
+        &format!("/v2/{repository}/blobs/uploads/{id}"),
+    );
+    set(&mut reply, "docker-upload-uuid", id);
+    set(
+        &mut reply,
+        "range",
+        &format!("0-{}", received.saturating_sub(1)),
+    );
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_push_paths_are_recognised() {
+        let (repo, id) = (|| "team/api".to_string(), || "u1".to_string());
+        let cases = [
+            (Method::GET, "/v2/", Some(Route::Base)),
+            (
+                Method::HEAD,
+                "/v2/team/api/blobs/sha256:ab",
+                Some(Route::BlobHead {
+                    repository: repo(),
+                    digest: "sha256:ab".into(),
+                }),
+            ),
+            (
+                Method::POST,
+                "/v2/team/api/blobs/uploads/",
+                Some(Route::UploadStart { repository: repo() }),
+            ),
+            (
+                Method::PATCH,
+                "/v2/team/api/blobs/uploads/u1",
+                Some(Route::UploadPatch {
+                    repository: repo(),
+                    id: id(),
+                }),
+            ),
+            (
+                Method::PUT,
+                "/v2/team/api/blobs/uploads/u1",
+                Some(Route::UploadPut {
+                    repository: repo(),
+                    id: id(),
+                }),
+            ),
+            (
+                Method::PUT,
+                "/v2/team/api/manifests/slipway-x",
+                Some(Route::ManifestPut {
+                    repository: repo(),
+                    tag: "slipway-x".into(),
+                }),
+            ),
+            (Method::GET, "/v2/api/manifests/x", None),
+            (Method::DELETE, "/v2/api/blobs/sha256:ab", None),
+            (Method::GET, "/other", None),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(Route::parse(&method, path), expected, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(
+            query_value(Some("mount=sha256%3Aab&from=x"), "mount").as_deref(),
+            Some("sha256:ab")
+        );
+        assert_eq!(query_value(None, "digest"), None);
+    }
+}
