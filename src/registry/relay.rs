@@ -367,14 +367,11 @@ impl Relay {
             ));
         };
         let _ = sender.send(body);
-        let mut reply = empty(StatusCode::CREATED);
-        set(&mut reply, "docker-content-digest", &digest);
-        set(
-            &mut reply,
-            "location",
-            &format!("/v2/{repository}/manifests/{digest}"),
-        );
-        Ok(reply)
+        let location = format!("/v2/{repository}/manifests/{digest}");
+        Ok(with_headers(
+            StatusCode::CREATED,
+            &[("docker-content-digest", digest), ("location", location)],
+        ))
     }
 
     fn remember_upload(&self, id: &str, location: String, received: u64) {
@@ -663,73 +660,67 @@ fn relay_failed(reason: String) -> RegistryError {
 }
 
 fn empty(status: StatusCode) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::new()));
-    *reply.status_mut() = status;
-    set(
-        &mut reply,
-        "docker-distribution-api-version",
-        "registry/2.0",
-    );
-    reply
+    with_headers(status, &[])
 }
 
-fn set(reply: &mut Reply, name: &'static str, value: &str) {
-    if let Ok(value) = hyper::header::HeaderValue::from_str(value) {
-        reply.headers_mut().insert(name, value);
+/// A reply with no body, the distribution API's version header, and `headers`.
+fn with_headers(status: StatusCode, headers: &[(&'static str, String)]) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::new()));
+    *reply.status_mut() = status;
+    let version = (
+        "docker-distribution-api-version",
+        "registry/2.0".to_string(),
+    );
+    for (name, value) in std::iter::once(&version).chain(headers) {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(value) {
+            reply.headers_mut().insert(*name, value);
+        }
     }
+    reply
 }
 
 fn challenge() -> Reply {
-    let mut reply = empty(StatusCode::UNAUTHORIZED);
-    set(
-        &mut reply,
-        "www-authenticate",
-        "Basic realm=\"slipway-relay\"",
-    );
-    reply
+    let realm = "Basic realm=\"slipway-relay\"".to_string();
+    with_headers(StatusCode::UNAUTHORIZED, &[("www-authenticate", realm)])
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Reply {
     let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
-    let mut reply = empty(status);
+    let mut reply = with_headers(status, &[("content-type", "application/json".into())]);
     *reply.body_mut() = Full::new(Bytes::from(body.to_string()));
-    set(&mut reply, "content-type", "application/json");
     reply
 }
 
 fn blob_found(size: u64, digest: &str) -> Reply {
-    let mut reply = empty(StatusCode::OK);
-    set(&mut reply, "content-length", &size.to_string());
-    set(&mut reply, "docker-content-digest", digest);
-    set(&mut reply, "content-type", "application/octet-stream");
-    reply
+    with_headers(
+        StatusCode::OK,
+        &[
+            ("content-length", size.to_string()),
+            ("docker-content-digest", digest.to_string()),
+            ("content-type", "application/octet-stream".into()),
+        ],
+    )
 }
 
 fn blob_created(repository: &str, digest: &str) -> Reply {
-    let mut reply = empty(StatusCode::CREATED);
-    set(
-        &mut reply,
-        "location",
-        &format!("/v2/{repository}/blobs/{digest}"),
-    );
-    set(&mut reply, "docker-content-digest", digest);
-    reply
+    with_headers(
+        StatusCode::CREATED,
+        &[
+            ("location", format!("/v2/{repository}/blobs/{digest}")),
+            ("docker-content-digest", digest.to_string()),
+        ],
+    )
 }
 
 fn upload_accepted(repository: &str, id: &str, received: u64) -> Reply {
-    let mut reply = empty(StatusCode::ACCEPTED);
-    set(
-        &mut reply,
-        "location",
-        &format!("/v2/{repository}/blobs/uploads/{id}"),
-    );
-    set(&mut reply, "docker-upload-uuid", id);
-    set(
-        &mut reply,
-        "range",
-        &format!("0-{}", received.saturating_sub(1)),
-    );
-    reply
+    with_headers(
+        StatusCode::ACCEPTED,
+        &[
+            ("location", format!("/v2/{repository}/blobs/uploads/{id}")),
+            ("docker-upload-uuid", id.to_string()),
+            ("range", format!("0-{}", received.saturating_sub(1))),
+        ],
+    )
 }
 
 #[cfg(test)]
