@@ -21,7 +21,7 @@ use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::queue::Queue;
 use crate::registry::relay::Relay;
 use crate::registry::{Registry, RegistrySettings};
-use crate::store::{BuildStatus, SqliteStore, Store};
+use crate::store::{BuildStatus, Store};
 use crate::types::Repository;
 
 /// Why the service cannot start: each is a one-line reason for the operator.
@@ -213,7 +213,7 @@ impl App {
             .map(crate::signing::Signer::load)
             .transpose()?;
         let work_dir = prepare_work_dir(&args.data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.data_dir)?);
+        let store = crate::store::open(args.database.as_ref(), &args.data_dir).await?;
         let registry = Registry::new(&registry_settings(&args))?
             .keep_layers_in(&args.data_dir.join("registry-layers.json"));
         let github = GitHub::new(

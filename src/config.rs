@@ -254,6 +254,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLIPWAY_DATA_DIR", default_value = "./slipway-data")]
     pub data_dir: PathBuf,
 
+    /// A postgres:// URL: build records, logs and the queue live in that
+    /// PostgreSQL database instead of SQLite in --data-dir.
+    #[arg(long, env = "SLIPWAY_DATABASE", hide_env_values = true)]
+    pub database: Option<Secret>,
+
     /// External URL of this service, for links in commit statuses.
     #[arg(long, env = "SLIPWAY_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -365,6 +370,7 @@ impl ServeArgs {
         self.github_token = secret(self.github_token);
         self.registry_password = secret(self.registry_password);
         self.api_token = secret(self.api_token);
+        self.database = secret(self.database);
         self.registry_user = text(self.registry_user);
         self.public_url = text(self.public_url);
         self.build_network = text(self.build_network);

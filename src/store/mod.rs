@@ -1,11 +1,18 @@
 //! Build records and logs, behind a small interface so that a shared
 //! Postgres store can replace SQLite without touching the pipeline.
 
+mod postgres;
 mod record;
 mod sqlite;
 
+use std::path::Path;
+use std::sync::Arc;
+
+pub use postgres::PostgresStore;
 pub use record::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Trigger};
 pub use sqlite::SqliteStore;
+
+use crate::config::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,6 +27,16 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("build store: {0}")]
     Io(#[from] std::io::Error),
+    #[error("build store: PostgreSQL: {0}; check --database and that PostgreSQL is up")]
+    Postgres(#[from] sqlx::Error),
+    #[error("build store: PostgreSQL schema migration: {0}; check that --database's user may create tables, and that no newer Slipway migrated this database")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("--database (SLIPWAY_DATABASE) is not a usable PostgreSQL URL: {0}")]
+    DatabaseUrl(String),
+    #[error("--database (SLIPWAY_DATABASE) must be a postgres:// or postgresql:// URL, not {0}; leave it unset for SQLite in --data-dir")]
+    UnsupportedDatabase(String),
+    #[error("build store already holds a build with id {0}")]
+    IdTaken(String),
 }
 
 /// One line of a build's log. `seq` grows with every line written, so a
@@ -47,11 +64,31 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
+/// One answer per record of a batch, in the records' order.
+pub type BatchAdmission = Vec<Result<Admission, StoreError>>;
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Records a new build unless it duplicates one, atomically: a build
     /// answered 202 is stored before the answer goes out.
     async fn admit(&self, record: &BuildRecord, max_queued: u64) -> Result<Admission, StoreError>;
+    /// Admits `records` in order, each as `admit` would (a record may
+    /// duplicate one earlier in the batch, and each created build counts
+    /// towards `max_queued` for the next). A record that fails alone gets its
+    /// own `Err`; `Err` for the whole call means none was stored.
+    /// The default admits one record at a time; a store that can should do
+    /// the batch in one transaction.
+    async fn admit_batch(
+        &self,
+        records: &[BuildRecord],
+        max_queued: u64,
+    ) -> Result<BatchAdmission, StoreError> {
+        let mut answers = Vec::with_capacity(records.len());
+        for record in records {
+            answers.push(self.admit(record, max_queued).await);
+        }
+        Ok(answers)
+    }
     async fn save(&self, record: &BuildRecord) -> Result<(), StoreError>;
     async fn get(&self, id: &str) -> Result<Option<BuildRecord>, StoreError>;
     async fn list(&self, filter: &ListFilter) -> Result<Vec<BuildRecord>, StoreError>;
@@ -66,4 +103,43 @@ pub trait Store: Send + Sync + 'static {
     /// Since when missed merges of `repository` are caught up: its first
     /// build's creation, else the first time this was asked (`now` then).
     async fn catch_up_since(&self, repository: &str, now: &str) -> Result<String, StoreError>;
+}
+
+/// The store `--database` names: PostgreSQL for a `postgres://` URL,
+/// SQLite in `data_dir` when unset.
+pub async fn open(
+    database: Option<&Secret>,
+    data_dir: &Path,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let Some(url) = database.map(Secret::expose) else {
+        return Ok(Arc::new(SqliteStore::open(data_dir)?));
+    };
+    if !is_postgres_url(url) {
+        return Err(StoreError::UnsupportedDatabase(describe_scheme(url)));
+    }
+    Ok(Arc::new(PostgresStore::open(url).await?))
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    ["postgres://", "postgresql://"].iter().any(|scheme| {
+        url.len() > scheme.len()
+            && url
+                .get(..scheme.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
+    })
+}
+
+/// Names what was given without repeating it: the value may hold a password.
+fn describe_scheme(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, _))
+            if (1..=20).contains(&scheme.len())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            format!("a {scheme}:// URL")
+        }
+        _ => "a value without a URL scheme".to_string(),
+    }
 }

@@ -1,0 +1,342 @@
+//! The PostgreSQL store (`--database postgres://…`). Same shape as the SQLite
+//! store: each record kept whole as JSON beside the columns that queries,
+//! uniqueness and the queue limit need. Queries are checked at run time
+//! (sqlx's query macros would need a live database to build).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgTransaction};
+
+use super::{
+    Admission, BatchAdmission, BuildRecord, BuildStatus, ListFilter, LogLine, Store, StoreError,
+};
+
+/// The schema, embedded in the binary: a running instance never depends on
+/// files beside it, and every instance of one build migrates alike.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "builds",
+    include_str!("../../migrations/postgres/0001_builds.sql"),
+)];
+
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        description.into(),
+                        MigrationType::Simple,
+                        sqlx::SqlSafeStr::into_sql_str(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        // The parse error names the part at fault, never the URL (it holds a password).
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::DatabaseUrl(e.to_string()))?;
+        migrate(&options).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+/// Runs the migrations on a connection of its own. sqlx's Postgres migrator
+/// takes a session advisory lock (`pg_advisory_lock`, keyed on the database
+/// name) before it even creates its table, so instances starting together
+/// take turns. A failed run returns without unlocking: closing the
+/// connection is what releases the lock, which a pooled connection would not.
+async fn migrate(options: &PgConnectOptions) -> Result<(), StoreError> {
+    let migrator = Migrator::new(Embedded).await?;
+    let mut conn = PgConnection::connect_with(options).await?;
+    let ran = migrator.run_direct(None, &mut conn, false).await;
+    // Closing is best effort: a connection dropped unclosed ends the session too.
+    let _ = conn.close().await;
+    Ok(ran?)
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or_default()
+}
+
+fn decode(json: &str) -> Result<BuildRecord, StoreError> {
+    Ok(serde_json::from_str(json)?)
+}
+
+fn decode_rows(rows: Vec<String>) -> Result<Vec<BuildRecord>, StoreError> {
+    rows.iter().map(|json| decode(json)).collect()
+}
+
+/// Locks the queue counter for the rest of the transaction and reads it.
+/// Every admission takes this one row lock, so the count it compares with
+/// `max_queued` cannot change under it; O(1), unlike a `count(*)` of the queue.
+async fn lock_queued_count(tx: &mut PgConnection) -> Result<u64, StoreError> {
+    let queued: i64 = sqlx::query_scalar("SELECT queued FROM queue_counter FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(to_u64(queued))
+}
+
+/// The build `record` duplicates: same delivery, or (for all but retries)
+/// the same repository and commit.
+async fn duplicate_of(
+    tx: &mut PgConnection,
+    record: &BuildRecord,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM builds
+         WHERE ($1::text IS NOT NULL AND delivery = $1)
+            OR ($4 AND repository = $2 AND commit_sha = $3 AND retry_of IS NULL)
+         ORDER BY seq LIMIT 1",
+    )
+    .bind(&record.delivery)
+    .bind(&record.repository)
+    .bind(&record.commit)
+    .bind(record.retry_of.is_none())
+    .fetch_optional(&mut *tx)
+    .await?)
+}
+
+/// Inserts unless a unique index says it is a duplicate; true when inserted.
+async fn insert_new(tx: &mut PgConnection, record: &BuildRecord) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO builds (id, status, repository, commit_sha, delivery, retry_of, record)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&record.id)
+    .bind(record.status.as_str())
+    .bind(&record.repository)
+    .bind(&record.commit)
+    .bind(&record.delivery)
+    .bind(&record.retry_of)
+    .bind(serde_json::to_string(record)?)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// One admission inside an open transaction.
+async fn admit_in(
+    tx: &mut PgConnection,
+    record: &BuildRecord,
+    max_queued: u64,
+) -> Result<Admission, StoreError> {
+    if lock_queued_count(tx).await? >= max_queued {
+        // A duplicate is answered as one even when the queue is full.
+        return Ok(match duplicate_of(tx, record).await? {
+            Some(existing) => Admission::Duplicate(existing),
+            None => Admission::QueueFull,
+        });
+    }
+    if insert_new(tx, record).await? {
+        return Ok(Admission::Created(record.id.clone()));
+    }
+    // ON CONFLICT waited for any concurrent insert of the same delivery or
+    // commit to commit; this statement's fresh snapshot sees that row.
+    match duplicate_of(tx, record).await? {
+        Some(existing) => Ok(Admission::Duplicate(existing)),
+        None => Err(StoreError::IdTaken(record.id.clone())),
+    }
+}
+
+/// One record of a batch, under its own savepoint so that its failure
+/// undoes only its own write.
+async fn admit_savepoint(
+    tx: &mut PgTransaction<'_>,
+    record: &BuildRecord,
+    max_queued: u64,
+) -> Result<Result<Admission, StoreError>, StoreError> {
+    let mut savepoint = tx.begin().await?;
+    let answer = admit_in(&mut savepoint, record, max_queued).await;
+    if answer.is_ok() {
+        savepoint.commit().await?;
+    } else {
+        savepoint.rollback().await?;
+    }
+    Ok(answer)
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn admit(&self, record: &BuildRecord, max_queued: u64) -> Result<Admission, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let answer = admit_in(&mut tx, record, max_queued).await?;
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    async fn admit_batch(
+        &self,
+        records: &[BuildRecord],
+        max_queued: u64,
+    ) -> Result<BatchAdmission, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut answers = Vec::with_capacity(records.len());
+        for record in records {
+            answers.push(admit_savepoint(&mut tx, record, max_queued).await?);
+        }
+        tx.commit().await?;
+        Ok(answers)
+    }
+
+    async fn save(&self, record: &BuildRecord) -> Result<(), StoreError> {
+        sqlx::query("UPDATE builds SET status = $2, record = $3::jsonb WHERE id = $1")
+            .bind(&record.id)
+            .bind(record.status.as_str())
+            .bind(serde_json::to_string(record)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<BuildRecord>, StoreError> {
+        let json: Option<String> =
+            sqlx::query_scalar("SELECT record::text FROM builds WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        json.as_deref().map(decode).transpose()
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<BuildRecord>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT record::text FROM builds
+             WHERE ($1::text IS NULL OR repository = $1) AND ($2::text IS NULL OR status = $2)
+             ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(&filter.repository)
+        .bind(filter.status.map(BuildStatus::as_str))
+        .bind(to_i64(filter.limit as u64))
+        .fetch_all(&self.pool)
+        .await?;
+        decode_rows(rows)
+    }
+
+    async fn queued_count(&self) -> Result<u64, StoreError> {
+        let queued: i64 = sqlx::query_scalar("SELECT queued FROM queue_counter")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(queued))
+    }
+
+    async fn unfinished(&self) -> Result<Vec<BuildRecord>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT record::text FROM builds WHERE status IN ('queued', 'running') ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        decode_rows(rows)
+    }
+
+    async fn append_log(&self, id: &str, lines: &[String]) -> Result<Vec<LogLine>, StoreError> {
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = to_i64(lines.len() as u64);
+        let mut tx = self.pool.begin().await?;
+        // The head row's lock orders concurrent appends to one build.
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO log_heads (build_id, last_seq) VALUES ($1, $2)
+             ON CONFLICT (build_id) DO UPDATE SET last_seq = log_heads.last_seq + EXCLUDED.last_seq
+             RETURNING last_seq",
+        )
+        .bind(id)
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await?;
+        let first = last - count + 1;
+        sqlx::query(
+            "INSERT INTO log_lines (build_id, seq, line)
+             SELECT $1, $2 + n - 1, line FROM unnest($3::text[]) WITH ORDINALITY AS t(line, n)",
+        )
+        .bind(id)
+        .bind(first)
+        .bind(lines)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(lines
+            .iter()
+            .zip(first..)
+            .map(|(text, seq)| LogLine {
+                seq: to_u64(seq),
+                text: text.clone(),
+            })
+            .collect())
+    }
+
+    async fn read_log(&self, id: &str, after: u64) -> Result<Vec<LogLine>, StoreError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, line FROM log_lines WHERE build_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(id)
+        .bind(to_i64(after))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, text)| LogLine {
+                seq: to_u64(seq),
+                text,
+            })
+            .collect())
+    }
+
+    async fn catch_up_since(&self, repository: &str, now: &str) -> Result<String, StoreError> {
+        // Repository names compare as GitHub does, ignoring ASCII case.
+        let key = repository.to_ascii_lowercase();
+        let first: Option<String> = sqlx::query_scalar(
+            "SELECT record->>'created_at' FROM builds WHERE lower(repository) = $1
+             ORDER BY seq LIMIT 1",
+        )
+        .bind(&key)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(created_at) = first {
+            return Ok(created_at);
+        }
+        sqlx::query(
+            "INSERT INTO watched (repository, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&key)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT since FROM watched WHERE repository = $1")
+                .bind(&key)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
