@@ -326,7 +326,7 @@ impl ServiceJob {
                 None
             }
             (Err(err), _) if engine_cannot_reach(&err) => {
-                self.pipeline.relay_is_unreachable();
+                relay.give_up();
                 self.log.line(&format!("the engine cannot reach Slipway's loopback relay ({err}): it runs in another network namespace, so images are exported from now on"));
                 None
             }
@@ -406,4 +406,21 @@ async fn export_image(
         .await
         .map_err(|e| format!("reading the exported image crashed: {e}"))?
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineError;
+
+    #[test]
+    fn an_engine_in_another_network_namespace_is_recognised() {
+        // As Engine 20.10 words it when nothing listens on its own loopback.
+        let refused = EngineError::Api(
+            "Get \"http://127.0.0.1:41234/v2/\": dial tcp 127.0.0.1:41234: connect: connection refused".into(),
+        );
+        assert!(engine_cannot_reach(&refused));
+        let other = EngineError::Api("received unexpected HTTP status: 502 Bad Gateway".into());
+        assert!(!engine_cannot_reach(&other));
+    }
 }
