@@ -301,17 +301,23 @@ impl ServiceJob {
         self.learn_bases(engine, image_id).await;
         let repository = self.pipeline.registry.repository(&self.spec.name);
         let session = relay.session(&repository);
+        let relay_repository = session.repository();
         let started = Instant::now();
         let pushed = engine
             .push_as(
                 image_id,
-                &session.repository(),
+                &relay_repository,
                 session.tag(),
                 session.credentials(),
             )
             .await;
         match (pushed, session.manifest()) {
             (Ok(()), Some(relayed)) => {
+                // The engine took the relay's answer as a registry digest of
+                // the image; it names nothing real, so it must not linger
+                // (a base image's provenance would pick it up).
+                let engine_name = format!("{relay_repository}@{}", relayed.engine_digest());
+                engine.forget_name(&engine_name).await;
                 self.log.line(&format!(
                     "pushed by the engine through the loopback relay: {} blobs uploaded ({} KiB), {} already in the registry, in {:.2?}",
                     relayed.stats.blobs_pushed,

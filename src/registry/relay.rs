@@ -40,6 +40,13 @@ pub struct RelayedManifest {
     pub stats: PushStats,
 }
 
+impl RelayedManifest {
+    /// The digest the engine now believes its image has at the relay.
+    pub fn engine_digest(&self) -> String {
+        super::export::sha256_digest(&self.bytes)
+    }
+}
+
 /// The loopback registry. Only pushes that Slipway started get through: each
 /// request must carry this process's random password, which the engine gets
 /// from Slipway with each push and nobody else knows.

@@ -147,6 +147,9 @@ impl Slipway {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info,slipway=debug")
             .env("SLIPWAY_LISTEN", format!("127.0.0.1:{port}"))
+            // Lets a bench run compare the push paths (`SLIPWAY_PUSH_PATH=export
+            // scripts/bench merge`); a test that names one still wins.
+            .envs(std::env::var("SLIPWAY_PUSH_PATH").map(|v| ("SLIPWAY_PUSH_PATH", v)))
             .envs(self.args.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
