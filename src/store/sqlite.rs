@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::runtime::Handle;
 
 use super::{
     Admission, BatchAdmission, BuildRecord, BuildStatus, ListFilter, LogLine, Store, StoreError,
@@ -62,6 +63,10 @@ INSERT OR REPLACE INTO counters (name, value)
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// The runtime that opened the store does its blocking work, whoever
+    /// calls: builds call from lower-priority threads, and the lock must not
+    /// be held at their priority while an admission waits for it.
+    runtime: Option<Handle>,
 }
 
 impl SqliteStore {
@@ -84,6 +89,7 @@ impl SqliteStore {
         conn.execute_batch(RECOUNT_QUEUED).map_err(open_err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            runtime: Handle::try_current().ok(),
         })
     }
 
@@ -93,12 +99,16 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
+        let task = move || {
             // A panic while holding the lock leaves SQLite consistent (each
             // statement is atomic), so a poisoned lock is still usable.
             let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             op(&mut guard)
-        })
+        };
+        match &self.runtime {
+            Some(runtime) => runtime.spawn_blocking(task),
+            None => tokio::task::spawn_blocking(task),
+        }
         .await
         .map_err(|e| StoreError::Io(std::io::Error::other(format!("store task failed: {e}"))))?
     }
