@@ -20,6 +20,8 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("build store: {0}")]
     Io(#[from] std::io::Error),
+    #[error("build store gave no answer for a record; redeliver it")]
+    Unanswered,
 }
 
 /// One line of a build's log. `seq` grows with every line written, so a
@@ -47,11 +49,31 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
+/// One answer per record of a batch, in the records' order.
+pub type BatchAdmission = Vec<Result<Admission, StoreError>>;
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Records a new build unless it duplicates one, atomically: a build
     /// answered 202 is stored before the answer goes out.
-    async fn admit(&self, record: &BuildRecord, max_queued: u64) -> Result<Admission, StoreError>;
+    async fn admit(&self, record: &BuildRecord, max_queued: u64) -> Result<Admission, StoreError> {
+        let mut answers = self
+            .admit_batch(std::slice::from_ref(record), max_queued)
+            .await?;
+        answers.pop().unwrap_or(Err(StoreError::Unanswered))
+    }
+    /// Admits `records` in order, each as `admit` would (a record may
+    /// duplicate one earlier in the same batch, and each created build counts
+    /// towards `max_queued` for the next), in one durable write: one commit
+    /// for many deliveries is what lets the webhook keep up under load.
+    /// An `Ok` answer is stored once this returns; a record that fails alone
+    /// gets its own `Err` without sinking the others, and `Err` for the whole
+    /// call means none of them was answered as stored.
+    async fn admit_batch(
+        &self,
+        records: &[BuildRecord],
+        max_queued: u64,
+    ) -> Result<BatchAdmission, StoreError>;
     async fn save(&self, record: &BuildRecord) -> Result<(), StoreError>;
     async fn get(&self, id: &str) -> Result<Option<BuildRecord>, StoreError>;
     async fn list(&self, filter: &ListFilter) -> Result<Vec<BuildRecord>, StoreError>;
@@ -66,4 +88,28 @@ pub trait Store: Send + Sync + 'static {
     /// Since when missed merges of `repository` are caught up: its first
     /// build's creation, else the first time this was asked (`now` then).
     async fn catch_up_since(&self, repository: &str, now: &str) -> Result<String, StoreError>;
+}
+
+/// A queued webhook build of `o/r`, for tests.
+#[cfg(test)]
+pub(crate) fn queued_record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
+    BuildRecord {
+        id: id.into(),
+        status: BuildStatus::Queued,
+        repository: "o/r".into(),
+        pull_request: 1,
+        commit: commit.into(),
+        base_ref: "main".into(),
+        delivery: delivery.map(Into::into),
+        created_at: now_rfc3339(),
+        started_at: None,
+        finished_at: None,
+        error: None,
+        services: vec![],
+        source_url: "https://github.com/o/r".into(),
+        retry_of: None,
+        instance: None,
+        trigger: Default::default(),
+        pr_comment: None,
+    }
 }
