@@ -298,8 +298,10 @@ fn make_big_base(bytes: u64) -> String {
     std::fs::write(
         dir.path().join("Dockerfile"),
         format!(
-            "FROM {}\nRUN head -c {bytes} /dev/urandom > /base-blob\n",
-            support::BASE_IMAGE
+            // The nonce keeps the builder's cache from handing back an earlier base.
+            "FROM {}\nRUN head -c {bytes} /dev/urandom > /base-blob && echo {} > /base-nonce\n",
+            support::BASE_IMAGE,
+            nonce()
         ),
     )
     .expect("write Dockerfile");
