@@ -247,7 +247,10 @@ fn cli_run(
 fn build_and_push(context: &Path, tag: &str, buildkit: bool) -> (Duration, Duration, usize, usize) {
     let started = Instant::now();
     let context = context.display().to_string();
-    docker_ok_with(&["build", "--network", "none", "-t", tag, &context], buildkit);
+    docker_ok_with(
+        &["build", "--network", "none", "-t", tag, &context],
+        buildkit,
+    );
     let built = started.elapsed();
     let started = Instant::now();
     let output = docker_ok(&["push", tag]);
@@ -456,7 +459,9 @@ async fn measure(bench: &Bench<'_>, workload: &Workload) -> (Runs, Memory) {
                 .bytes_above_base(&service.slipway_name, &version, base_layers)
                 .await;
         }
-        let engine = sw.engine_build().map_or(0.0, secs);
+        // A publish path without `built … in D` lines leaves the CLI's build
+        // of the same context on the same engine as the build time.
+        let engine = secs(sw.engine_build().unwrap_or(cli.build));
         let limit = engine + new_bytes as f64 / bench.upload_rate;
         println!(
             "  merge ({}, {}) run {}: slipway {:.2} s, CLI {:.2} s (build {:.2} s, push {:.2} s), \
@@ -471,7 +476,11 @@ async fn measure(bench: &Bench<'_>, workload: &Workload) -> (Runs, Memory) {
             limit,
             engine,
             new_bytes as f64 / 1e6,
-            if sw.used_relay() { ", loopback relay" } else { "" }
+            if sw.used_relay() {
+                ", loopback relay"
+            } else {
+                ""
+            }
         );
         runs.slipway.push(secs(sw.total));
         runs.cli.push(secs(cli.total));
@@ -586,7 +595,11 @@ fn workloads(mode: Mode, builder: Builder, cli_buildkit: bool, bases: &Bases) ->
             BasePusher::DockerCli => ("pushed by `docker push` (mirrored)", "mirrored"),
         };
         // The 1 GB runs are few: each costs a whole-image export.
-        let reps = if *bytes >= 1_000_000_000 { 3 } else { mode.pick(4, 2) };
+        let reps = if *bytes >= 1_000_000_000 {
+            3
+        } else {
+            mode.pick(4, 2)
+        };
         out.push(workload(
             format!("d {}, {short} base", size_label(*bytes)),
             format!(
@@ -1008,7 +1021,10 @@ fn merge_target(workload: &Workload, target: f64, runs: &Runs, which: Which) -> 
         Which::First => (": first publish".into(), format!("{ratio:.3}")),
         Which::Later => (
             ": later publishes (median)".into(),
-            format!("{ratio:.3} (per run {})", each(&runs.ratios(which), fmt_ratio)),
+            format!(
+                "{ratio:.3} (per run {})",
+                each(&runs.ratios(which), fmt_ratio)
+            ),
         ),
     };
     Target {

@@ -77,7 +77,12 @@ impl RegistryClient {
             .pull_image_manifest(&reference, &self.auth)
             .await
             .unwrap_or_else(|e| panic!("manifest of {repository}:{tag}: {e}"));
-        let layers: i64 = manifest.layers.iter().skip(base_layers).map(|l| l.size).sum();
+        let layers: i64 = manifest
+            .layers
+            .iter()
+            .skip(base_layers)
+            .map(|l| l.size)
+            .sum();
         (layers + manifest.config.size).max(0) as u64
     }
 }

@@ -235,7 +235,7 @@ pub fn file(contents: Vec<u8>) -> FakeEntry {
 
 /// Decimal size for labels: "200 MB", "1 GB".
 pub fn size_label(bytes: u64) -> String {
-    if bytes >= 1_000_000_000 && bytes % 1_000_000_000 == 0 {
+    if bytes >= 1_000_000_000 && bytes.is_multiple_of(1_000_000_000) {
         format!("{} GB", bytes / 1_000_000_000)
     } else {
         format!("{} MB", bytes as f64 / 1e6)
@@ -291,20 +291,12 @@ impl Bases {
 /// test base; returns its tag.
 fn make_big_base(bytes: u64) -> String {
     let tag = format!("slipway-bench-bigbase:{}", nonce());
-    let dir = tempfile::Builder::new()
-        .prefix("slipway-bench-base-")
-        .tempdir()
-        .expect("tempdir");
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        format!(
-            // The nonce keeps the builder's cache from handing back an earlier base.
-            "FROM {}\nRUN head -c {bytes} /dev/urandom > /base-blob && echo {} > /base-nonce\n",
-            support::BASE_IMAGE,
-            nonce()
-        ),
-    )
-    .expect("write Dockerfile");
+    let dir = dockerfile_only(&format!(
+        // The nonce keeps the builder's cache from handing back an earlier base.
+        "FROM {}\nRUN head -c {bytes} /dev/urandom > /base-blob && echo {} > /base-nonce\n",
+        support::BASE_IMAGE,
+        nonce()
+    ));
     let context = dir.path().display().to_string();
     docker_ok(&["build", "--network", "none", "-t", &tag, &context]);
     tag
@@ -327,15 +319,7 @@ pub fn layer_count(image: &str) -> usize {
 /// Whether `DOCKER_BUILDKIT=1 docker build` works here; Err with what the
 /// CLI said when it does not.
 pub fn cli_buildkit() -> Result<(), String> {
-    let dir = tempfile::Builder::new()
-        .prefix("slipway-bench-probe-")
-        .tempdir()
-        .expect("tempdir");
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        format!("FROM {}\n", support::BASE_IMAGE),
-    )
-    .expect("write Dockerfile");
+    let dir = dockerfile_only(&format!("FROM {}\n", support::BASE_IMAGE));
     let tag = format!("slipway-bench-probe:{}", nonce());
     let context = dir.path().display().to_string();
     let (ok, text) = docker_cli_with(&["build", "-t", &tag, &context], true);
@@ -343,6 +327,21 @@ pub fn cli_buildkit() -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(text.lines().next().unwrap_or("no output").trim().to_string())
+        Err(text
+            .lines()
+            .next()
+            .unwrap_or("no output")
+            .trim()
+            .to_string())
     }
+}
+
+/// A temporary build context holding only a Dockerfile.
+fn dockerfile_only(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-bench-context-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
+    dir
 }
