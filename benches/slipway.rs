@@ -29,8 +29,12 @@ mod merge;
 mod noop;
 #[path = "slipway/report.rs"]
 mod report;
+#[path = "slipway/upload.rs"]
+mod upload;
 #[path = "slipway/webhook.rs"]
 mod webhook;
+#[path = "slipway/workloads.rs"]
+mod workloads;
 
 use std::time::Instant;
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 use warp::Filter;
 
-use crate::config::PushPath;
-use crate::config::{Secret, ServeArgs};
+use crate::admission::Admissions;
+use crate::config::{PushPath, Secret, ServeArgs};
 use crate::context::{ContextPolicy, Limits};
 use crate::engine::{BuildSecrets, EngineSettings};
 use crate::github::hook_keeper::{HookBoard, HookKeeper, PublicUrl};
@@ -96,6 +96,8 @@ pub struct AppState {
     pub branches: Vec<String>,
     pub max_queued_builds: u64,
     pub store: Arc<dyn Store>,
+    /// Every new build goes through it: the webhook, retries and catch-up.
+    pub admissions: Admissions,
     pub queue: Queue,
     pub pipeline: Arc<Pipeline>,
     pub metrics: Arc<Metrics>,
@@ -270,6 +272,7 @@ impl App {
                 .filter(|b| !b.is_empty())
                 .collect(),
             max_queued_builds: args.max_queued_builds,
+            admissions: Admissions::start(store.clone(), args.max_queued_builds),
             store,
             queue,
             metrics: pipeline.metrics.clone(),

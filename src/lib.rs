@@ -6,6 +6,7 @@
 //! the [`store`] records. The [`queue`] and [`pipeline`] drive a build through
 //! those steps; [`api`] shows the results.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod config;

@@ -187,8 +187,8 @@ async fn engine_build_killed_or_timed_out_fails_the_service() {
 }
 
 /// A data dir on a small tmpfs, filled up while the service runs: the
-/// delivery is refused with 500 (GitHub shows it, and it can be redelivered),
-/// never acknowledged and dropped.
+/// delivery is refused with 503 and `Retry-After` (GitHub shows it, and it
+/// can be redelivered), never acknowledged and dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_data_dir_refuses_deliveries_instead_of_losing_them() {
     let mount = tempfile::tempdir().expect("tempdir");
@@ -221,17 +221,19 @@ async fn full_data_dir_refuses_deliveries_instead_of_losing_them() {
     let delivery = uuid();
     let mut refused = 0;
     for _ in 0..50 {
-        let (status, answer) = slipway
-            .deliver("pull_request", &delivery, body.as_bytes())
+        let (status, headers, answer) = slipway
+            .deliver_with_headers("pull_request", &delivery, body.as_bytes())
             .await;
-        if status == 500 {
+        assert_ne!(status, 500, "a full disk is not a server bug: {answer}");
+        if status == 503 {
             assert!(
                 answer["error"]
                     .as_str()
                     .unwrap_or_default()
-                    .contains("redeliver"),
+                    .ends_with("redeliver later"),
                 "{answer}"
             );
+            assert!(headers.contains_key("retry-after"), "{headers:?}");
             refused += 1;
             break;
         }

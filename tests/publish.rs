@@ -20,7 +20,8 @@ fn api_dockerfile() -> &'static str {
      RUN false\n"
 }
 
-/// The core publish tests, once on each builder.
+/// The core publish tests, once on each builder (both pushing through the
+/// loopback relay, the default), and once on BuildKit with the export path.
 macro_rules! on_both_builders {
     ($($test:ident),* $(,)?) => {
         mod buildkit {
@@ -33,6 +34,12 @@ macro_rules! on_both_builders {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
                 super::$test(super::Builder::Classic).await
+            })*
+        }
+        mod export {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(super::Builder::BuildKitExporting).await
             })*
         }
     };
@@ -48,14 +55,21 @@ on_both_builders!(
 enum Builder {
     BuildKit,
     Classic,
+    /// BuildKit, with `docker save` and Slipway's own upload.
+    BuildKitExporting,
 }
 
 impl Builder {
-    fn env(self) -> (&'static str, &'static str) {
-        match self {
-            Builder::BuildKit => ("SLIPWAY_BUILDER", "buildkit"),
-            Builder::Classic => ("SLIPWAY_BUILDER", "classic"),
-        }
+    fn env(self) -> [(&'static str, &'static str); 2] {
+        let (builder, push_path) = match self {
+            Builder::BuildKit => ("buildkit", "relay"),
+            Builder::Classic => ("classic", "relay"),
+            Builder::BuildKitExporting => ("buildkit", "export"),
+        };
+        [
+            ("SLIPWAY_BUILDER", builder),
+            ("SLIPWAY_PUSH_PATH", push_path),
+        ]
     }
 }
 
@@ -66,7 +80,7 @@ async fn merged_pr_publishes_two_services_that_pull_and_run(builder: Builder) {
     let slipway = Slipway::start(
         SlipwayOptions::new(&github, &registry)
             .env("SLIPWAY_GITHUB_TOKEN", "gh-token-xyz")
-            .envs(&[builder.env()]),
+            .envs(&builder.env()),
     )
     .await;
     let sha = sha();
@@ -95,6 +109,11 @@ async fn merged_pr_publishes_two_services_that_pull_and_run(builder: Builder) {
     let log = slipway.build_log(&id).await;
     println!("build log:\n{log}");
     assert_eq!(record["status"], "succeeded", "{record}\n{}", slipway.log());
+    let push_path_line = match builder {
+        Builder::BuildKitExporting => "[api] exported ",
+        _ => "[api] pushed by the engine through the loopback relay",
+    };
+    assert!(log.contains(push_path_line), "{log}");
     assert_eq!(record["commit"], sha);
     assert_eq!(record["repository"], REPO);
     assert_eq!(record["trigger"], "webhook");
@@ -249,7 +268,7 @@ async fn list_and_single_manifest_shapes_build() {
 }
 
 async fn failing_dockerfile_fails_its_service_only(builder: Builder) {
-    let (github, registry, slipway) = start_stack(&[builder.env()]).await;
+    let (github, registry, slipway) = start_stack(&builder.env()).await;
     let sha = sha();
     github.add_commit_files(
         REPO,
@@ -271,7 +290,7 @@ async fn failing_dockerfile_fails_its_service_only(builder: Builder) {
     assert_eq!(bad["status"], "failed");
     let error = bad["error"].as_str().unwrap_or("");
     let engine_says = match builder {
-        Builder::BuildKit => "exit code: 3",
+        Builder::BuildKit | Builder::BuildKitExporting => "exit code: 3",
         Builder::Classic => "returned a non-zero code: 3",
     };
     assert!(error.contains(engine_says), "engine's message: {error}");
@@ -294,7 +313,7 @@ async fn failing_dockerfile_fails_its_service_only(builder: Builder) {
 }
 
 async fn published_versions_are_immutable(builder: Builder) {
-    let (github, registry, slipway) = start_stack(&[builder.env()]).await;
+    let (github, registry, slipway) = start_stack(&builder.env()).await;
     let files = [
         (
             "dockerInfo.json",

@@ -474,9 +474,14 @@ pub fn nonce() -> String {
 
 /// Runs `docker` with the classic builder; returns (success, stdout+stderr).
 pub fn docker_cli(args: &[&str]) -> (bool, String) {
+    docker_cli_with(args, false)
+}
+
+/// Runs `docker` with BuildKit (`DOCKER_BUILDKIT=1`) or the classic builder.
+pub fn docker_cli_with(args: &[&str], buildkit: bool) -> (bool, String) {
     let out = Command::new("docker")
         .args(args)
-        .env("DOCKER_BUILDKIT", "0")
+        .env("DOCKER_BUILDKIT", if buildkit { "1" } else { "0" })
         .output()
         .expect("run the docker CLI");
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -486,7 +491,12 @@ pub fn docker_cli(args: &[&str]) -> (bool, String) {
 
 /// Like `docker_cli` but panics with the output on failure.
 pub fn docker_ok(args: &[&str]) -> String {
-    let (ok, text) = docker_cli(args);
+    docker_ok_with(args, false)
+}
+
+/// Like `docker_cli_with` but panics with the output on failure.
+pub fn docker_ok_with(args: &[&str], buildkit: bool) -> String {
+    let (ok, text) = docker_cli_with(args, buildkit);
     assert!(ok, "docker {args:?} failed:\n{text}");
     text
 }

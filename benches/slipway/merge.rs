@@ -1,6 +1,7 @@
 //! Benchmark 2: from the merge to the image in the registry, Slipway against
 //! `docker build` + `docker push` of the same contexts on the same engine
-//! and the same TLS registry.
+//! and the same TLS registry, with both builders, next to the limit this
+//! machine sets (the engine's build plus the new bytes at the upload rate).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,157 +13,17 @@ use serde_json::{json, Value};
 
 use super::common::*;
 use super::memory::MemoryReport;
+use super::upload::RegistryClient;
+use super::workloads::*;
 use crate::support::{self, FakeEntry, FakeGitHub, Slipway, SlipwayOptions, TestRegistry};
 
 const REPO: &str = "bench/monorepo";
 /// What the CLI side runs at once for the monorepo, as Slipway does with
 /// SLIPWAY_MAX_CONCURRENT_BUILDS=2.
 const CLI_PARALLEL: usize = 2;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Small,
-    Big {
-        bytes: u64,
-    },
-    Mono {
-        services: usize,
-    },
-    /// Like `Small`, on a base image with a large layer of its own.
-    OnBigBase,
-}
-
-struct Workload {
-    key: &'static str,
-    label: String,
-    kind: Kind,
-    /// The image its services start `FROM`, primed into the registry.
-    base: String,
-    /// Slipway / CLI the issue asks for; None: informational.
-    target: Option<f64>,
-}
-
-/// One service of a workload, as both sides build it.
-struct ServiceFiles {
-    /// Folder in the repository (the context).
-    dir: String,
-    slipway_name: String,
-    cli_name: String,
-    /// Paths relative to the context.
-    files: Vec<(String, Vec<u8>)>,
-}
-
-fn text_file(seed: usize, bytes: usize) -> Vec<u8> {
-    let mut out = String::new();
-    let mut i = 0;
-    while out.len() < bytes {
-        out.push_str(&format!(
-            "line {i} of file {seed}: lorem ipsum dolor sit amet\n"
-        ));
-        i += 1;
-    }
-    out.truncate(bytes);
-    out.into_bytes()
-}
-
-impl Workload {
-    fn services(&self, nonce: &str) -> Vec<ServiceFiles> {
-        let base = &self.base;
-        match self.kind {
-            Kind::Small => vec![ServiceFiles {
-                dir: "small".into(),
-                slipway_name: "bench-small".into(),
-                cli_name: "bench-small-cli".into(),
-                files: vec![
-                    (
-                        "Dockerfile".into(),
-                        format!(
-                            "FROM {base}\nRUN echo {nonce} > /nonce\nCOPY . /app/\n\
-                             CMD [\"cat\", \"/app/hello.txt\"]\n"
-                        )
-                        .into_bytes(),
-                    ),
-                    ("hello.txt".into(), b"hello from the small image\n".to_vec()),
-                ],
-            }],
-            Kind::OnBigBase => vec![ServiceFiles {
-                dir: "onbase".into(),
-                slipway_name: "bench-onbase".into(),
-                cli_name: "bench-onbase-cli".into(),
-                files: vec![
-                    (
-                        "Dockerfile".into(),
-                        format!("FROM {base}\nRUN echo {nonce} > /nonce\nCOPY . /app/\n")
-                            .into_bytes(),
-                    ),
-                    (
-                        "hello.txt".into(),
-                        b"hello from above a big base\n".to_vec(),
-                    ),
-                ],
-            }],
-            Kind::Big { bytes } => vec![ServiceFiles {
-                dir: "big".into(),
-                slipway_name: "bench-big".into(),
-                cli_name: "bench-big-cli".into(),
-                files: vec![(
-                    "Dockerfile".into(),
-                    format!(
-                        "FROM {base}\nRUN echo {nonce} > /nonce\n\
-                         RUN head -c {bytes} /dev/urandom > /blob\n"
-                    )
-                    .into_bytes(),
-                )],
-            }],
-            Kind::Mono { services } => (0..services)
-                .map(|i| {
-                    let mut files = vec![(
-                        "Dockerfile".to_string(),
-                        format!(
-                            "FROM {base}\nRUN echo {nonce} > /nonce\nRUN echo s{i} > /name\n\
-                             COPY . /app/\n"
-                        )
-                        .into_bytes(),
-                    )];
-                    for j in 0..20 {
-                        files.push((format!("src/f{j}.txt"), text_file(i * 100 + j, 4096)));
-                    }
-                    ServiceFiles {
-                        dir: format!("services/s{i}"),
-                        slipway_name: format!("bench-mono-s{i}"),
-                        cli_name: format!("bench-mono-cli-s{i}"),
-                        files,
-                    }
-                })
-                .collect(),
-        }
-    }
-}
-
-/// A commit holding `services` at `version`, with its manifest.
-fn commit_files(services: &[ServiceFiles], version: &str) -> Vec<(String, FakeEntry)> {
-    let manifest: Vec<Value> = services
-        .iter()
-        .map(|s| json!({"name": s.slipway_name, "version": version, "context": s.dir}))
-        .collect();
-    let mut files = vec![(
-        "dockerInfo.json".to_string(),
-        file(json!({ "services": manifest }).to_string().into_bytes()),
-    )];
-    for service in services {
-        for (path, contents) in &service.files {
-            files.push((format!("{}/{path}", service.dir), file(contents.clone())));
-        }
-    }
-    files
-}
-
-fn file(contents: Vec<u8>) -> FakeEntry {
-    FakeEntry::File {
-        contents,
-        executable: false,
-    }
-}
+/// The text a build log holds when the engine pushed through Slipway's
+/// loopback registry relay instead of `docker save`.
+const RELAY_MARK: &str = "loopback relay";
 
 /// What one Slipway build took, seen from outside.
 pub struct SlipwayRun {
@@ -281,6 +142,42 @@ pub fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+impl SlipwayRun {
+    /// When the first line containing any of `needles` arrived.
+    pub fn first_of(&self, needles: &[&str]) -> Option<Duration> {
+        self.lines
+            .iter()
+            .find(|(_, l)| needles.iter().any(|n| l.contains(n)))
+            .map(|(t, _)| *t)
+    }
+
+    /// The engine's wall time building this merge's services: from the
+    /// earliest build start to the last `built … in D` line, each start being
+    /// that line's arrival less D.
+    pub fn engine_build(&self) -> Option<Duration> {
+        let builds: Vec<(Duration, Duration)> = self
+            .lines
+            .iter()
+            .filter(|(_, l)| l.contains("] built "))
+            .filter_map(|(at, l)| {
+                let (_, took) = l.rsplit_once(" in ")?;
+                Some((*at, parse_debug_duration(took)?))
+            })
+            .collect();
+        let end = builds.iter().map(|(at, _)| *at).max()?;
+        let start = builds
+            .iter()
+            .map(|(at, took)| at.saturating_sub(*took))
+            .min()?;
+        Some(end.saturating_sub(start))
+    }
+
+    /// Whether a service's log says the engine pushed through the relay.
+    pub fn used_relay(&self) -> bool {
+        self.first(RELAY_MARK).is_some()
+    }
+}
+
 /// What the CLI side took.
 #[derive(Default)]
 struct CliRun {
@@ -293,7 +190,13 @@ struct CliRun {
 
 /// Writes each service's context to a temp folder, then `docker build` and
 /// `docker push` them, up to `parallel` services at once.
-fn cli_run(services: &[ServiceFiles], registry: &str, version: &str, parallel: usize) -> CliRun {
+fn cli_run(
+    services: &[ServiceFiles],
+    registry: &str,
+    version: &str,
+    parallel: usize,
+    buildkit: bool,
+) -> CliRun {
     let dir = tempfile::Builder::new()
         .prefix("slipway-bench-cli-")
         .tempdir()
@@ -323,7 +226,7 @@ fn cli_run(services: &[ServiceFiles], registry: &str, version: &str, parallel: u
                 let Some((context, tag)) = jobs.get(i) else {
                     break;
                 };
-                let result = build_and_push(context, tag);
+                let result = build_and_push(context, tag, buildkit);
                 results.lock().expect("results").push(result);
             });
         }
@@ -341,10 +244,13 @@ fn cli_run(services: &[ServiceFiles], registry: &str, version: &str, parallel: u
     run
 }
 
-fn build_and_push(context: &Path, tag: &str) -> (Duration, Duration, usize, usize) {
+fn build_and_push(context: &Path, tag: &str, buildkit: bool) -> (Duration, Duration, usize, usize) {
     let started = Instant::now();
     let context = context.display().to_string();
-    docker_ok(&["build", "--network", "none", "-t", tag, &context]);
+    docker_ok_with(
+        &["build", "--network", "none", "-t", tag, &context],
+        buildkit,
+    );
     let built = started.elapsed();
     let started = Instant::now();
     let output = docker_ok(&["push", tag]);
@@ -358,17 +264,32 @@ fn build_and_push(context: &Path, tag: &str) -> (Duration, Duration, usize, usiz
     )
 }
 
+/// Which runs a figure covers: (d) reports its first publish apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    All,
+    First,
+    Later,
+}
+
 /// Per-run figures of one workload.
 #[derive(Default)]
 struct Runs {
     slipway: Vec<f64>,
     cli: Vec<f64>,
-    ratios: Vec<f64>,
+    /// The engine's build plus the new bytes at the upload rate.
+    limit: Vec<f64>,
+    engine: Vec<f64>,
+    new_bytes: Vec<f64>,
+    /// Slipway's export+push of its first service.
+    export_push: Vec<f64>,
+    /// Of the runs `record_phases` saw (for (d): the later ones).
     phases: BTreeMap<&'static str, Vec<f64>>,
     cli_build: Vec<f64>,
     cli_push: Vec<f64>,
-    slipway_blobs: String,
-    cli_layers: String,
+    slipway_blobs: Vec<String>,
+    cli_layers: Vec<String>,
+    relay_runs: usize,
 }
 
 impl Runs {
@@ -381,6 +302,58 @@ impl Runs {
     fn phase_median(&self, name: &str) -> Option<f64> {
         self.phases.get(name).map(|v| median(v))
     }
+
+    fn of(values: &[f64], which: Which) -> f64 {
+        match which {
+            Which::All => median(values),
+            Which::First => values.first().copied().unwrap_or(0.0),
+            Which::Later => median(values.get(1..).unwrap_or_default()),
+        }
+    }
+
+    fn slipway(&self, which: Which) -> f64 {
+        Self::of(&self.slipway, which)
+    }
+
+    fn cli(&self, which: Which) -> f64 {
+        Self::of(&self.cli, which)
+    }
+
+    fn limit(&self, which: Which) -> f64 {
+        Self::of(&self.limit, which)
+    }
+
+    fn vs_cli(&self, which: Which) -> f64 {
+        self.slipway(which) / self.cli(which)
+    }
+
+    fn vs_limit(&self, which: Which) -> f64 {
+        self.slipway(which) / self.limit(which)
+    }
+
+    /// Slipway / CLI of each run `which` covers.
+    fn ratios(&self, which: Which) -> Vec<f64> {
+        let all: Vec<f64> = self
+            .slipway
+            .iter()
+            .zip(&self.cli)
+            .map(|(s, c)| s / c)
+            .collect();
+        match which {
+            Which::All => all,
+            Which::First => all.into_iter().take(1).collect(),
+            Which::Later => all.into_iter().skip(1).collect(),
+        }
+    }
+
+    /// How Slipway published: the export path, the relay, or both.
+    fn publish_path(&self) -> String {
+        match (self.relay_runs, self.slipway.len()) {
+            (0, _) => "export (`docker save`)".into(),
+            (r, n) if r == n => format!("loopback relay (all {n} runs)"),
+            (r, n) => format!("loopback relay in {r} of {n} runs, export in the others"),
+        }
+    }
 }
 
 /// Slipway's phases, from when its log lines arrived: the span before the
@@ -388,7 +361,8 @@ impl Runs {
 fn record_phases(runs: &mut Runs, run: &SlipwayRun) {
     let unpacked = run.first("unpacked ");
     let contexts = run.last("context: ");
-    let first_step = run.first("] Step 1/");
+    // The classic builder's first line is `Step 1/N`, BuildKit's `#1 …`.
+    let first_step = run.first_of(&["] Step 1/", "] #1 "]);
     let first_built = run.first("] built ");
     let last_built = run.last("] built ");
     let last_published = run.last("] published ");
@@ -414,220 +388,358 @@ fn record_phases(runs: &mut Runs, run: &SlipwayRun) {
             published.checked_sub(built),
         );
     }
-    if let (Some(built), Some(published)) = (first_built, run.first("] published ")) {
-        runs.phase("export+push of first service", published.checked_sub(built));
-    }
+    runs.phase("export+push of first service", first_export_push(run));
     if let (Some(built), Some(exported)) = (first_built, run.first("] exported ")) {
         runs.phase("export of first service", exported.checked_sub(built));
     }
+}
+
+/// From the first service's `built` line to its `published` line.
+fn first_export_push(run: &SlipwayRun) -> Option<Duration> {
+    let built = run.first("] built ")?;
+    run.first("] published ")?.checked_sub(built)
+}
+
+/// "3 blobs pushed (2 KiB), …" of the run's published lines.
+fn pushed_blobs(run: &SlipwayRun) -> String {
     let blobs: Vec<String> = run
         .matching("] published ")
         .iter()
         .filter_map(|l| l.split_once("): ").map(|(_, rest)| rest.to_string()))
         .collect();
-    if let Some(first) = blobs.first() {
-        runs.slipway_blobs = if blobs.len() == 1 {
-            first.clone()
-        } else {
-            format!("{} services; first: {first}", blobs.len())
-        };
+    match blobs.as_slice() {
+        [] => "-".into(),
+        [one] => one.clone(),
+        [first, ..] => format!("{} services; first: {first}", blobs.len()),
     }
 }
 
-pub async fn run(
-    mode: Mode,
-    github: &FakeGitHub,
-    registry: &TestRegistry,
-    memory: &mut MemoryReport,
-) -> Section {
-    let big_bytes: u64 = mode.pick(300_000_000, 5_000_000);
-    let mono: usize = mode.pick(10, 3);
-    let big_base_bytes: u64 = mode.pick(200_000_000, 5_000_000);
-    let big_base = tokio::task::spawn_blocking(move || make_big_base(big_base_bytes))
+/// What every run of a builder's round shares.
+struct Bench<'a> {
+    slipway: &'a Slipway,
+    github: &'a FakeGitHub,
+    registry: &'a TestRegistry,
+    client: &'a RegistryClient,
+    pid: Option<u32>,
+    /// Loopback upload rate to the registry, bytes per second.
+    upload_rate: f64,
+}
+
+/// Peak and starting RSS of slipway over a workload's runs.
+#[derive(Default)]
+struct Memory {
+    peak: Option<u64>,
+    before: Option<u64>,
+}
+
+/// Runs a workload `reps` times, alternating which side goes first.
+async fn measure(bench: &Bench<'_>, workload: &Workload) -> (Runs, Memory) {
+    let base = workload.base.clone();
+    let base_layers = tokio::task::spawn_blocking(move || layer_count(&base))
         .await
-        .expect("big base image");
-    let mut section = Section::new(
-        "2. Merge to image: Slipway vs docker CLI",
-        "Slipway: time from the 202 to the record's `succeeded` (GET /builds/<id> every 20 ms); \
-         it downloads the commit's tarball from the stand-in GitHub, builds on the engine \
-         (SLIPWAY_MAX_CONCURRENT_BUILDS=2) and pushes itself. CLI: `docker build --network none` \
-         (classic builder, DOCKER_BUILDKIT=0) of the same context written to a local folder, \
-         then `docker push`, to the same TLS registry on loopback. Every run starts with a \
-         fresh nonce as the first step (`RUN echo <nonce>`), so neither side reuses a cached \
-         layer, and a fresh tag, so every push is real. Both sides push into repositories \
-         primed with the base image by themselves (Slipway: a service `FROM <base>`; CLI: \
-         `docker push` of the base), so both find the base layers present; the two sides compress the base differently, so each primes its own \
-         repositories. Runs alternate which side goes first; images are removed after each run.",
-    );
-    let workloads = [
-        Workload {
-            key: "a",
-            label: "(a) small image, base layers already in the registry".into(),
-            kind: Kind::Small,
-            base: support::BASE_IMAGE.into(),
-            target: Some(1.0),
-        },
-        Workload {
-            key: "b",
-            label: format!("(b) {} MB layer of random data", big_bytes as f64 / 1e6),
-            kind: Kind::Big { bytes: big_bytes },
-            base: support::BASE_IMAGE.into(),
-            target: Some(1.1),
-        },
-        Workload {
-            key: "c",
-            label: format!(
-                "(c) monorepo, {mono} services sharing a base (CLI: {CLI_PARALLEL} at a time)"
-            ),
-            kind: Kind::Mono { services: mono },
-            base: support::BASE_IMAGE.into(),
-            target: Some(1.0),
-        },
-        Workload {
-            key: "d",
-            label: format!(
-                "(d) small change on a base with a {} MB layer, already in the registry \
-                 (not in the issue)",
-                big_base_bytes as f64 / 1e6
-            ),
-            kind: Kind::OnBigBase,
-            base: big_base.clone(),
-            target: None,
-        },
-    ];
-    let slipway = Slipway::start(
-        SlipwayOptions::new(github, registry).env("SLIPWAY_MAX_CONCURRENT_BUILDS", "2"),
+        .expect("layer count");
+    let mut runs = Runs::default();
+    let mut memory = Memory::default();
+    for rep in 0..workload.reps {
+        let version = format!("r{rep}-{}", nonce());
+        let (sw, cli) = if rep % 2 == 0 {
+            let sw = slipway_side(bench, workload, &version, &mut memory).await;
+            (sw, cli_side(bench, workload, &version).await)
+        } else {
+            let cli = cli_side(bench, workload, &version).await;
+            (
+                slipway_side(bench, workload, &version, &mut memory).await,
+                cli,
+            )
+        };
+        let mut new_bytes = 0;
+        for service in workload.services("names") {
+            new_bytes += bench
+                .client
+                .bytes_above_base(&service.slipway_name, &version, base_layers)
+                .await;
+        }
+        // A publish path without `built … in D` lines leaves the CLI's build
+        // of the same context on the same engine as the build time.
+        let engine = secs(sw.engine_build().unwrap_or(cli.build));
+        let limit = engine + new_bytes as f64 / bench.upload_rate;
+        println!(
+            "  merge ({}, {}) run {}: slipway {:.2} s, CLI {:.2} s (build {:.2} s, push {:.2} s), \
+             limit {:.2} s (engine {:.2} s + {:.1} MB){}",
+            workload.key,
+            workload.builder.label(),
+            rep + 1,
+            secs(sw.total),
+            secs(cli.total),
+            secs(cli.build),
+            secs(cli.push),
+            limit,
+            engine,
+            new_bytes as f64 / 1e6,
+            if sw.used_relay() {
+                ", loopback relay"
+            } else {
+                ""
+            }
+        );
+        runs.slipway.push(secs(sw.total));
+        runs.cli.push(secs(cli.total));
+        runs.limit.push(limit);
+        runs.engine.push(engine);
+        runs.new_bytes.push(new_bytes as f64);
+        runs.export_push
+            .push(first_export_push(&sw).map_or(0.0, secs));
+        runs.cli_build.push(secs(cli.build));
+        runs.cli_push.push(secs(cli.push));
+        runs.relay_runs += usize::from(sw.used_relay());
+        runs.slipway_blobs.push(pushed_blobs(&sw));
+        runs.cli_layers.push(format!(
+            "{} layer(s) pushed, {} already there or mounted",
+            cli.layers_pushed, cli.layers_existing
+        ));
+        if !(workload.first_apart() && rep == 0) {
+            record_phases(&mut runs, &sw);
+        }
+        cleanup(workload, bench.registry, &version);
+    }
+    (runs, memory)
+}
+
+async fn slipway_side(
+    bench: &Bench<'_>,
+    workload: &Workload,
+    version: &str,
+    memory: &mut Memory,
+) -> SlipwayRun {
+    let services = workload.services(&nonce());
+    let watch = MemoryWatch::start(bench.pid);
+    let run = slipway_run(
+        bench.slipway,
+        bench.github,
+        REPO,
+        commit_files(&services, version),
+        Duration::from_millis(20),
     )
     .await;
-    let pid = slipway_pid(&slipway);
-    let primed = prime(&slipway, github, registry, &workloads).await;
-    println!("  {primed}");
-    section.notes.push(primed);
+    let (rss, start) = watch.finish_with_start();
+    assert_succeeded(bench.slipway, &run).await;
+    memory.peak = memory.peak.max(rss);
+    memory.before = memory.before.or(start);
+    run
+}
 
-    let mut results = Table::new(
-        "Merge to image (medians of runs)",
-        &[
-            "workload",
-            "Slipway",
-            "docker CLI",
-            "Slipway / CLI",
-            "target",
-            "ratio per run",
-        ],
-    );
-    let mut breakdown = Table::new(
-        "Where the time goes (medians; Slipway times are when its log lines arrived, counted from the 202)",
-        &[
-            "workload",
-            "Slipway: download",
-            "unpacked",
-            "contexts ready",
-            "first engine step",
-            "first built",
-            "last built",
-            "last published",
-            "recorded",
-            "export+push (1st service)",
-            "of which export",
-            "CLI: build",
-            "CLI: push",
-        ],
-    );
-    let mut pushes = Table::new(
-        "What was pushed (last run)",
-        &["workload", "Slipway", "docker CLI"],
-    );
-    for workload in &workloads {
-        let mut runs = Runs::default();
-        let mut peak: Option<u64> = None;
-        let mut before: Option<u64> = None;
-        let reps = match workload.kind {
-            Kind::Big { .. } => mode.reps(),
-            _ => mode.pick(5, 1),
+async fn cli_side(bench: &Bench<'_>, workload: &Workload, version: &str) -> CliRun {
+    let services = workload.services(&nonce());
+    let host = bench.registry.host.clone();
+    let version = version.to_string();
+    let parallel = if matches!(workload.kind, Kind::Mono { .. }) {
+        CLI_PARALLEL
+    } else {
+        1
+    };
+    let buildkit = workload.cli_buildkit;
+    tokio::task::spawn_blocking(move || cli_run(&services, &host, &version, parallel, buildkit))
+        .await
+        .expect("CLI run")
+}
+
+/// The workloads of one builder's round.
+fn workloads(mode: Mode, builder: Builder, cli_buildkit: bool, bases: &Bases) -> Vec<Workload> {
+    let big_bytes: u64 = mode.pick(300_000_000, 5_000_000);
+    let mono: usize = mode.pick(10, 3);
+    let cli_buildkit = cli_buildkit && builder == Builder::BuildKit;
+    let workload = |key: String, label: String, kind: Kind, base: &str, target, reps| Workload {
+        key,
+        label,
+        kind,
+        base: base.to_string(),
+        target,
+        reps,
+        builder,
+        cli_buildkit,
+    };
+    let mut out = vec![
+        workload(
+            "a".into(),
+            "(a) small image, base layers already in the registry".into(),
+            Kind::Small,
+            support::BASE_IMAGE,
+            Some(1.0),
+            mode.pick(5, 1),
+        ),
+        workload(
+            "b".into(),
+            format!("(b) {} layer of random data", size_label(big_bytes)),
+            Kind::Big { bytes: big_bytes },
+            support::BASE_IMAGE,
+            Some(1.1),
+            mode.reps(),
+        ),
+        workload(
+            "c".into(),
+            format!("(c) monorepo, {mono} services sharing a base (CLI: {CLI_PARALLEL} at a time)"),
+            Kind::Mono { services: mono },
+            support::BASE_IMAGE,
+            Some(1.0),
+            mode.reps(),
+        ),
+    ];
+    if !mode.full() && builder == Builder::Classic {
+        // The smoke checks the builder switch with one small workload only.
+        out.truncate(1);
+        return out;
+    }
+    for (bytes, pushed_by, base) in &bases.images {
+        let (who, short) = match pushed_by {
+            BasePusher::Slipway => ("pushed before by Slipway", "Slipway's"),
+            BasePusher::DockerCli => ("pushed by `docker push` (mirrored)", "mirrored"),
         };
-        for rep in 0..reps {
-            let slipway_first = rep % 2 == 0;
-            let version = format!("r{rep}-{}", nonce());
-            let mut cli = None;
-            let mut sw = None;
-            for side in 0..2 {
-                let slipway_turn = (side == 0) == slipway_first;
-                if slipway_turn {
-                    let services = workload.services(&nonce());
-                    let watch = MemoryWatch::start(pid);
-                    let run = slipway_run(
-                        &slipway,
-                        github,
-                        REPO,
-                        commit_files(&services, &version),
-                        Duration::from_millis(20),
-                    )
-                    .await;
-                    let (rss, start) = watch.finish_with_start();
-                    assert_succeeded(&slipway, &run).await;
-                    peak = peak.max(rss);
-                    before = before.or(start);
-                    sw = Some(run);
-                } else {
-                    let services = workload.services(&nonce());
-                    let host = registry.host.clone();
-                    let version = version.clone();
-                    let parallel = if matches!(workload.kind, Kind::Mono { .. }) {
-                        CLI_PARALLEL
-                    } else {
-                        1
-                    };
-                    cli = Some(
-                        tokio::task::spawn_blocking(move || {
-                            cli_run(&services, &host, &version, parallel)
-                        })
-                        .await
-                        .expect("CLI run"),
-                    );
-                }
-            }
-            let (sw, cli) = (sw.expect("slipway ran"), cli.expect("CLI ran"));
-            println!(
-                "  merge ({}) run {}: slipway {:.2} s, CLI {:.2} s (build {:.2} s, push {:.2} s)",
-                workload.key,
-                rep + 1,
-                secs(sw.total),
-                secs(cli.total),
-                secs(cli.build),
-                secs(cli.push)
-            );
-            runs.slipway.push(secs(sw.total));
-            runs.cli.push(secs(cli.total));
-            runs.ratios.push(secs(sw.total) / secs(cli.total));
-            runs.cli_build.push(secs(cli.build));
-            runs.cli_push.push(secs(cli.push));
-            record_phases(&mut runs, &sw);
-            runs.cli_layers = format!(
-                "{} layer(s) pushed, {} already there or mounted",
-                cli.layers_pushed, cli.layers_existing
-            );
-            cleanup(workload, registry, &version);
+        // The 1 GB runs are few: each costs a whole-image export.
+        let reps = if *bytes >= 1_000_000_000 {
+            3
+        } else {
+            mode.pick(4, 2)
+        };
+        out.push(workload(
+            format!("d {}, {short} base", size_label(*bytes)),
+            format!(
+                "(d) small change on a base with a {} layer, {who}",
+                size_label(*bytes)
+            ),
+            Kind::OnBigBase {
+                base_bytes: *bytes,
+                pushed_by: *pushed_by,
+            },
+            base,
+            Some(1.0),
+            reps,
+        ));
+    }
+    out
+}
+
+/// The tables of the merge section, filled a workload at a time.
+struct Tables {
+    results: Table,
+    first: Table,
+    limit: Table,
+    breakdown: Table,
+    pushes: Table,
+}
+
+impl Tables {
+    fn new(upload_rate: f64) -> Self {
+        Self {
+            results: Table::new(
+                "Merge to image (medians of runs; for (d) of the publishes after the first)",
+                &[
+                    "workload",
+                    "builder",
+                    "Slipway",
+                    "docker CLI",
+                    "limit",
+                    "Slipway / CLI",
+                    "Slipway / limit",
+                    "target (Slipway / CLI)",
+                    "Slipway / CLI per run",
+                ],
+            ),
+            first: Table::new(
+                "(d) The first publish on a base new to the registry, and the later ones",
+                &[
+                    "workload",
+                    "builder",
+                    "first: Slipway",
+                    "first: docker CLI",
+                    "first: limit",
+                    "first: Slipway / CLI",
+                    "first: Slipway / limit",
+                    "first: Slipway export+push",
+                    "first: Slipway pushed",
+                    "later (median): Slipway / CLI",
+                    "later: Slipway / limit",
+                    "target",
+                ],
+            ),
+            limit: Table::new(
+                &format!(
+                    "Limit: the engine's build plus the new bytes at {} (medians; for (d) of the later publishes)",
+                    fmt_upload_rate(upload_rate)
+                ),
+                &[
+                    "workload",
+                    "builder",
+                    "engine build",
+                    "new compressed bytes",
+                    "upload at the loopback rate",
+                    "limit",
+                    "Slipway",
+                    "Slipway / limit",
+                ],
+            ),
+            breakdown: Table::new(
+                "Where the time goes (medians; for (d) of the later publishes; Slipway times are when its log lines arrived, counted from the 202)",
+                &[
+                    "workload",
+                    "builder",
+                    "Slipway: download",
+                    "unpacked",
+                    "contexts ready",
+                    "first engine step",
+                    "first built",
+                    "last built",
+                    "last published",
+                    "recorded",
+                    "export+push (1st service)",
+                    "of which export",
+                    "CLI: build",
+                    "CLI: push",
+                ],
+            ),
+            pushes: Table::new(
+                "What was pushed (last run), and how",
+                &["workload", "builder", "Slipway", "docker CLI", "Slipway's publish path"],
+            ),
         }
-        if matches!(workload.kind, Kind::Big { .. }) {
-            memory.add(
-                &format!("publishing workload {}", workload.label),
-                peak,
-                before,
-            );
-        }
-        let (s, c) = (median(&runs.slipway), median(&runs.cli));
-        let ratio = s / c;
-        results.row(vec![
+    }
+
+    fn add(&mut self, workload: &Workload, runs: &Runs, upload_rate: f64) {
+        let which = if workload.first_apart() {
+            Which::Later
+        } else {
+            Which::All
+        };
+        let builder = workload.builder.label().to_string();
+        let key = workload.key.clone();
+        self.results.row(vec![
             workload.label.clone(),
-            fmt_s(s),
-            fmt_s(c),
-            fmt_ratio(ratio),
+            builder.clone(),
+            fmt_s(runs.slipway(which)),
+            fmt_s(runs.cli(which)),
+            fmt_s(runs.limit(which)),
+            fmt_ratio(runs.vs_cli(which)),
+            fmt_ratio(runs.vs_limit(which)),
             workload.target.map_or("-".into(), |t| format!("≤ {t:.1}")),
-            each(&runs.ratios, fmt_ratio),
+            each(&runs.ratios(which), fmt_ratio),
+        ]);
+        if workload.first_apart() {
+            self.add_first(workload, runs);
+        }
+        let new_bytes = Runs::of(&runs.new_bytes, which);
+        self.limit.row(vec![
+            key.clone(),
+            builder.clone(),
+            fmt_s(Runs::of(&runs.engine, which)),
+            fmt_bytes(new_bytes),
+            fmt_s(new_bytes / upload_rate),
+            fmt_s(runs.limit(which)),
+            fmt_s(runs.slipway(which)),
+            fmt_ratio(runs.vs_limit(which)),
         ]);
         let p = |name: &str| runs.phase_median(name).map_or("-".into(), fmt_s);
-        breakdown.row(vec![
-            workload.key.to_string(),
+        self.breakdown.row(vec![
+            key.clone(),
+            builder.clone(),
             p("1 download"),
             p("2 to unpacked"),
             p("3 contexts ready"),
@@ -638,93 +750,305 @@ pub async fn run(
             p("7 recorded"),
             p("export+push of first service"),
             p("export of first service"),
-            fmt_s(median(&runs.cli_build)),
-            fmt_s(median(&runs.cli_push)),
+            fmt_s(Runs::of(&runs.cli_build, which)),
+            fmt_s(Runs::of(&runs.cli_push, which)),
         ]);
-        pushes.row(vec![
-            workload.key.to_string(),
-            runs.slipway_blobs.clone(),
-            runs.cli_layers.clone(),
+        self.pushes.row(vec![
+            key,
+            builder,
+            runs.slipway_blobs.last().cloned().unwrap_or_default(),
+            runs.cli_layers.last().cloned().unwrap_or_default(),
+            runs.publish_path(),
         ]);
-        if workload.kind == Kind::OnBigBase {
-            let span = |name: &str| runs.phase_median(name).map_or("-".into(), fmt_s);
-            section.notes.push(format!(
-                "(d) Slipway / CLI {}: export + push after the build took {} for Slipway \
-                 against {} for `docker push`, though both sides found the base layers in the \
-                 registry (Slipway: {}; CLI: {}). Slipway exports the whole image (`docker \
-                 save`), the base's large layer included, before it can tell what the registry \
-                 lacks; the CLI knows the layers it pushed before and skips them unread.",
-                fmt_ratio(ratio),
-                span("span: export+push after the last build"),
-                fmt_s(median(&runs.cli_push)),
-                runs.slipway_blobs,
-                runs.cli_layers
-            ));
-        }
-        if let Some(target) = workload.target {
-            section
-                .targets
-                .push(merge_target(workload, target, &runs, ratio));
-        }
     }
-    docker_rmi(std::slice::from_ref(&big_base));
-    keep_log(&slipway, "merge");
-    breakdown.note(
-        "Slipway columns are points in time after the 202: `download` is the duration its log \
-         reports for the tarball; `unpacked`, `contexts ready` (last service), `first engine step` (the \
-         engine's first `Step 1/N` line, so the build has begun), `first/last built` \
-         (engine build done), `last published` (push done) and `recorded` (the record says \
-         succeeded) are when those log lines / that status arrived. `export+push` is from the \
-         first service's `built` to its `published` (docker save of the whole image, gzip, \
-         upload), `of which export` to its `exported` line (if the build log has one). CLI columns are durations summed over services (with 2 at a time for (c) \
-         the sum exceeds the wall time).",
+
+    fn add_first(&mut self, workload: &Workload, runs: &Runs) {
+        let first = Which::First;
+        self.first.row(vec![
+            workload.key.clone(),
+            workload.builder.label().to_string(),
+            fmt_s(runs.slipway(first)),
+            fmt_s(runs.cli(first)),
+            fmt_s(runs.limit(first)),
+            fmt_ratio(runs.vs_cli(first)),
+            fmt_ratio(runs.vs_limit(first)),
+            fmt_s(Runs::of(&runs.export_push, first)),
+            runs.slipway_blobs.first().cloned().unwrap_or_default(),
+            fmt_ratio(runs.vs_cli(Which::Later)),
+            fmt_ratio(runs.vs_limit(Which::Later)),
+            workload.target.map_or("-".into(), |t| format!("≤ {t:.1}")),
+        ]);
+    }
+
+    fn into_section(self, section: &mut Section) {
+        section.tables.extend([
+            self.results,
+            self.first,
+            self.limit,
+            self.breakdown,
+            self.pushes,
+        ]);
+    }
+}
+
+/// Decimal kB below a megabyte, MB above.
+fn fmt_bytes(bytes: f64) -> String {
+    if bytes < 1e6 {
+        format!("{:.1} kB", bytes / 1e3)
+    } else {
+        fmt_mb(bytes)
+    }
+}
+
+fn fmt_upload_rate(bytes_per_second: f64) -> String {
+    format!("{:.0} MB/s", bytes_per_second / 1e6)
+}
+
+/// The loopback upload rate (best of a few uploads of one random blob) and
+/// a note on how it was measured.
+async fn upload_rate(mode: Mode, client: &RegistryClient) -> (f64, String) {
+    let bytes: usize = mode.pick(256 << 20, 16 << 20);
+    let tries = mode.pick(3, 1);
+    let rates = client.upload_rates(bytes, tries).await;
+    let best = rates.iter().copied().fold(0.0, f64::max);
+    let note = format!(
+        "Loopback upload rate: {} (the best of {tries} upload(s) of {} MiB of random data as \
+         one blob to the same TLS registry, with the same client library and monolithic \
+         upload as Slipway: {}). The limit column is the engine's build time as Slipway \
+         drives it (from the earliest build start to the last `built … in D` line, each start \
+         being that line's arrival less D) plus the compressed bytes Slipway's pushed \
+         manifests hold above the base (new layers and config) at that rate: no publish path \
+         can beat it without building faster or uploading less.",
+        fmt_upload_rate(best),
+        bytes >> 20,
+        each(&rates, fmt_upload_rate)
     );
-    section.tables.push(results);
-    section.tables.push(breakdown);
-    section.tables.push(pushes);
+    (best, note)
+}
+
+pub async fn run(
+    mode: Mode,
+    github: &FakeGitHub,
+    registry: &TestRegistry,
+    memory: &mut MemoryReport,
+) -> Section {
+    let mut section = Section::new("2. Merge to image: Slipway vs docker CLI", HOW);
+    let client = RegistryClient::new(registry);
+    let (rate, rate_note) = upload_rate(mode, &client).await;
+    println!("  {rate_note}");
+    let cli_buildkit = tokio::task::spawn_blocking(cli_buildkit)
+        .await
+        .expect("probe the CLI's BuildKit");
+    section.notes.push(cli_builder_note(&cli_buildkit));
+    let sizes: Vec<u64> = mode.pick(vec![200_000_000, 1_000_000_000], vec![5_000_000]);
+    let host = registry.host.clone();
+    let bases = tokio::task::spawn_blocking(move || Bases::make(&sizes, &host))
+        .await
+        .expect("the bases of (d)");
+    println!("  {}", bases.note);
+    section.notes.push(bases.note.clone());
+    section.notes.push(rate_note);
+    let mut tables = Tables::new(rate);
+    for builder in Builder::ALL {
+        let workloads = workloads(mode, builder, cli_buildkit.is_ok(), &bases);
+        let slipway = Slipway::start(
+            SlipwayOptions::new(github, registry)
+                .env("SLIPWAY_MAX_CONCURRENT_BUILDS", "2")
+                .env("SLIPWAY_BUILDER", builder.flag()),
+        )
+        .await;
+        let primed = prime(&slipway, github, registry, &workloads).await;
+        println!("  {primed}");
+        section.notes.push(primed);
+        let bench = Bench {
+            slipway: &slipway,
+            github,
+            registry,
+            client: &client,
+            pid: slipway_pid(&slipway),
+            upload_rate: rate,
+        };
+        for workload in &workloads {
+            let (runs, peak) = measure(&bench, workload).await;
+            remember_memory(memory, workload, &peak);
+            tables.add(workload, &runs, rate);
+            add_targets(&mut section, workload, &runs);
+        }
+        unprime_cli(registry, &workloads);
+        keep_log(&slipway, &format!("merge-{}", builder.flag()));
+    }
+    docker_rmi(&bases.tags);
+    tables.breakdown.note(BREAKDOWN_NOTE);
+    tables.into_section(&mut section);
+    section.notes.push(reps_note(mode));
     section
 }
 
-fn merge_target(workload: &Workload, target: f64, runs: &Runs, ratio: f64) -> Target {
-    let s = median(&runs.slipway);
-    let c = median(&runs.cli);
-    let build_cli = median(&runs.cli_build);
-    let push_cli = median(&runs.cli_push);
-    let first_step = runs.phase_median("3b first step").unwrap_or(0.0);
-    let built = runs.phase_median("5 last built").unwrap_or(0.0);
-    let published = runs.phase_median("6 last published").unwrap_or(0.0);
-    let first_export = runs
-        .phase_median("export+push of first service")
-        .unwrap_or(0.0);
-    let evidence = vec![
-        format!(
-            "Slipway {} in all: the engine's first step of the first build came at {} \
-             (manifest, download, unpack, contexts, registry lookup, engine connection), \
-             builds done at {}, pushes done at {}, recorded at {}; the first service's \
-             export+push took {}.",
-            fmt_s(s),
-            fmt_s(first_step),
-            fmt_s(built),
-            fmt_s(published),
-            fmt_s(s),
-            fmt_s(first_export)
+const HOW: &str = "Slipway: time from the 202 to the record's `succeeded` (GET /builds/<id> \
+every 20 ms); it downloads the commit's tarball from the stand-in GitHub, builds on the engine \
+(SLIPWAY_MAX_CONCURRENT_BUILDS=2) and pushes itself. CLI: `docker build --network none` of the \
+same context written to a local folder, then `docker push`, to the same TLS registry on \
+loopback. Every workload runs twice: with Slipway's BuildKit builder (`--builder buildkit`, the \
+default; CLI `DOCKER_BUILDKIT=1` where the CLI can) and with the classic builder (`--builder \
+classic`; CLI `DOCKER_BUILDKIT=0`), each builder with its own Slipway process and its own \
+repositories. Every run starts with a fresh nonce as the first step (`RUN echo <nonce>`), so \
+neither side reuses a cached layer, and a fresh tag, so every push is real. For (a) to (c) and \
+the (d) bases pushed by Slipway, both sides push into repositories primed with the base image by \
+themselves (Slipway: a service `FROM <base>`; CLI: `docker push` of the base), so both find the \
+base layers present; the two sides compress the base differently, so each primes its own \
+repositories. The mirrored (d) bases were pushed once by `docker push` into a repository of \
+their own, and both sides build `FROM` that registry reference into repositories new to them, \
+so their first publish is a team's first publish on a mirrored base. Each (d) base has its own \
+random layer. Runs alternate which side goes first (Slipway first in the first run); images \
+are removed after each run.";
+
+const BREAKDOWN_NOTE: &str = "Slipway columns are points in time after the 202: `download` is \
+the duration its log reports for the tarball; `unpacked`, `contexts ready` (last service), \
+`first engine step` (the engine's first `Step 1/N` or `#1` line, so the build has begun), \
+`first/last built` (engine build done), `last published` (push done) and `recorded` (the \
+record says succeeded) are when those log lines / that status arrived. `export+push` is from \
+the first service's `built` to its `published` (the whole publish: `docker save`, gzip and \
+upload, or the engine's push through the loopback relay), `of which export` to its `exported` \
+line (\"-\" when the build log has none, as on the relay path). CLI columns are durations \
+summed over services (with 2 at a time for (c) the sum exceeds the wall time).";
+
+fn reps_note(mode: Mode) -> String {
+    format!(
+        "Runs per builder: (a) {}, (b) and (c) {}, (d) with the 200 MB bases {} (the first \
+         publish and {} later ones), (d) with the 1 GB bases 3 (the first and 2 later: each \
+         costs a whole-image export, and the full run must stay near 30 minutes).",
+        mode.pick(5, 1),
+        mode.reps(),
+        mode.pick(4, 2),
+        mode.pick(3, 1)
+    )
+}
+
+fn cli_builder_note(probe: &Result<(), String>) -> String {
+    match probe {
+        Ok(()) => "The docker CLI here builds with BuildKit (`DOCKER_BUILDKIT=1 docker build` \
+                   works), so the BuildKit rows compare like with like."
+            .into(),
+        Err(said) => format!(
+            "The Docker Engine here (20.10) builds with BuildKit through its API (Slipway's \
+             BuildKit rows use it), but the docker CLI here cannot: `DOCKER_BUILDKIT=1 docker \
+             build` answers \"{said}\" (the CLI needs the buildx plugin for BuildKit, and it is \
+             not installed). The CLI side of the BuildKit rows therefore builds with the \
+             classic builder (DOCKER_BUILDKIT=0), as in the classic rows."
         ),
+    }
+}
+
+/// Memory rows for the workloads the issue watches: (b) and the 1 GB (d).
+fn remember_memory(memory: &mut MemoryReport, workload: &Workload, peak: &Memory) {
+    let watched = match workload.kind {
+        Kind::Big { .. } => true,
+        Kind::OnBigBase { base_bytes, .. } => base_bytes >= 1_000_000_000,
+        _ => false,
+    };
+    if watched {
+        memory.add(
+            &format!(
+                "publishing workload {}, {} builder",
+                workload.label,
+                workload.builder.label()
+            ),
+            peak.peak,
+            peak.before,
+        );
+    }
+}
+
+fn add_targets(section: &mut Section, workload: &Workload, runs: &Runs) {
+    let Some(target) = workload.target else {
+        return;
+    };
+    if workload.first_apart() {
+        section
+            .targets
+            .push(merge_target(workload, target, runs, Which::First));
+        section
+            .targets
+            .push(merge_target(workload, target, runs, Which::Later));
+    } else {
+        section
+            .targets
+            .push(merge_target(workload, target, runs, Which::All));
+    }
+}
+
+fn merge_target(workload: &Workload, target: f64, runs: &Runs, which: Which) -> Target {
+    let ratio = runs.vs_cli(which);
+    let s = runs.slipway(which);
+    let c = runs.cli(which);
+    let build_cli = Runs::of(&runs.cli_build, which);
+    let push_cli = Runs::of(&runs.cli_push, which);
+    let mut evidence = vec![
         format!(
-            "docker CLI {} in all: build {}, push {} (summed over services).",
+            "Slipway {} in all, docker CLI {} (build {}, push {}); limit {} (engine build {} \
+             + {} at the loopback rate), Slipway / limit {}.",
+            fmt_s(s),
             fmt_s(c),
             fmt_s(build_cli),
-            fmt_s(push_cli)
+            fmt_s(push_cli),
+            fmt_s(runs.limit(which)),
+            fmt_s(Runs::of(&runs.engine, which)),
+            fmt_bytes(Runs::of(&runs.new_bytes, which)),
+            fmt_ratio(runs.vs_limit(which))
         ),
         format!(
-            "Pushed: Slipway {}; CLI {}.",
-            runs.slipway_blobs, runs.cli_layers
+            "Slipway's export+push of its first service: {}; publish path: {}.",
+            fmt_s(Runs::of(&runs.export_push, which)),
+            runs.publish_path()
         ),
     ];
+    let (slipway_pushed, cli_pushed) = match which {
+        Which::First => (runs.slipway_blobs.first(), runs.cli_layers.first()),
+        _ => (runs.slipway_blobs.last(), runs.cli_layers.last()),
+    };
+    evidence.push(format!(
+        "Pushed: Slipway {}; CLI {}.",
+        slipway_pushed.map_or("-", String::as_str),
+        cli_pushed.map_or("-", String::as_str)
+    ));
+    let closing = if which == Which::First {
+        Vec::new()
+    } else {
+        closing_lines(workload, target, runs, which)
+    };
+    let (name, measured) = match which {
+        Which::All => (String::new(), format!("{ratio:.3}")),
+        Which::First => (": first publish".into(), format!("{ratio:.3}")),
+        Which::Later => (
+            ": later publishes (median)".into(),
+            format!(
+                "{ratio:.3} (per run {})",
+                each(&runs.ratios(which), fmt_ratio)
+            ),
+        ),
+    };
+    Target {
+        name: format!(
+            "merge to image {}, {} builder{name}",
+            workload.label,
+            workload.builder.label()
+        ),
+        target: format!("Slipway / CLI ≤ {target:.1}"),
+        measured,
+        met: ratio <= target,
+        evidence,
+        closing,
+    }
+}
+
+fn closing_lines(workload: &Workload, target: f64, runs: &Runs, which: Which) -> Vec<String> {
     let mut closing = Vec::new();
+    let ratios = runs.ratios(which);
     let (low, high) = (
-        runs.ratios.iter().copied().fold(f64::MAX, f64::min),
-        max(&runs.ratios),
+        ratios.iter().copied().fold(f64::MAX, f64::min),
+        max(&ratios),
     );
+    let (s, c) = (runs.slipway(which), runs.cli(which));
     if low <= target {
         closing.push(format!(
             "Per-run ratios range from {low:.2} to {high:.2}: some runs meet the target, so \
@@ -733,7 +1057,10 @@ fn merge_target(workload: &Workload, target: f64, runs: &Runs, ratio: f64) -> Ta
             fmt_s(s - c)
         ));
     }
+    let span = |name: &str| runs.phase_median(name).unwrap_or(0.0);
+    let push_cli = Runs::of(&runs.cli_push, which);
     if matches!(workload.kind, Kind::Mono { .. }) {
+        let built = span("5 last built");
         closing.push(format!(
             "Slipway's builds were all done {} after the 202 and the CLI finished building and \
              pushing at {}; Slipway's pushes after its last build took {}. The engine's build \
@@ -743,7 +1070,6 @@ fn merge_target(workload: &Workload, target: f64, runs: &Runs, ratio: f64) -> Ta
             fmt_s(s - built)
         ));
     } else {
-        let span = |name: &str| runs.phase_median(name).unwrap_or(0.0);
         closing.push(format!(
             "Gap by phase (medians of per-run spans, Slipway vs CLI): before the engine's first \
              step {} (the CLI's start and context upload are inside its build time); engine \
@@ -752,7 +1078,7 @@ fn merge_target(workload: &Workload, target: f64, runs: &Runs, ratio: f64) -> Ta
              on average.",
             fmt_s(span("span: before the engine")),
             fmt_s(span("span: engine")),
-            fmt_s(build_cli),
+            fmt_s(Runs::of(&runs.cli_build, which)),
             fmt_s(span("span: export+push after the last build")),
             fmt_s(
                 span("span: after the last build") - span("span: export+push after the last build")
@@ -760,33 +1086,24 @@ fn merge_target(workload: &Workload, target: f64, runs: &Runs, ratio: f64) -> Ta
             fmt_s(push_cli)
         ));
     }
-    Target {
-        name: format!("merge to image {}", workload.label),
-        target: format!("Slipway / CLI ≤ {target:.1}"),
-        measured: format!("{ratio:.3}"),
-        met: ratio <= target,
-        evidence,
-        closing,
-    }
+    closing
 }
 
-/// Puts the base layer into every repository each side pushes to; returns
-/// what that took each side, as a note: a first push into a new repository.
+/// Puts the base layer into every repository each side pushes to (for the
+/// workloads that want it); returns what that took each side, as a note: a
+/// first push into a new repository.
 async fn prime(
     slipway: &Slipway,
     github: &FakeGitHub,
     registry: &TestRegistry,
     workloads: &[Workload],
 ) -> String {
+    let primed: Vec<&Workload> = workloads.iter().filter(|w| w.primed()).collect();
     // (service, the base to prime it with, the folder whose Dockerfile is FROM it)
     let mut services = Vec::new();
-    for workload in workloads {
+    for (i, workload) in primed.iter().enumerate() {
         for service in workload.services("prime") {
-            services.push((
-                service,
-                workload.base.clone(),
-                format!("prime/{}", workload.key),
-            ));
+            services.push((service, workload.base.clone(), format!("prime/w{i}")));
         }
     }
     let manifest: Vec<Value> = services
@@ -797,15 +1114,37 @@ async fn prime(
         "dockerInfo.json".to_string(),
         file(json!({ "services": manifest }).to_string().into_bytes()),
     )];
-    for workload in workloads {
+    for (i, workload) in primed.iter().enumerate() {
         files.push((
-            format!("prime/{}/Dockerfile", workload.key),
+            format!("prime/w{i}/Dockerfile"),
             file(format!("FROM {}\n", workload.base).into_bytes()),
         ));
     }
     let run = slipway_run(slipway, github, REPO, files, Duration::from_millis(50)).await;
     assert_succeeded(slipway, &run).await;
-    // "... : 2 blobs pushed (1234 KiB), 0 already present, in ..."
+    let (blobs, kib) = published_totals(&run);
+    let host = registry.host.clone();
+    let names: Vec<(String, String)> = services
+        .iter()
+        .map(|(s, base, _)| (s.cli_name.clone(), base.clone()))
+        .collect();
+    let count = names.len();
+    let (pushed, mounted) = tokio::task::spawn_blocking(move || cli_prime(&host, names))
+        .await
+        .expect("priming the CLI's repositories");
+    let builder = primed.first().map_or("", |w| w.builder.label());
+    format!(
+        "Priming ({builder} builder), a first push of the base images into {count} new \
+         repositories per side: Slipway took {} and pushed {blobs} blobs ({kib} KiB), mounting \
+         the layers it had pushed before into the other repositories; the docker CLI uploaded \
+         {pushed} layer(s) and mounted or found {mounted} (cross-repository blob mount from \
+         another repository of the registry).",
+        fmt_s(secs(run.total))
+    )
+}
+
+/// Blobs and KiB pushed over the run's "… : 2 blobs pushed (1234 KiB), …" lines.
+fn published_totals(run: &SlipwayRun) -> (u64, u64) {
     let (mut blobs, mut kib) = (0u64, 0u64);
     for line in run.matching("] published ") {
         let Some((_, stats)) = line.rsplit_once("): ") else {
@@ -819,35 +1158,36 @@ async fn prime(
             .and_then(|(n, _)| n.parse::<u64>().ok())
             .unwrap_or(0);
     }
-    let host = registry.host.clone();
-    let names: Vec<(String, String)> = services
+    (blobs, kib)
+}
+
+/// `docker push` of each base under the CLI's service names; returns the
+/// layers uploaded and the layers mounted or found.
+fn cli_prime(host: &str, names: Vec<(String, String)>) -> (usize, usize) {
+    let (mut pushed, mut mounted) = (0, 0);
+    for (name, base) in names {
+        let tag = format!("{host}/{name}:prime");
+        docker_ok(&["tag", &base, &tag]);
+        let output = docker_ok(&["push", &tag]);
+        pushed += output.lines().filter(|l| l.contains(": Pushed")).count();
+        mounted += output
+            .lines()
+            .filter(|l| l.contains("Mounted from") || l.contains("already exists"))
+            .count();
+    }
+    (pushed, mounted)
+}
+
+/// Removes the CLI's priming tags, so that the next builder's Slipway does
+/// not find Slipway's own bases in the registry through them.
+fn unprime_cli(registry: &TestRegistry, workloads: &[Workload]) {
+    let tags: Vec<String> = workloads
         .iter()
-        .map(|(s, base, _)| (s.cli_name.clone(), base.clone()))
+        .filter(|w| w.primed())
+        .flat_map(|w| w.services("prime"))
+        .map(|s| format!("{}/{}:prime", registry.host, s.cli_name))
         .collect();
-    let count = names.len();
-    let (pushed, mounted) = tokio::task::spawn_blocking(move || {
-        let (mut pushed, mut mounted) = (0, 0);
-        for (name, base) in names {
-            let tag = format!("{host}/{name}:prime");
-            docker_ok(&["tag", &base, &tag]);
-            let output = docker_ok(&["push", &tag]);
-            pushed += output.lines().filter(|l| l.contains(": Pushed")).count();
-            mounted += output
-                .lines()
-                .filter(|l| l.contains("Mounted from") || l.contains("already exists"))
-                .count();
-        }
-        (pushed, mounted)
-    })
-    .await
-    .expect("priming the CLI's repositories");
-    format!(
-        "Priming, a first push of the base images into {count} new repositories per side: \
-         Slipway took {} and pushed {blobs} blobs ({kib} KiB), mounting the layers it had \
-         pushed before into the other repositories; the docker CLI uploaded {pushed} layer(s) and mounted or found \
-         {mounted} (cross-repository blob mount from another repository of the registry).",
-        fmt_s(secs(run.total))
-    )
+    docker_rmi(&tags);
 }
 
 fn cleanup(workload: &Workload, registry: &TestRegistry, version: &str) {
@@ -862,25 +1202,4 @@ fn cleanup(workload: &Workload, registry: &TestRegistry, version: &str) {
         })
         .collect();
     docker_rmi(&images);
-}
-
-/// Builds (once per run) a base image with a layer of `bytes` random bytes
-/// on top of the test base; returns its tag.
-fn make_big_base(bytes: u64) -> String {
-    let tag = format!("slipway-bench-bigbase:{}", nonce());
-    let dir = tempfile::Builder::new()
-        .prefix("slipway-bench-base-")
-        .tempdir()
-        .expect("tempdir");
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        format!(
-            "FROM {}\nRUN head -c {bytes} /dev/urandom > /base-blob\n",
-            support::BASE_IMAGE
-        ),
-    )
-    .expect("write Dockerfile");
-    let context = dir.path().display().to_string();
-    docker_ok(&["build", "--network", "none", "-t", &tag, &context]);
-    tag
 }

@@ -49,7 +49,9 @@ pub fn write(path: &Path, mode: Mode, machine: &Machine, sections: &[Section], e
          cargo test --release --bench slipway   # the smoke version (also part of `cargo test --all-targets`)\n\
          ```\n\n\
          The full suite runs in release mode, repeats each measurement (3 runs; 5 for the no-op \
-         merge) and reports medians. Everything runs on this machine: the real `slipway` binary \
+         merge and merge workload (a); for the large-base merge workload (d) the first publish \
+         and 3 later ones on the 200 MB bases, 2 later ones on the 1 GB bases) and reports \
+         medians. A full run takes about 25 to 30 minutes on this 2-core machine. Everything runs on this machine: the real `slipway` binary \
          (started by the integration-test harness, tests/support), the stand-in GitHub in the \
          bench process, a real TLS registry with basic auth (Debian's docker-registry) and the \
          machine's Docker Engine, all on loopback. Compare ratios rather than absolute times: \
@@ -63,7 +65,7 @@ pub fn write(path: &Path, mode: Mode, machine: &Machine, sections: &[Section], e
          | CPUs (nproc) | {} ({}) |\n\
          | memory | {} |\n\
          | kernel | {} |\n\
-         | Docker Engine | {} (storage driver {}, classic builder) |\n\
+         | Docker Engine | {} (storage driver {}; merge to image with both builders) |\n\
          | date (UTC) | {} |\n\
          | load average at the start | {} |\n",
         machine.cpus,

@@ -126,5 +126,5 @@ async fn retry(id: String, state: Arc<AppState>) -> Response {
         trigger: Trigger::Retry,
         ..original
     };
-    admit_record(&state, &record).await.0
+    admit_record(&state, record).await.0
 }

@@ -239,7 +239,7 @@ impl Engine {
         tag: &str,
         credentials: (&str, &str),
     ) -> Result<(), EngineError> {
-        use bollard::query_parameters::{PushImageOptions, RemoveImageOptions, TagImageOptions};
+        use bollard::query_parameters::{PushImageOptions, TagImageOptions};
         let tag_options = TagImageOptions {
             repo: Some(repository.to_string()),
             tag: Some(tag.to_string()),
@@ -265,15 +265,19 @@ impl Engine {
                 }
             })
             .await;
-        let untag = RemoveImageOptions {
+        self.forget_name(&format!("{repository}:{tag}")).await;
+        pushed
+    }
+
+    /// Drops a name of an image (`NAME:TAG` or `NAME@DIGEST`), never the image.
+    pub async fn forget_name(&self, name: &str) {
+        let untag = bollard::query_parameters::RemoveImageOptions {
             noprune: true,
             ..Default::default()
         };
-        let named = format!("{repository}:{tag}");
-        if let Err(err) = self.docker.remove_image(&named, Some(untag), None).await {
-            tracing::debug!(%err, "could not drop the relay's name for the image");
+        if let Err(err) = self.docker.remove_image(name, Some(untag), None).await {
+            tracing::debug!(%err, name, "could not drop an image name");
         }
-        pushed
     }
 
     /// The image in docker-save format (a tar holding `manifest.json`).

@@ -155,6 +155,8 @@ pub enum CatchUpError {
     GitHub(#[from] GitHubError),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Admission(#[from] crate::admission::AdmissionError),
     #[error("the store holds an unreadable time `{0}`")]
     BadTime(String),
 }
@@ -179,9 +181,14 @@ pub async fn round(state: &AppState, repo: &Repository) -> Result<usize, CatchUp
         }
         let mut record = crate::webhook::new_record(merge.pull, None);
         record.trigger = Trigger::CatchUp;
-        match state.store.admit(&record, state.max_queued_builds).await? {
+        let (repository, pull_request, commit) = (
+            record.repository.clone(),
+            record.pull_request,
+            record.commit.clone(),
+        );
+        match state.admissions.admit(record).await? {
             Admission::Created(id) => {
-                tracing::info!(build = %id, repository = %record.repository, pull_request = record.pull_request, commit = %record.commit, "missed merge found; build queued");
+                tracing::info!(build = %id, %repository, pull_request, %commit, "missed merge found; build queued");
                 state.metrics.catch_up_build();
                 state.queue.push(id);
                 admitted += 1;

@@ -63,9 +63,6 @@ pub struct Pipeline {
     /// One lock per image tag, held from the last registry check to the end
     /// of the push, so two builds here never race for the same tag.
     tag_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    /// Set once the engine was found unable to reach the relay: it runs in
-    /// another network namespace, so every push exports from then on.
-    relay_unreachable: std::sync::atomic::AtomicBool,
 }
 
 impl Pipeline {
@@ -86,21 +83,12 @@ impl Pipeline {
             engine: OnceCell::new(),
             service_slots: Semaphore::new(max_concurrent_builds),
             tag_locks: std::sync::Mutex::default(),
-            relay_unreachable: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// The relay, unless the engine was found unable to reach it.
+    /// The relay, unless a push showed it cannot serve here.
     fn usable_relay(&self) -> Option<&Arc<crate::registry::relay::Relay>> {
-        let unreachable = self
-            .relay_unreachable
-            .load(std::sync::atomic::Ordering::Relaxed);
-        self.settings.relay.as_ref().filter(|_| !unreachable)
-    }
-
-    fn relay_is_unreachable(&self) {
-        self.relay_unreachable
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.settings.relay.as_ref().filter(|relay| relay.usable())
     }
 
     async fn lock_tag(&self, image: &str) -> tokio::sync::OwnedMutexGuard<()> {

@@ -301,17 +301,23 @@ impl ServiceJob {
         self.learn_bases(engine, image_id).await;
         let repository = self.pipeline.registry.repository(&self.spec.name);
         let session = relay.session(&repository);
+        let relay_repository = session.repository();
         let started = Instant::now();
         let pushed = engine
             .push_as(
                 image_id,
-                &session.repository(),
+                &relay_repository,
                 session.tag(),
                 session.credentials(),
             )
             .await;
         match (pushed, session.manifest()) {
             (Ok(()), Some(relayed)) => {
+                // The engine took the relay's answer as a registry digest of
+                // the image; it names nothing real, so it must not linger
+                // (a base image's provenance would pick it up).
+                let engine_name = format!("{relay_repository}@{}", relayed.engine_digest());
+                engine.forget_name(&engine_name).await;
                 self.log.line(&format!(
                     "pushed by the engine through the loopback relay: {} blobs uploaded ({} KiB), {} already in the registry, in {:.2?}",
                     relayed.stats.blobs_pushed,
@@ -326,7 +332,7 @@ impl ServiceJob {
                 None
             }
             (Err(err), _) if engine_cannot_reach(&err) => {
-                self.pipeline.relay_is_unreachable();
+                relay.give_up();
                 self.log.line(&format!("the engine cannot reach Slipway's loopback relay ({err}): it runs in another network namespace, so images are exported from now on"));
                 None
             }
@@ -406,4 +412,21 @@ async fn export_image(
         .await
         .map_err(|e| format!("reading the exported image crashed: {e}"))?
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineError;
+
+    #[test]
+    fn an_engine_in_another_network_namespace_is_recognised() {
+        // As Engine 20.10 words it when nothing listens on its own loopback.
+        let refused = EngineError::Api(
+            "Get \"http://127.0.0.1:41234/v2/\": dial tcp 127.0.0.1:41234: connect: connection refused".into(),
+        );
+        assert!(engine_cannot_reach(&refused));
+        let other = EngineError::Api("received unexpected HTTP status: 502 Bad Gateway".into());
+        assert!(!engine_cannot_reach(&other));
+    }
 }

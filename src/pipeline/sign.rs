@@ -163,6 +163,19 @@ impl ServiceJob {
         Ok((signature, added))
     }
 
+    /// Names the engine gave an image when it pushed it through the relay
+    /// are not registry digests of anything.
+    fn without_relay_names(&self, digests: Vec<String>) -> Vec<String> {
+        let Some(relay) = &self.pipeline.settings.relay else {
+            return digests;
+        };
+        let prefix = format!("{}/", relay.addr());
+        digests
+            .into_iter()
+            .filter(|digest| !digest.starts_with(&prefix))
+            .collect()
+    }
+
     /// The Dockerfile's base images, by digest as the engine holds them.
     async fn base_images(&self, engine: &Engine) -> Vec<BaseImage> {
         let dockerfile = self
@@ -177,7 +190,11 @@ impl ServiceJob {
         );
         let mut bases = Vec::with_capacity(references.len());
         for reference in references {
-            let found = engine.image_digests(&reference).await.ok();
+            let found = engine
+                .image_digests(&reference)
+                .await
+                .ok()
+                .map(|(id, digests)| (id, self.without_relay_names(digests)));
             bases.push(BaseImage {
                 repo_digest: found
                     .as_ref()

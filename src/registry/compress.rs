@@ -27,11 +27,18 @@ pub struct Written {
 
 /// Compresses `src` into `dest`; returns the digest of what was written.
 pub fn gzip_file(src: &Path, dest: &Path) -> io::Result<Written> {
+    let file = BufWriter::with_capacity(1 << 20, File::create(dest)?);
+    gzip_into(src, file)
+}
+
+/// Compresses `src` into `sink` (a file, or an upload under way), member by
+/// member in order; returns the digest of what was written.
+pub fn gzip_into(src: &Path, sink: impl Write + Send) -> io::Result<Written> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     let reader = BufReader::with_capacity(CHUNK, File::open(src)?);
-    let mut out = HashingFile::create(dest)?;
+    let mut out = HashingSink(HashingWriter::new(sink));
     if threads == 1 {
         compress_serially(reader, &mut out)?;
     } else {
@@ -86,7 +93,7 @@ fn read_chunk(reader: &mut impl Read) -> io::Result<Vec<u8>> {
     Ok(chunk)
 }
 
-fn compress_serially(mut reader: impl Read, out: &mut HashingFile) -> io::Result<()> {
+fn compress_serially<W: Write>(mut reader: impl Read, out: &mut HashingSink<W>) -> io::Result<()> {
     loop {
         let chunk = read_chunk(&mut reader)?;
         if chunk.is_empty() && out.size() > 0 {
@@ -101,9 +108,9 @@ fn compress_serially(mut reader: impl Read, out: &mut HashingFile) -> io::Result
 
 /// Reads chunks here, compresses them on `threads` workers, and writes them
 /// back in order. At most about 3 × `threads` chunks are in memory at once.
-fn compress_in_parallel(
+fn compress_in_parallel<W: Write + Send>(
     mut reader: impl Read,
-    out: &mut HashingFile,
+    out: &mut HashingSink<W>,
     threads: usize,
 ) -> io::Result<()> {
     std::thread::scope(|scope| {
@@ -153,9 +160,9 @@ fn feed_chunks(
     }
 }
 
-fn write_in_order(
+fn write_in_order<W: Write>(
     done: mpsc::Receiver<(usize, io::Result<Vec<u8>>)>,
-    out: &mut HashingFile,
+    out: &mut HashingSink<W>,
 ) -> io::Result<()> {
     let mut pending = BTreeMap::new();
     let mut next = 0;
@@ -169,17 +176,10 @@ fn write_in_order(
     Ok(())
 }
 
-/// The compressed layer file, hashed as it is written.
-struct HashingFile(HashingWriter<BufWriter<File>>);
+/// The compressed layer, hashed as it is written.
+struct HashingSink<W: Write>(HashingWriter<W>);
 
-impl HashingFile {
-    fn create(path: &Path) -> io::Result<Self> {
-        Ok(Self(HashingWriter::new(BufWriter::with_capacity(
-            1 << 20,
-            File::create(path)?,
-        ))))
-    }
-
+impl<W: Write> HashingSink<W> {
     fn size(&self) -> u64 {
         self.0.size()
     }
@@ -243,10 +243,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let serial = dir.path().join("serial.gz");
         let parallel = dir.path().join("parallel.gz");
-        let mut a = HashingFile::create(&serial).expect("create");
+        let create =
+            |path: &Path| HashingSink(HashingWriter::new(File::create(path).expect("create")));
+        let mut a = create(&serial);
         compress_serially(data.as_slice(), &mut a).expect("serial");
         let a = a.finish().expect("finish");
-        let mut b = HashingFile::create(&parallel).expect("create");
+        let mut b = create(&parallel);
         compress_in_parallel(data.as_slice(), &mut b, 3).expect("parallel");
         let b = b.finish().expect("finish");
         assert_eq!(a, b);

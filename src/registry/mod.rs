@@ -89,6 +89,57 @@ impl RegistryError {
     }
 }
 
+/// Compressed gzip members queued for a streamed upload: a few MiB each, so
+/// a layer in flight holds this many at most, beside the compressors' own.
+const MEMBERS_AHEAD: usize = 2;
+
+/// Feeds compressed members into a streamed upload.
+struct UploadFeed(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+
+impl std::io::Write for UploadFeed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped")
+            })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A streamed upload either failed, or met a registry that takes no
+/// chunked uploads (then the layer goes up from a file instead).
+#[derive(Debug)]
+enum StreamError {
+    Refused(String),
+    Failed(RegistryError),
+}
+
+impl From<RegistryError> for StreamError {
+    fn from(err: RegistryError) -> Self {
+        StreamError::Failed(err)
+    }
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamError::Refused(reason) => write!(f, "chunked upload refused: {reason}"),
+            StreamError::Failed(err) => err.fmt(f),
+        }
+    }
+}
+
+impl StreamError {
+    fn is_transient(&self) -> bool {
+        matches!(self, StreamError::Failed(err) if err.is_transient())
+    }
+}
+
 /// What the registry holds at `NAME:VERSION`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Published {
@@ -528,12 +579,96 @@ impl Registry {
                 return Ok((known.blob(), false));
             }
         }
-        let (path, blob) = self.compressed(raw).await?;
-        let uploaded = self
-            .retrying(what, || self.upload_if_missing(reference, &path, &blob))
-            .await?;
+        let (blob, uploaded) = match self.stream_if_raw(reference, raw, what).await? {
+            Some(blob) => (blob, true),
+            None => {
+                let (path, blob) = self.compressed(raw).await?;
+                let uploaded = self
+                    .retrying(what, || self.upload_if_missing(reference, &path, &blob))
+                    .await?;
+                (blob, uploaded)
+            }
+        };
         self.remember_layer(&raw.digest, &blob, reference.repository());
         Ok((blob, uploaded))
+    }
+
+    /// A layer the engine exported uncompressed goes up as it is compressed,
+    /// as a chunked upload: compression and upload overlap, and nothing more
+    /// is written to disk. `None` for a layer that is gzip already, or a
+    /// registry that refuses chunked uploads: those go up from a file.
+    async fn stream_if_raw(
+        &self,
+        reference: &Reference,
+        raw: &RawLayer,
+        what: &str,
+    ) -> Result<Option<Written>, RegistryError> {
+        let path = raw.path.clone();
+        let gzip = tokio::task::spawn_blocking(move || compress::is_gzip(&path))
+            .await
+            .map_err(|e| self.failed(format!("reading a layer crashed: {e}")))?
+            .map_err(|e| self.failed(format!("reading a layer: {e}")))?;
+        if gzip {
+            return Ok(None);
+        }
+        let streamed = with_backoff(
+            Backoff::REGISTRY,
+            what,
+            || self.stream_compressed(reference, raw),
+            StreamError::is_transient,
+        )
+        .await;
+        match streamed {
+            Ok(blob) => Ok(Some(blob)),
+            Err(StreamError::Refused(reason)) => {
+                tracing::info!(%reason, "registry refused a chunked upload; uploading from a file");
+                Ok(None)
+            }
+            Err(StreamError::Failed(err)) => Err(err),
+        }
+    }
+
+    async fn stream_compressed(
+        &self,
+        reference: &Reference,
+        raw: &RawLayer,
+    ) -> Result<Written, StreamError> {
+        let (feed, rx) = tokio::sync::mpsc::channel(MEMBERS_AHEAD);
+        let path = raw.path.clone();
+        let compressing = tokio::task::spawn_blocking(move || {
+            let written = compress::gzip_into(&path, UploadFeed(feed.clone()));
+            if let Err(err) = &written {
+                // Fails the upload before it is committed with a short blob.
+                let _ = feed.blocking_send(Err(std::io::Error::new(err.kind(), err.to_string())));
+            }
+            written
+        });
+        let stream =
+            tokio_stream::wrappers::ReceiverStream::new(rx).map_err(OciDistributionError::IoError);
+        let uploaded = self
+            .client
+            .push_blob_stream_chunked(reference, stream)
+            .await;
+        let written = compressing
+            .await
+            .map_err(|e| self.failed(format!("compression crashed: {e}")))?;
+        let uploaded = uploaded.map_err(|err| match err {
+            OciDistributionError::SpecViolationError(reason) => StreamError::Refused(reason),
+            OciDistributionError::ServerError {
+                code: 405 | 416, ..
+            } => StreamError::Refused(err.to_string()),
+            err => StreamError::Failed(self.classify(err, reference.repository())),
+        })?;
+        let written = written.map_err(|e| self.failed(format!("compressing a layer: {e}")))?;
+        if uploaded.blob_digest != written.digest {
+            return Err(self
+                .failed(format!(
+                    "the registry took {} for a layer compressed to {}",
+                    uploaded.blob_digest, written.digest
+                ))
+                .into());
+        }
+        Ok(written)
     }
 
     /// Asks the registry to link a blob it holds in another repository. Any

@@ -40,6 +40,13 @@ pub struct RelayedManifest {
     pub stats: PushStats,
 }
 
+impl RelayedManifest {
+    /// The digest the engine now believes its image has at the relay.
+    pub fn engine_digest(&self) -> String {
+        super::export::sha256_digest(&self.bytes)
+    }
+}
+
 /// The loopback registry. Only pushes that Slipway started get through: each
 /// request must carry this process's random password, which the engine gets
 /// from Slipway with each push and nobody else knows.
@@ -52,6 +59,9 @@ pub struct Relay {
     sessions: Mutex<HashMap<String, Session>>,
     /// Relay upload id → the registry's upload location and bytes so far.
     uploads: Mutex<HashMap<String, (String, u64)>>,
+    /// Set when a push showed the relay cannot serve: the engine could not
+    /// reach it, or the registry wants credentials the relay cannot give.
+    unusable: std::sync::atomic::AtomicBool,
 }
 
 struct Session {
@@ -161,6 +171,7 @@ impl Relay {
             registry,
             sessions: Mutex::default(),
             uploads: Mutex::default(),
+            unusable: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(serve(listener, relay.clone()));
         Ok(relay)
@@ -168,6 +179,16 @@ impl Relay {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether pushes should still try the relay.
+    pub fn usable(&self) -> bool {
+        !self.unusable.load(Ordering::Relaxed)
+    }
+
+    /// Every push exports from now on.
+    pub fn give_up(&self) {
+        self.unusable.store(true, Ordering::Relaxed);
     }
 
     /// Opens a session for one push of the engine into `repository` (the
@@ -240,7 +261,14 @@ impl Relay {
                 self.manifest_put(&repository, &tag, request).await
             }
         };
-        outcome.unwrap_or_else(|message| {
+        outcome.unwrap_or_else(|failure| {
+            let message = match failure {
+                Failure::CredentialsRefused(message) => {
+                    self.give_up();
+                    message
+                }
+                Failure::Other(message) => message,
+            };
             tracing::warn!(%message, "loopback relay could not pass a request on");
             error(StatusCode::BAD_GATEWAY, "UNKNOWN", &message)
         })
@@ -248,7 +276,7 @@ impl Relay {
 
     /// A blob the repository lacks but another one holds (a base pushed by
     /// the docker CLI, say) is mounted, so the engine skips it too.
-    async fn blob_head(&self, repository: &str, digest: &str) -> Result<Reply, String> {
+    async fn blob_head(&self, repository: &str, digest: &str) -> Result<Reply, Failure> {
         let size = match self.upstream.blob_size(repository, digest).await? {
             Some(size) => Some(size),
             None => self.mount_known(repository, digest).await?,
@@ -264,7 +292,7 @@ impl Relay {
         }
     }
 
-    async fn mount_known(&self, repository: &str, digest: &str) -> Result<Option<u64>, String> {
+    async fn mount_known(&self, repository: &str, digest: &str) -> Result<Option<u64>, Failure> {
         let Some(from) = self
             .registry
             .repository_holding(digest)
@@ -284,7 +312,7 @@ impl Relay {
         &self,
         repository: &str,
         request: &Request<Incoming>,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, Failure> {
         let query = request.uri().query().unwrap_or_default();
         let started = self.upstream.start_upload(repository, query).await?;
         match started {
@@ -307,7 +335,7 @@ impl Relay {
         repository: &str,
         id: &str,
         request: Request<Incoming>,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, Failure> {
         let (location, before) = self.upload(id)?;
         let counted = Arc::new(AtomicU64::new(0));
         let body = counting_body(request.into_body(), counted.clone());
@@ -322,7 +350,7 @@ impl Relay {
         repository: &str,
         id: &str,
         request: Request<Incoming>,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, Failure> {
         let (location, before) = self.upload(id)?;
         let Some(digest) = query_value(request.uri().query(), "digest") else {
             return Ok(error(
@@ -350,7 +378,7 @@ impl Relay {
         repository: &str,
         tag: &str,
         request: Request<Incoming>,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, Failure> {
         let body = read_limited(request.into_body(), MANIFEST_MAX).await?;
         let digest = super::export::sha256_digest(&body);
         let sender = self.sessions.lock().ok().and_then(|mut sessions| {
@@ -525,7 +553,7 @@ impl Upstream {
         }
     }
 
-    async fn blob_size(&self, repository: &str, digest: &str) -> Result<Option<u64>, String> {
+    async fn blob_size(&self, repository: &str, digest: &str) -> Result<Option<u64>, Failure> {
         let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
         let response = self.send(self.request(Method::HEAD, &url)).await?;
         match response.status() {
@@ -535,7 +563,7 @@ impl Upstream {
         }
     }
 
-    async fn start_upload(&self, repository: &str, query: &str) -> Result<UploadStart, String> {
+    async fn start_upload(&self, repository: &str, query: &str) -> Result<UploadStart, Failure> {
         let mut url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
         if !query.is_empty() {
             url = format!("{url}?{query}");
@@ -551,14 +579,14 @@ impl Upstream {
         }
     }
 
-    async fn patch(&self, location: &str, body: reqwest::Body) -> Result<String, String> {
+    async fn patch(&self, location: &str, body: reqwest::Body) -> Result<String, Failure> {
         let request = self
             .request(Method::PATCH, location)
             .header("content-type", "application/octet-stream")
             .body(body);
         let response = self.send(request).await?;
         match response.status() {
-            StatusCode::ACCEPTED | StatusCode::NO_CONTENT => self.location(&response),
+            StatusCode::ACCEPTED | StatusCode::NO_CONTENT => Ok(self.location(&response)?),
             other => Err(refusal("uploading a blob", other)),
         }
     }
@@ -568,7 +596,7 @@ impl Upstream {
         location: &str,
         digest: &str,
         body: reqwest::Body,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let separator = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{separator}digest={digest}");
         let request = self
@@ -591,11 +619,11 @@ impl Upstream {
             .ok_or_else(|| "the registry gave no upload location".to_string())
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
         request
             .send()
             .await
-            .map_err(|e| format!("registry unreachable: {e}"))
+            .map_err(|e| Failure::Other(format!("registry unreachable: {e}")))
     }
 }
 
@@ -608,12 +636,26 @@ fn content_length(response: &reqwest::Response) -> u64 {
         .unwrap_or_default()
 }
 
-fn refusal(what: &str, status: StatusCode) -> String {
+/// Why the relay could not pass a request on.
+#[derive(Debug)]
+enum Failure {
+    /// The registry wants credentials the relay cannot give (a bearer token).
+    CredentialsRefused(String),
+    Other(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Other(message)
+    }
+}
+
+fn refusal(what: &str, status: StatusCode) -> Failure {
     match status {
-        StatusCode::UNAUTHORIZED => format!(
-            "{what}: the registry wants credentials the relay cannot give (401); Slipway pushes these itself instead"
-        ),
-        other => format!("{what}: the registry answered {other}"),
+        StatusCode::UNAUTHORIZED => Failure::CredentialsRefused(format!(
+            "{what}: the registry wants credentials the relay cannot give (401); Slipway pushes these itself from now on"
+        )),
+        other => Failure::Other(format!("{what}: the registry answered {other}")),
     }
 }
 
@@ -776,6 +818,20 @@ mod tests {
         for (method, path, expected) in cases {
             assert_eq!(Route::parse(&method, path), expected, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn a_blob_uploaded_in_the_session_is_not_counted_as_already_there() {
+        let stats = SessionStats::default();
+        stats.found("sha256:base");
+        stats.uploaded("sha256:new", 1000);
+        // The engine asks after each upload too.
+        stats.found("sha256:new");
+        stats.found("sha256:base");
+        let totals = stats.totals();
+        assert_eq!(totals.blobs_pushed, 1);
+        assert_eq!(totals.bytes_pushed, 1000);
+        assert_eq!(totals.blobs_present, 1);
     }
 
     #[test]

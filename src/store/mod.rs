@@ -37,6 +37,8 @@ pub enum StoreError {
     UnsupportedDatabase(String),
     #[error("build store already holds a build with id {0}")]
     IdTaken(String),
+    #[error("build store gave no answer for a record; redeliver it")]
+    Unanswered,
 }
 
 /// One line of a build's log. `seq` grows with every line written, so a
@@ -62,47 +64,6 @@ pub struct ListFilter {
     pub repository: Option<String>,
     pub status: Option<BuildStatus>,
     pub limit: usize,
-}
-
-/// One answer per record of a batch, in the records' order.
-pub type BatchAdmission = Vec<Result<Admission, StoreError>>;
-
-#[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Records a new build unless it duplicates one, atomically: a build
-    /// answered 202 is stored before the answer goes out.
-    async fn admit(&self, record: &BuildRecord, max_queued: u64) -> Result<Admission, StoreError>;
-    /// Admits `records` in order, each as `admit` would (a record may
-    /// duplicate one earlier in the batch, and each created build counts
-    /// towards `max_queued` for the next). A record that fails alone gets its
-    /// own `Err`; `Err` for the whole call means none was stored.
-    /// The default admits one record at a time; a store that can should do
-    /// the batch in one transaction.
-    async fn admit_batch(
-        &self,
-        records: &[BuildRecord],
-        max_queued: u64,
-    ) -> Result<BatchAdmission, StoreError> {
-        let mut answers = Vec::with_capacity(records.len());
-        for record in records {
-            answers.push(self.admit(record, max_queued).await);
-        }
-        Ok(answers)
-    }
-    async fn save(&self, record: &BuildRecord) -> Result<(), StoreError>;
-    async fn get(&self, id: &str) -> Result<Option<BuildRecord>, StoreError>;
-    async fn list(&self, filter: &ListFilter) -> Result<Vec<BuildRecord>, StoreError>;
-    /// How many builds wait to start.
-    async fn queued_count(&self) -> Result<u64, StoreError>;
-    /// Builds left queued or running, oldest first.
-    async fn unfinished(&self) -> Result<Vec<BuildRecord>, StoreError>;
-    /// Appends lines to a build's log; returns them numbered, in order.
-    async fn append_log(&self, id: &str, lines: &[String]) -> Result<Vec<LogLine>, StoreError>;
-    /// The build's log lines numbered above `after` (all of them for 0).
-    async fn read_log(&self, id: &str, after: u64) -> Result<Vec<LogLine>, StoreError>;
-    /// Since when missed merges of `repository` are caught up: its first
-    /// build's creation, else the first time this was asked (`now` then).
-    async fn catch_up_since(&self, repository: &str, now: &str) -> Result<String, StoreError>;
 }
 
 /// The store `--database` names: PostgreSQL for a `postgres://` URL,
@@ -141,5 +102,70 @@ fn describe_scheme(url: &str) -> String {
             format!("a {scheme}:// URL")
         }
         _ => "a value without a URL scheme".to_string(),
+    }
+}
+
+/// One answer per record of a batch, in the records' order.
+pub type BatchAdmission = Vec<Result<Admission, StoreError>>;
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records a new build unless it duplicates one, atomically: a build
+    /// answered 202 is stored before the answer goes out.
+    async fn admit(&self, record: &BuildRecord, max_queued: u64) -> Result<Admission, StoreError> {
+        let mut answers = self
+            .admit_batch(std::slice::from_ref(record), max_queued)
+            .await?;
+        answers.pop().unwrap_or(Err(StoreError::Unanswered))
+    }
+    /// Admits `records` in order, each as `admit` would (a record may
+    /// duplicate one earlier in the same batch, and each created build counts
+    /// towards `max_queued` for the next), in one durable write: one commit
+    /// for many deliveries is what lets the webhook keep up under load.
+    /// An `Ok` answer is stored once this returns; a record that fails alone
+    /// gets its own `Err` without sinking the others, and `Err` for the whole
+    /// call means none of them was answered as stored.
+    async fn admit_batch(
+        &self,
+        records: &[BuildRecord],
+        max_queued: u64,
+    ) -> Result<BatchAdmission, StoreError>;
+    async fn save(&self, record: &BuildRecord) -> Result<(), StoreError>;
+    async fn get(&self, id: &str) -> Result<Option<BuildRecord>, StoreError>;
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<BuildRecord>, StoreError>;
+    /// How many builds wait to start.
+    async fn queued_count(&self) -> Result<u64, StoreError>;
+    /// Builds left queued or running, oldest first.
+    async fn unfinished(&self) -> Result<Vec<BuildRecord>, StoreError>;
+    /// Appends lines to a build's log; returns them numbered, in order.
+    async fn append_log(&self, id: &str, lines: &[String]) -> Result<Vec<LogLine>, StoreError>;
+    /// The build's log lines numbered above `after` (all of them for 0).
+    async fn read_log(&self, id: &str, after: u64) -> Result<Vec<LogLine>, StoreError>;
+    /// Since when missed merges of `repository` are caught up: its first
+    /// build's creation, else the first time this was asked (`now` then).
+    async fn catch_up_since(&self, repository: &str, now: &str) -> Result<String, StoreError>;
+}
+
+/// A queued webhook build of `o/r`, for tests.
+#[cfg(test)]
+pub(crate) fn queued_record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
+    BuildRecord {
+        id: id.into(),
+        status: BuildStatus::Queued,
+        repository: "o/r".into(),
+        pull_request: 1,
+        commit: commit.into(),
+        base_ref: "main".into(),
+        delivery: delivery.map(Into::into),
+        created_at: now_rfc3339(),
+        started_at: None,
+        finished_at: None,
+        error: None,
+        services: vec![],
+        source_url: "https://github.com/o/r".into(),
+        retry_of: None,
+        instance: None,
+        trigger: Default::default(),
+        pr_comment: None,
     }
 }

@@ -4,9 +4,12 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::runtime::Handle;
 
-use super::{Admission, BuildRecord, BuildStatus, ListFilter, LogLine, Store, StoreError};
+use super::{
+    Admission, BatchAdmission, BuildRecord, BuildStatus, ListFilter, LogLine, Store, StoreError,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS builds (
@@ -60,6 +63,10 @@ INSERT OR REPLACE INTO counters (name, value)
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// The runtime that opened the store does its blocking work, whoever
+    /// calls: builds call from lower-priority threads, and the lock must not
+    /// be held at their priority while an admission waits for it.
+    runtime: Option<Handle>,
 }
 
 impl SqliteStore {
@@ -82,6 +89,7 @@ impl SqliteStore {
         conn.execute_batch(RECOUNT_QUEUED).map_err(open_err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            runtime: Handle::try_current().ok(),
         })
     }
 
@@ -91,12 +99,16 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
+        let task = move || {
             // A panic while holding the lock leaves SQLite consistent (each
             // statement is atomic), so a poisoned lock is still usable.
             let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             op(&mut guard)
-        })
+        };
+        match &self.runtime {
+            Some(runtime) => runtime.spawn_blocking(task),
+            None => tokio::task::spawn_blocking(task),
+        }
         .await
         .map_err(|e| StoreError::Io(std::io::Error::other(format!("store task failed: {e}"))))?
     }
@@ -146,20 +158,46 @@ fn decode_rows(rows: Vec<String>) -> Result<Vec<BuildRecord>, StoreError> {
         .collect()
 }
 
-fn admit(
+fn admit_batch(
     conn: &mut Connection,
+    records: &[BuildRecord],
+    max_queued: u64,
+) -> Result<BatchAdmission, StoreError> {
+    let mut tx = conn.transaction()?;
+    let mut answers = Vec::with_capacity(records.len());
+    for record in records {
+        let answer = admit_one(&mut tx, record, max_queued);
+        // Some errors (a full disk, an I/O error) make SQLite roll back the
+        // whole transaction: the earlier answers are void then, and so is the batch.
+        if let Err(err) = answer {
+            if tx.is_autocommit() {
+                return Err(err);
+            }
+            answers.push(Err(err));
+            continue;
+        }
+        answers.push(answer);
+    }
+    tx.commit()?;
+    Ok(answers)
+}
+
+/// One record inside a batch, under its own savepoint so that its failure
+/// undoes only its own write.
+fn admit_one(
+    tx: &mut Transaction<'_>,
     record: &BuildRecord,
     max_queued: u64,
 ) -> Result<Admission, StoreError> {
-    let tx = conn.transaction()?;
-    if let Some(existing) = duplicate_of(&tx, record)? {
+    let one = tx.savepoint()?;
+    if let Some(existing) = duplicate_of(&one, record)? {
         return Ok(Admission::Duplicate(existing));
     }
-    if queued_count(&tx)? >= max_queued {
+    if queued_count(&one)? >= max_queued {
         return Ok(Admission::QueueFull);
     }
-    insert(&tx, record)?;
-    tx.commit()?;
+    insert(&one, record)?;
+    one.commit()?;
     Ok(Admission::Created(record.id.clone()))
 }
 
@@ -264,9 +302,13 @@ fn catch_up_since(conn: &Connection, repository: &str, now: &str) -> Result<Stri
 // async workers must stay free to answer webhooks in milliseconds.
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn admit(&self, record: &BuildRecord, max_queued: u64) -> Result<Admission, StoreError> {
-        let record = record.clone();
-        self.blocking(move |conn| admit(conn, &record, max_queued))
+    async fn admit_batch(
+        &self,
+        records: &[BuildRecord],
+        max_queued: u64,
+    ) -> Result<BatchAdmission, StoreError> {
+        let records = records.to_vec();
+        self.blocking(move |conn| admit_batch(conn, &records, max_queued))
             .await
     }
 
@@ -315,29 +357,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::now_rfc3339;
-
-    fn record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
-        BuildRecord {
-            id: id.into(),
-            status: BuildStatus::Queued,
-            repository: "o/r".into(),
-            pull_request: 1,
-            commit: commit.into(),
-            base_ref: "main".into(),
-            delivery: delivery.map(Into::into),
-            created_at: now_rfc3339(),
-            started_at: None,
-            finished_at: None,
-            error: None,
-            services: vec![],
-            source_url: "https://github.com/o/r".into(),
-            retry_of: None,
-            instance: None,
-            trigger: Default::default(),
-            pr_comment: None,
-        }
-    }
+    use crate::store::queued_record as record;
 
     #[tokio::test]
     async fn duplicates_by_delivery_and_by_commit() {
@@ -371,6 +391,95 @@ mod tests {
                 .expect("admit"),
             Admission::QueueFull
         );
+    }
+
+    fn created(id: &str) -> Admission {
+        Admission::Created(id.into())
+    }
+
+    fn answers(batch: BatchAdmission) -> Vec<Admission> {
+        batch.into_iter().map(|a| a.expect("answered")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_deduplicates_inside_itself_and_against_stored_builds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        store
+            .admit(&record("old", Some("d0"), "c0"), 10)
+            .await
+            .expect("admit");
+        let batch = [
+            record("a", Some("d1"), "c1"),
+            record("b", Some("d1"), "c2"), // same delivery as a
+            record("c", Some("d2"), "c1"), // same commit as a
+            record("d", Some("d3"), "c0"), // same commit as the stored build
+            record("e", Some("d0"), "c9"), // same delivery as the stored build
+            record("f", Some("d4"), "c4"),
+        ];
+        let got = answers(store.admit_batch(&batch, 10).await.expect("batch"));
+        let dup = |id: &str| Admission::Duplicate(id.into());
+        assert_eq!(
+            got,
+            [
+                created("a"),
+                dup("a"),
+                dup("a"),
+                dup("old"),
+                dup("old"),
+                created("f")
+            ]
+        );
+        assert_eq!(store.queued_count().await.expect("count"), 3);
+    }
+
+    #[tokio::test]
+    async fn the_queue_limit_counts_the_builds_created_earlier_in_the_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        store
+            .admit(&record("old", Some("d0"), "c0"), 3)
+            .await
+            .expect("admit");
+        let batch = [
+            record("a", Some("d1"), "c1"),
+            record("b", Some("d2"), "c2"),
+            record("c", Some("d3"), "c3"),
+            record("d", Some("d1"), "c1"), // a duplicate is still answered as one
+        ];
+        let got = answers(store.admit_batch(&batch, 3).await.expect("batch"));
+        assert_eq!(
+            got,
+            [
+                created("a"),
+                created("b"),
+                Admission::QueueFull,
+                Admission::Duplicate("a".into())
+            ]
+        );
+        assert_eq!(store.queued_count().await.expect("count"), 3);
+    }
+
+    #[tokio::test]
+    async fn one_failing_record_does_not_sink_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        // Same build id, new delivery and commit: the insert breaks the id's
+        // uniqueness, which no duplicate check catches.
+        let batch = [
+            record("a", Some("d1"), "c1"),
+            record("a", Some("d2"), "c2"),
+            record("b", Some("d3"), "c3"),
+        ];
+        let got = store.admit_batch(&batch, 10).await.expect("batch");
+        assert_eq!(got[0].as_ref().expect("first"), &created("a"));
+        assert!(got[1].is_err(), "{:?}", got[1]);
+        assert_eq!(got[2].as_ref().expect("third"), &created("b"));
+        drop(store);
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.queued_count().await.expect("count"), 2);
+        let kept = store.get("a").await.expect("get").expect("stored");
+        assert_eq!(kept.commit, "c1", "the failed record left nothing behind");
     }
 
     #[tokio::test]

@@ -168,15 +168,15 @@ where
 }
 
 async fn admit(state: &AppState, pr: MergedPullRequest, delivery: Option<String>) -> Answer {
-    let record = new_record(pr, delivery);
-    admit_record(state, &record).await
+    admit_record(state, new_record(pr, delivery)).await
 }
 
 /// Stores a new build (unless it duplicates one) and queues it.
-pub async fn admit_record(state: &AppState, record: &BuildRecord) -> Answer {
-    match state.store.admit(record, state.max_queued_builds).await {
+pub async fn admit_record(state: &AppState, record: BuildRecord) -> Answer {
+    let (repository, commit) = (record.repository.clone(), record.commit.clone());
+    match state.admissions.admit(record).await {
         Ok(Admission::Created(id)) => {
-            tracing::info!(build = %id, repository = %record.repository, commit = %record.commit, "build queued");
+            tracing::info!(build = %id, %repository, %commit, "build queued");
             state.queue.push(id.clone());
             let body =
                 json!({ "build_id": id, "status": "queued", "url": format!("/builds/{id}") });
@@ -191,27 +191,28 @@ pub async fn admit_record(state: &AppState, record: &BuildRecord) -> Answer {
                 limit = state.max_queued_builds,
                 "queue full; delivery refused with 503"
             );
-            let mut reply = error_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "{} builds are already waiting; redeliver later",
-                    state.max_queued_builds
-                ),
+            let message = format!(
+                "{} builds are already waiting; redeliver later",
+                state.max_queued_builds
             );
-            reply
-                .headers_mut()
-                .insert("retry-after", warp::http::HeaderValue::from_static("60"));
-            (reply, "rejected_queue_full")
+            (redeliver_later(message), "rejected_queue_full")
         }
         Err(err) => {
-            tracing::error!(%err, "could not store the delivery");
+            tracing::error!(%err, "could not store the delivery; refused with 503");
             let message = "could not record the build; redeliver later";
-            (
-                error_reply(StatusCode::INTERNAL_SERVER_ERROR, message),
-                "error",
-            )
+            (redeliver_later(message), "error")
         }
     }
+}
+
+/// Nothing was stored: 503 with `Retry-After`, so the sender knows the same
+/// delivery can come again, and a monitor does not count a server bug.
+fn redeliver_later(message: impl std::fmt::Display) -> Response {
+    let mut reply = error_reply(StatusCode::SERVICE_UNAVAILABLE, message);
+    reply
+        .headers_mut()
+        .insert("retry-after", warp::http::HeaderValue::from_static("60"));
+    reply
 }
 
 pub fn new_record(pr: MergedPullRequest, delivery: Option<String>) -> BuildRecord {

@@ -147,6 +147,9 @@ impl Slipway {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info,slipway=debug")
             .env("SLIPWAY_LISTEN", format!("127.0.0.1:{port}"))
+            // Lets a bench run compare the push paths (`SLIPWAY_PUSH_PATH=export
+            // scripts/bench merge`); a test that names one still wins.
+            .envs(std::env::var("SLIPWAY_PUSH_PATH").map(|v| ("SLIPWAY_PUSH_PATH", v)))
             .envs(self.args.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -239,6 +242,17 @@ impl Slipway {
 
     /// Sends a signed delivery; returns status and JSON body.
     pub async fn deliver(&self, event: &str, delivery: &str, body: &[u8]) -> (u16, Value) {
+        let (status, _, json) = self.deliver_with_headers(event, delivery, body).await;
+        (status, json)
+    }
+
+    /// Sends a signed delivery; returns status, headers and JSON body.
+    pub async fn deliver_with_headers(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let resp = reqwest::Client::new()
             .post(format!("{}/webhook", self.url))
             .header("content-type", "application/json")
@@ -250,8 +264,9 @@ impl Slipway {
             .await
             .expect("webhook answered");
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let json = resp.json().await.unwrap_or(Value::Null);
-        (status, json)
+        (status, headers, json)
     }
 
     /// Delivers a merged PR of `repository` at `sha`; returns the build id.
