@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares this machine for slipway's integration tests: the tools the registry harness
-# (tests/support/registry.rs) shells out to, a running Docker Engine and the offline base
-# image slipway-test-base:1. Idempotent; does nothing slow when everything is there already.
+# (tests/support/registry.rs) shells out to, PostgreSQL's server for tests/support/postgres.rs
+# (which starts one itself), a running Docker Engine and the offline base image
+# slipway-test-base:1. Idempotent; does nothing slow when everything is there already.
 set -euo pipefail
 
 BASE_IMAGE=slipway-test-base:1
@@ -15,7 +16,7 @@ is_installed() {
 }
 
 install_packages() {
-    local wanted=(docker-registry busybox-static apache2-utils openssl ca-certificates curl chromium chromium-driver skopeo)
+    local wanted=(docker-registry busybox-static apache2-utils openssl ca-certificates curl chromium chromium-driver skopeo postgresql)
     # Any docker CLI will do (one may come from outside Debian); docker.io only when there is none.
     command -v docker >/dev/null || wanted+=(docker.io)
     # The compose file is validated by whichever compose is present; Debian's when none is.

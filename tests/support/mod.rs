@@ -4,6 +4,7 @@
 
 pub mod engine_proxy;
 pub mod github;
+pub mod postgres;
 pub mod registry;
 
 use std::net::TcpListener;
@@ -330,11 +331,13 @@ impl Drop for Slipway {
 }
 
 /// The options whose values must never show in a log, a record or an error.
-const SECRET_OPTIONS: [&str; 4] = [
+const SECRET_OPTIONS: [&str; 5] = [
     "SLIPWAY_WEBHOOK_SECRET",
     "SLIPWAY_GITHUB_TOKEN",
     "SLIPWAY_REGISTRY_PASSWORD",
     "SLIPWAY_API_TOKEN",
+    // Its URL holds the database password.
+    "SLIPWAY_DATABASE",
 ];
 
 impl Slipway {
