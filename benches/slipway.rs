@@ -7,7 +7,7 @@
 //! per benchmark, no timing assertions, only that everything works.
 //!
 //! Positional arguments select benchmarks by name: webhook, merge, noop,
-//! context (memory is measured during webhook and merge). An argument that
+//! context, instances (memory is measured during webhook and merge). An argument that
 //! names none of them (e.g. a test filter given to `cargo test`) runs none.
 //! `SLIPWAY_BENCH_REPORT=<path>` writes the markdown report to that path
 //! instead, in any mode and for any selection.
@@ -19,6 +19,8 @@ mod support;
 mod common;
 #[path = "slipway/context.rs"]
 mod context;
+#[path = "slipway/instances.rs"]
+mod instances;
 #[path = "slipway/load.rs"]
 mod load;
 #[path = "slipway/memory.rs"]
@@ -40,7 +42,7 @@ use std::time::Instant;
 
 use common::{Machine, Mode, Section};
 
-const BENCHMARKS: [&str; 4] = ["webhook", "merge", "noop", "context"];
+const BENCHMARKS: [&str; 5] = ["webhook", "merge", "noop", "context", "instances"];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -122,7 +124,9 @@ async fn run(mode: Mode, selected: &[&str]) -> Vec<Section> {
     let wants = |name: &str| selected.contains(&name);
     let mut sections = Vec::new();
     let mut memory = memory::MemoryReport::default();
-    let needs_stack = ["webhook", "merge", "noop"].iter().any(|b| wants(b));
+    let needs_stack = ["webhook", "merge", "noop", "instances"]
+        .iter()
+        .any(|b| wants(b));
     let stack = if needs_stack {
         let github = support::FakeGitHub::start().await;
         let registry = tokio::task::spawn_blocking(support::TestRegistry::start)
@@ -143,6 +147,9 @@ async fn run(mode: Mode, selected: &[&str]) -> Vec<Section> {
         }
         if wants("noop") {
             sections.push(timed("noop", noop::run(mode, github, registry)).await);
+        }
+        if wants("instances") {
+            sections.push(timed("instances", instances::run(mode, github, registry)).await);
         }
         remove_images_of(&registry.host);
     }

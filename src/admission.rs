@@ -4,10 +4,15 @@
 //! than one each, and no delivery waits longer than one commit for its turn.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Admission, BatchAdmission, BuildRecord, Store, StoreError};
+use crate::store::{within, Admission, BatchAdmission, BuildRecord, Store, StoreError};
+
+/// GitHub gives a delivery 10 s: past this, the answer is `503 … redeliver
+/// later`. A batch that commits after all is found as a duplicate then.
+const ADMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most admissions in one transaction: bounds how long the last of them
 /// waits for the commit.
@@ -64,7 +69,12 @@ async fn write(store: Arc<dyn Store>, max_queued: u64, mut rx: mpsc::Receiver<Re
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (records, replies): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|r| (r.record, r.reply)).unzip();
-        let answers = store.admit_batch(&records, max_queued).await;
+        let answers = within(
+            "the admission",
+            ADMIT_TIMEOUT,
+            store.admit_batch(&records, max_queued),
+        )
+        .await;
         answer_each(replies, answers);
     }
 }

@@ -18,10 +18,10 @@ use crate::github::GitHub;
 use crate::log::LogHub;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSettings};
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueSettings};
 use crate::registry::relay::Relay;
 use crate::registry::{Registry, RegistrySettings};
-use crate::store::{BuildStatus, Store};
+use crate::store::{Notice, Store};
 use crate::types::Repository;
 
 /// Why the service cannot start: each is a one-line reason for the operator.
@@ -215,6 +215,7 @@ impl App {
             .map(crate::signing::Signer::load)
             .transpose()?;
         let work_dir = prepare_work_dir(&args.data_dir)?;
+        let instance_id = args.instance_id.clone().unwrap_or_else(host_name);
         let store = crate::store::open(args.database.as_ref(), &args.data_dir).await?;
         let registry = Registry::new(&registry_settings(&args))?
             .keep_layers_in(&args.data_dir.join("registry-layers.json"));
@@ -240,7 +241,8 @@ impl App {
             public_url: args.public_url.clone(),
             pr_comment: args.pr_comment && args.github_token.is_some(),
             signer,
-            instance_id: args.instance_id.clone().unwrap_or_else(host_name),
+            instance_id: instance_id.clone(),
+            lease: args.lease,
             relay: start_relay(&args, &registry).await?,
         };
         let slots = args.max_concurrent_builds as usize;
@@ -252,7 +254,16 @@ impl App {
             slots,
         ));
         let tracker = TaskTracker::new();
-        let queue = Queue::start(pipeline.clone(), slots, tracker.clone());
+        let queue = Queue::start(
+            pipeline.clone(),
+            QueueSettings {
+                instance: instance_id,
+                lease: args.lease,
+                poll: args.queue_poll,
+                max_builds: slots,
+            },
+            tracker.clone(),
+        );
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -305,7 +316,7 @@ impl App {
                 tracing::warn!(%err, "Docker Engine not reachable yet; builds will try again");
             }
         });
-        self.resume_unfinished().await;
+        self.release_own_builds().await;
         let Self {
             addr,
             listener,
@@ -315,6 +326,7 @@ impl App {
             watch,
         } = self;
         watch.start(&state);
+        forward_notices(&state);
         let routes = crate::webhook::route(state.clone())
             .or(crate::api::routes(state.clone()))
             .unify()
@@ -323,9 +335,12 @@ impl App {
         tracing::info!(%addr, "listening");
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<Instant>();
         let stop_builds = tracker.clone();
+        let queue = state.queue.clone();
         let signal = async move {
             shutdown.await;
-            // No new build starts from here; queued ones wait in the store.
+            // No new build starts here from now on; queued ones wait in the
+            // store for another instance, or this one's next run.
+            queue.stop_claiming();
             stop_builds.close();
             let _ = stopping_tx.send(Instant::now());
         };
@@ -357,37 +372,44 @@ impl App {
             .await
             .is_err()
         {
-            tracing::warn!("grace period over; unfinished builds will run again at the next start");
-            requeue_running(&state).await;
+            tracing::warn!("grace period over; handing the unfinished builds back to the queue");
+            state.queue.hand_back_all(&state.store).await;
         }
     }
 
-    async fn resume_unfinished(&self) {
-        match self.state.store.unfinished().await {
-            Ok(builds) => {
-                for build in builds {
-                    tracing::info!(build = %build.id, "resuming build left unfinished");
-                    self.state.queue.push(build.id);
-                }
-            }
-            Err(err) => tracing::error!(%err, "could not list unfinished builds"),
+    /// Builds this instance held when it last stopped are not running any
+    /// more: their leases end now, so they are claimed at once (by this
+    /// instance, or another) rather than after `--lease`.
+    async fn release_own_builds(&self) {
+        let instance = &self.state.pipeline.settings.instance_id;
+        match self.state.store.release_instance(instance).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "builds left unfinished by this instance's last run go back to the queue"),
+            Err(err) => tracing::error!(%err, "could not release the builds of this instance's last run; they are taken over once their leases run out"),
         }
+        self.state.queue.wake();
     }
 }
 
-async fn requeue_running(state: &AppState) {
-    let Ok(builds) = state.store.unfinished().await else {
+/// Other instances' notices: an admission there may be a build to claim
+/// here; log lines stored there wake this instance's watchers of that build.
+fn forward_notices(state: &Arc<AppState>) {
+    let Some(mut notices) = state.store.notices() else {
         return;
     };
-    for mut build in builds
-        .into_iter()
-        .filter(|b| b.status == BuildStatus::Running)
-    {
-        build.status = BuildStatus::Queued;
-        if let Err(err) = state.store.save(&build).await {
-            tracing::error!(%err, build = %build.id, "could not requeue build");
+    let state = state.clone();
+    tokio::spawn(async move {
+        while let Some(notice) = notices.recv().await {
+            match notice {
+                Notice::Queued => state.queue.wake(),
+                Notice::Logged(build) => state.hub.poke(&build),
+                Notice::Missed => {
+                    state.queue.wake();
+                    state.hub.poke_all();
+                }
+            }
         }
-    }
+    });
 }
 
 /// `--instance-id`'s default, as `hostname` prints it.

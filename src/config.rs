@@ -352,9 +352,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SLIPWAY_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
 
-    /// This instance's name in provenance (default: the host name).
+    /// This instance's name in build records, metrics and provenance (default: the host name).
     #[arg(long, env = "SLIPWAY_INSTANCE_ID")]
     pub instance_id: Option<String>,
+
+    /// How long a build stays with an instance that has stopped answering before another takes it over (at least 1s).
+    #[arg(long, env = "SLIPWAY_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub lease: Duration,
+
+    /// How often an idle instance looks for builds to claim, besides the database's notices (at least 50ms).
+    #[arg(long, env = "SLIPWAY_QUEUE_POLL", default_value = "1s", value_parser = parse_queue_poll)]
+    pub queue_poll: Duration,
 }
 
 impl ServeArgs {
@@ -386,6 +394,24 @@ impl ServeArgs {
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw)
         .map_err(|e| format!("`{raw}` is not a duration like 30m or 90s: {e}"))
+}
+
+/// The lease is renewed every third of it; under a second, a busy database
+/// would lose builds to takeovers.
+fn parse_lease(raw: &str) -> Result<Duration, String> {
+    at_least(raw, Duration::from_secs(1))
+}
+
+fn parse_queue_poll(raw: &str) -> Result<Duration, String> {
+    at_least(raw, Duration::from_millis(50))
+}
+
+fn at_least(raw: &str, minimum: Duration) -> Result<Duration, String> {
+    let duration = parse_duration(raw)?;
+    if duration < minimum {
+        return Err(format!("`{raw}` is too short: at least {minimum:?}"));
+    }
+    Ok(duration)
 }
 
 /// `--repositories`: empty (from an empty variable) serves every repository.

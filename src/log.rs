@@ -4,10 +4,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::store::{BuildStatus, LogLine, Store};
+use crate::store::{BuildStatus, Fence, LogLine, Store, StoreError};
+
+/// How long lines gather before they are stored together: one write (and,
+/// with PostgreSQL, one notice to the other instances) per batch, not per line.
+const BATCH_WINDOW: Duration = Duration::from_millis(250);
+/// Lines stored in one write at most.
+const MAX_BATCH: usize = 1024;
 
 /// Lines a watcher may fall behind by before it re-reads the store.
 const WATCH_BUFFER: usize = 1024;
@@ -17,6 +24,8 @@ pub enum LogEvent {
     Line(LogLine),
     /// The build ended; nothing follows.
     End(BuildStatus),
+    /// Lines were stored by another instance: read them from the store.
+    Stored,
 }
 
 /// Live log channels of running builds, created when someone watches.
@@ -41,6 +50,18 @@ impl LogHub {
     fn publish(&self, build_id: &str, event: LogEvent) {
         if let Some(tx) = self.channels().get(build_id) {
             let _ = tx.send(event);
+        }
+    }
+
+    /// Another instance stored lines of `build_id`.
+    pub fn poke(&self, build_id: &str) {
+        self.publish(build_id, LogEvent::Stored);
+    }
+
+    /// Notices may have been lost: every watcher looks at the store again.
+    pub fn poke_all(&self) {
+        for tx in self.channels().values() {
+            let _ = tx.send(LogEvent::Stored);
         }
     }
 
@@ -71,13 +92,15 @@ pub struct BuildLog {
 
 impl BuildLog {
     /// Starts the writer task; it ends when every handle is dropped.
+    /// Lines are written as the attempt `fence` names: once another
+    /// instance takes the build over, they are dropped.
     pub fn start(
         store: Arc<dyn Store>,
         hub: Arc<LogHub>,
-        build_id: String,
+        fence: Fence,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_lines(store, hub, build_id, rx));
+        let writer = tokio::spawn(write_lines(store, hub, fence, rx));
         let log = Self {
             tx,
             prefix: Arc::from(""),
@@ -113,19 +136,40 @@ impl BuildLog {
 async fn write_lines(
     store: Arc<dyn Store>,
     hub: Arc<LogHub>,
-    build_id: String,
+    fence: Fence,
     mut rx: mpsc::UnboundedReceiver<String>,
 ) {
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        match store.append_log(&build_id, &batch).await {
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        gather(&mut rx, &mut batch).await;
+        match store.append_log(&fence, &batch).await {
             Ok(lines) => {
                 for line in lines {
-                    hub.publish(&build_id, LogEvent::Line(line));
+                    hub.publish(&fence.build, LogEvent::Line(line));
                 }
             }
-            Err(err) => tracing::error!(%err, build = %build_id, "could not store log lines"),
+            Err(err @ StoreError::LeaseLost { .. }) => {
+                return tracing::warn!(%err, "log lines dropped");
+            }
+            Err(err) => tracing::error!(%err, build = %fence.build, "could not store log lines"),
         }
         batch.clear();
+    }
+}
+
+/// Adds what arrives within the batch window; the end of the build's log
+/// (every handle dropped) ends the window at once.
+async fn gather(rx: &mut mpsc::UnboundedReceiver<String>, batch: &mut Vec<String>) {
+    let window = tokio::time::sleep(BATCH_WINDOW);
+    tokio::pin!(window);
+    while batch.len() < MAX_BATCH {
+        tokio::select! {
+            received = rx.recv_many(batch, MAX_BATCH - batch.len()) => {
+                if received == 0 {
+                    return;
+                }
+            }
+            () = &mut window => return,
+        }
     }
 }

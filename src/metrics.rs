@@ -59,6 +59,9 @@ pub struct Metrics {
     blobs_pushed: AtomicU64,
     blobs_present: AtomicU64,
     catch_up_builds: AtomicU64,
+    claims: AtomicU64,
+    takeovers: AtomicU64,
+    lease_losses: AtomicU64,
 }
 
 impl Metrics {
@@ -76,8 +79,27 @@ impl Metrics {
         self.catch_up_builds.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a build this instance claimed from the queue; a takeover when
+    /// another instance's lease on it had run out.
+    pub fn claimed(&self, takeover: bool) {
+        self.claims.fetch_add(1, Ordering::Relaxed);
+        if takeover {
+            self.takeovers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a build this instance stopped because its lease was lost.
+    pub fn lease_lost(&self) {
+        self.lease_losses.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn build_started(&self) {
         self.running_builds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A build this instance stopped unfinished (its lease was lost).
+    pub fn build_stopped(&self) {
+        self.running_builds.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn build_finished(&self, status: &'static str, took: Duration) {
@@ -104,8 +126,9 @@ impl Metrics {
             .fetch_add(blobs_present, Ordering::Relaxed);
     }
 
-    /// The text exposition; `queued` is read from the store by the caller.
-    pub fn render(&self, queued: u64) -> String {
+    /// The text exposition; `queued` is read from the store by the caller,
+    /// `instance` (`--instance-id`) labels what this instance alone counts.
+    pub fn render(&self, queued: u64, instance: &str) -> String {
         let series = self.series();
         let mut out = String::new();
         labelled(
@@ -192,6 +215,18 @@ impl Metrics {
             "Builds of merges found by the catch-up, whose delivery never arrived.",
             self.catch_up_builds.load(Ordering::Relaxed),
         );
+        let instance = label_value(instance);
+        for (name, help, counter) in [
+            ("slipway_claims_total", "Builds this instance claimed from the queue.", &self.claims),
+            ("slipway_takeovers_total", "Builds this instance took over from an instance whose lease ran out.", &self.takeovers),
+            ("slipway_lease_losses_total", "Builds this instance stopped because another instance took them over.", &self.lease_losses),
+        ] {
+            let value = counter.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{instance=\"{instance}\"}} {value}"
+            );
+        }
         out
     }
 }
@@ -207,6 +242,13 @@ fn labelled(
     for (value, count) in values {
         let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
     }
+}
+
+/// A label value as Prometheus' text format quotes it.
+fn label_value(raw: &str) -> String {
+    raw.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
@@ -229,7 +271,7 @@ mod tests {
         metrics.build_finished("succeeded", Duration::from_secs(3));
         metrics.pushed(Duration::from_millis(700), 1024, 2, 1);
         metrics.signed("signature");
-        let text = metrics.render(4);
+        let text = metrics.render(4, "a\"b");
         assert!(text.contains("slipway_webhook_deliveries_total{outcome=\"accepted\"} 2"));
         assert!(text.contains("slipway_build_duration_seconds_bucket{le=\"5\"} 1"));
         assert!(text.contains("slipway_build_duration_seconds_bucket{le=\"2.5\"} 0"));
@@ -237,5 +279,6 @@ mod tests {
         assert!(text.contains("slipway_builds_running 0"));
         assert!(text.contains("slipway_pushed_bytes_total 1024"));
         assert!(text.contains("slipway_signatures_total{kind=\"signature\"} 1"));
+        assert!(text.contains("slipway_claims_total{instance=\"a\\\"b\"} 0"));
     }
 }

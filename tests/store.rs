@@ -4,10 +4,12 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use slipway::store::{
-    now_rfc3339, Admission, BuildRecord, BuildStatus, ListFilter, PostgresStore, SqliteStore, Store,
+    now_rfc3339, Admission, BuildRecord, BuildStatus, Fence, ListFilter, Notice, PostgresStore, SqliteStore, Store, StoreError,
 };
 
 fn record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
@@ -29,6 +31,7 @@ fn record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
         instance: None,
         trigger: Default::default(),
         pr_comment: None,
+        attempt: 0,
     }
 }
 
@@ -78,11 +81,15 @@ async fn log_lines_come_back_in_order(store: Arc<dyn Store>) {
         .admit(&record("a", Some("d1"), "c1"), 10)
         .await
         .unwrap();
+    let fence = Fence {
+        build: "a".into(),
+        attempt: 0,
+    };
     let written = store
-        .append_log("a", &["one".into(), "two".into()])
+        .append_log(&fence, &["one".into(), "two".into()])
         .await
         .unwrap();
-    store.append_log("a", &["three".into()]).await.unwrap();
+    store.append_log(&fence, &["three".into()]).await.unwrap();
     let lines = store.read_log("a", 0).await.unwrap();
     let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
     assert_eq!(texts, ["one", "two", "three"]);
@@ -232,7 +239,199 @@ async fn slipway_publishes_a_merge_with_its_records_in_postgres() {
     assert!(log.contains("published"), "{log}");
 }
 
+/// Long enough never to run out during a check.
+const LEASE: Duration = Duration::from_secs(60);
+/// Short enough to run out within a check.
+const SHORT: Duration = Duration::from_millis(300);
+
+async fn admit_all(store: &Arc<dyn Store>, ids: &[&str]) {
+    for id in ids {
+        let delivery = format!("d-{id}");
+        let commit = format!("c-{id}");
+        let answer = store.admit(&record(id, Some(&delivery), &commit), 1000).await;
+        assert_eq!(answer.unwrap(), created(id));
+    }
+}
+
+async fn claim(store: &Arc<dyn Store>, instance: &str, lease: Duration) -> Option<BuildRecord> {
+    store
+        .claim(instance, lease)
+        .await
+        .unwrap()
+        .map(|claimed| claimed.record)
+}
+
+fn is_lease_lost<T: std::fmt::Debug>(answer: Result<T, StoreError>) -> bool {
+    matches!(answer, Err(StoreError::LeaseLost { .. }))
+}
+
+async fn claims_take_the_oldest_waiting_build_once(store: Arc<dyn Store>) {
+    admit_all(&store, &["a", "b"]).await;
+    let first = store.claim("one", LEASE).await.unwrap().unwrap();
+    assert_eq!(first.record.id, "a");
+    assert_eq!(first.record.status, BuildStatus::Running);
+    assert_eq!(first.record.instance.as_deref(), Some("one"));
+    assert_eq!(first.record.attempt, 1);
+    assert_eq!(first.taken_from, None);
+    assert_eq!(claim(&store, "two", LEASE).await.unwrap().id, "b");
+    assert!(claim(&store, "three", LEASE).await.is_none());
+    assert_eq!(store.queued_count().await.unwrap(), 0);
+    let stored = store.get("a").await.unwrap().unwrap();
+    assert_eq!(stored, first.record, "the record says who holds it");
+}
+
+async fn concurrent_claims_never_share_a_build(store: Arc<dyn Store>) {
+    let ids: Vec<String> = (0..24).map(|i| format!("b{i}")).collect();
+    admit_all(&store, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let claimers: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                while let Some(build) = claim(&store, &format!("i{i}"), LEASE).await {
+                    mine.push(build.id);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for claimer in claimers {
+        claimed.extend(claimer.await.unwrap());
+    }
+    assert_eq!(claimed.len(), ids.len(), "{claimed:?}");
+    let unique: HashSet<&String> = claimed.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a build was claimed twice: {claimed:?}");
+}
+
+async fn renewing_keeps_a_build_from_takeover(store: Arc<dyn Store>) {
+    admit_all(&store, &["a"]).await;
+    let held = claim(&store, "one", SHORT).await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(SHORT / 2).await;
+        assert!(store.renew(&Fence::of(&held), SHORT).await.unwrap());
+        assert!(claim(&store, "two", LEASE).await.is_none());
+    }
+}
+
+async fn an_expired_lease_is_taken_over_and_the_old_attempt_fenced(store: Arc<dyn Store>) {
+    admit_all(&store, &["a"]).await;
+    let old = claim(&store, "one", SHORT).await.unwrap();
+    assert!(claim(&store, "two", LEASE).await.is_none(), "the lease still runs");
+    tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
+    let taken = store.claim("two", LEASE).await.unwrap().unwrap();
+    assert_eq!(taken.record.id, "a");
+    assert_eq!(taken.record.attempt, 2);
+    assert_eq!(taken.taken_from.as_deref(), Some("one"));
+
+    let stale = Fence::of(&old);
+    assert!(!store.renew(&stale, LEASE).await.unwrap());
+    let mut late = old.clone();
+    late.status = BuildStatus::Failed;
+    assert!(is_lease_lost(store.save(&late).await));
+    assert!(is_lease_lost(store.append_log(&stale, &["late".into()]).await));
+    assert!(!store.hand_back(&stale).await.unwrap());
+
+    let current = Fence::of(&taken.record);
+    assert!(store.renew(&current, LEASE).await.unwrap());
+    store.append_log(&current, &["on two".into()]).await.unwrap();
+    let stored = store.get("a").await.unwrap().unwrap();
+    assert_eq!(stored.status, BuildStatus::Running, "the stale write changed nothing");
+    assert_eq!(stored.instance.as_deref(), Some("two"));
+    let texts: Vec<String> = store.read_log("a", 0).await.unwrap().into_iter().map(|l| l.text).collect();
+    assert_eq!(texts, ["on two"]);
+}
+
+async fn log_lines_stay_in_order_across_a_takeover(store: Arc<dyn Store>) {
+    admit_all(&store, &["a"]).await;
+    let old = Fence::of(&claim(&store, "one", SHORT).await.unwrap());
+    store.append_log(&old, &["one-1".into(), "one-2".into()]).await.unwrap();
+    tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
+    let new = Fence::of(&claim(&store, "two", LEASE).await.unwrap());
+    store.append_log(&new, &["two-1".into()]).await.unwrap();
+    assert!(is_lease_lost(store.append_log(&old, &["one-3".into()]).await));
+    store.append_log(&new, &["two-2".into()]).await.unwrap();
+    let lines = store.read_log("a", 0).await.unwrap();
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, ["one-1", "one-2", "two-1", "two-2"]);
+    assert!(lines.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+async fn a_handed_back_build_is_claimed_again(store: Arc<dyn Store>) {
+    admit_all(&store, &["a"]).await;
+    let held = claim(&store, "one", LEASE).await.unwrap();
+    let first = Fence::of(&held);
+    assert!(store.hand_back(&first).await.unwrap());
+    assert!(
+        is_lease_lost(store.save(&held).await),
+        "a handed-back build takes no more writes from its old holder"
+    );
+    let stored = store.get("a").await.unwrap().unwrap();
+    assert_eq!(stored.status, BuildStatus::Queued);
+    assert_eq!(stored.instance, None);
+    assert_eq!(store.queued_count().await.unwrap(), 1);
+    let again = store.claim("two", LEASE).await.unwrap().unwrap();
+    assert_eq!(again.record.attempt, 2);
+    assert_eq!(again.taken_from, None, "handed back, not taken over");
+    assert!(!store.hand_back(&first).await.unwrap());
+}
+
+async fn a_restarted_instance_releases_its_builds_at_once(store: Arc<dyn Store>) {
+    admit_all(&store, &["a"]).await;
+    claim(&store, "one", LEASE).await.unwrap();
+    assert!(claim(&store, "one", LEASE).await.is_none());
+    assert_eq!(store.release_instance("one").await.unwrap(), 1);
+    let resumed = store.claim("one", LEASE).await.unwrap().unwrap();
+    assert_eq!(resumed.record.id, "a");
+    assert_eq!(resumed.record.attempt, 2);
+}
+
+async fn a_tag_is_leased_to_one_build_at_a_time(store: Arc<dyn Store>) {
+    let a = Fence { build: "a".into(), attempt: 1 };
+    let b = Fence { build: "b".into(), attempt: 1 };
+    let tag = "reg.example/api:1.0.0";
+    assert!(store.lease_tag(tag, &a, LEASE).await.unwrap());
+    assert!(!store.lease_tag(tag, &b, LEASE).await.unwrap());
+    assert!(store.lease_tag(tag, &a, LEASE).await.unwrap(), "renewed by its holder");
+    let a_again = Fence { build: "a".into(), attempt: 2 };
+    assert!(!store.lease_tag(tag, &a_again, LEASE).await.unwrap(), "another attempt is another holder");
+    store.release_tag(tag, &b).await.unwrap();
+    assert!(!store.lease_tag(tag, &b, LEASE).await.unwrap(), "only the holder releases");
+    store.release_tag(tag, &a).await.unwrap();
+    assert!(store.lease_tag(tag, &b, SHORT).await.unwrap());
+    tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
+    assert!(store.lease_tag(tag, &a, LEASE).await.unwrap(), "a lease that ran out is taken");
+    assert!(!store.lease_tag(tag, &b, LEASE).await.unwrap());
+}
+
+/// PostgreSQL tells the other instances: an admission, and log lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notifies_other_instances_of_admissions_and_log_lines() {
+    let url = support::postgres::database();
+    let here = PostgresStore::open(&url).await.unwrap();
+    let there: Arc<dyn Store> = Arc::new(PostgresStore::open(&url).await.unwrap());
+    let mut notices = here.notices().unwrap();
+    let next = |notices: &mut tokio::sync::mpsc::Receiver<Notice>| {
+        let wait = tokio::time::timeout(Duration::from_secs(10), notices.recv());
+        async move { wait.await.expect("a notice within 10 s").expect("listening") }
+    };
+    assert_eq!(next(&mut notices).await, Notice::Missed, "first, look at everything");
+    admit_all(&there, &["a"]).await;
+    assert_eq!(next(&mut notices).await, Notice::Queued);
+    let fence = Fence::of(&claim(&there, "there", LEASE).await.unwrap());
+    there.append_log(&fence, &["x".into(), "y".into()]).await.unwrap();
+    assert_eq!(next(&mut notices).await, Notice::Logged("a".into()), "one notice per batch");
+}
+
 conformance!(
+    claims_take_the_oldest_waiting_build_once,
+    concurrent_claims_never_share_a_build,
+    renewing_keeps_a_build_from_takeover,
+    an_expired_lease_is_taken_over_and_the_old_attempt_fenced,
+    log_lines_stay_in_order_across_a_takeover,
+    a_handed_back_build_is_claimed_again,
+    a_restarted_instance_releases_its_builds_at_once,
+    a_tag_is_leased_to_one_build_at_a_time,
     concurrent_admissions_of_one_commit_create_one_build,
     a_batch_is_admitted_in_order,
     catch_up_starts_at_the_first_build_or_the_first_question,

@@ -29,7 +29,7 @@ fn padded(mut value: Value) -> Vec<u8> {
 
 /// Signed ~25 KB merged-PR deliveries, each of its own merge commit, of a
 /// repository the stand-in GitHub does not know (so the builds fail fast).
-fn merged_generator() -> Generator {
+pub(super) fn merged_generator() -> Generator {
     let value = support::merged_pr_payload("bench/hooks", PLACEHOLDER_SHA, 7, "main");
     let template = padded(value);
     let offsets: Vec<usize> = template
@@ -87,19 +87,19 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
 }
 
-struct Cell {
-    rates: Vec<f64>,
-    p50: Vec<f64>,
-    p99: Vec<f64>,
-    p999: Vec<f64>,
-    max: Vec<f64>,
-    unexpected: u64,
-    slipway_cpu_us: Vec<f64>,
-    bench_cpu_us: Vec<f64>,
+pub(super) struct Cell {
+    pub(super) rates: Vec<f64>,
+    pub(super) p50: Vec<f64>,
+    pub(super) p99: Vec<f64>,
+    pub(super) p999: Vec<f64>,
+    pub(super) max: Vec<f64>,
+    pub(super) unexpected: u64,
+    pub(super) slipway_cpu_us: Vec<f64>,
+    pub(super) bench_cpu_us: Vec<f64>,
 }
 
 impl Cell {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             rates: vec![],
             p50: vec![],
@@ -112,7 +112,7 @@ impl Cell {
         }
     }
 
-    fn add(&mut self, result: &LoadResult, expected: u16, cpu: (Duration, Duration)) {
+    pub(super) fn add(&mut self, result: &LoadResult, expected: u16, cpu: (Duration, Duration)) {
         self.rates.push(result.rate());
         self.p50.push(result.percentile_us(50.0));
         self.p99.push(result.percentile_us(99.0));
@@ -127,7 +127,7 @@ impl Cell {
 
 /// Runs `f` and returns its result with the CPU time slipway and this
 /// process spent meanwhile.
-async fn with_cpu<F: std::future::Future<Output = LoadResult>>(
+pub(super) async fn with_cpu<F: std::future::Future<Output = LoadResult>>(
     pid: Option<u32>,
     f: F,
 ) -> (LoadResult, (Duration, Duration)) {
@@ -138,7 +138,7 @@ async fn with_cpu<F: std::future::Future<Output = LoadResult>>(
     (result, (s1.saturating_sub(s0), b1.saturating_sub(b0)))
 }
 
-fn check(mode: Mode, what: &str, result: &LoadResult, expected: u16) {
+pub(super) fn check(mode: Mode, what: &str, result: &LoadResult, expected: u16) {
     let unexpected = result.unexpected(expected);
     let line = format!(
         "{what}: {} answered, statuses {:?}",

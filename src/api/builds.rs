@@ -124,6 +124,7 @@ async fn retry(id: String, state: Arc<AppState>) -> Response {
         retry_of: Some(original.id.clone()),
         instance: None,
         trigger: Trigger::Retry,
+        attempt: 0,
         ..original
     };
     admit_record(&state, record).await.0

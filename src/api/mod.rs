@@ -15,7 +15,6 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::app::AppState;
-use crate::store::ListFilter;
 use crate::webhook::{error_reply, json_reply};
 
 pub use auth::Unauthorized;
@@ -78,7 +77,9 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, std::conver
 async fn metrics(state: Arc<AppState>) -> Response {
     let queued = state.store.queued_count().await.unwrap_or(0);
     warp::reply::with_header(
-        state.metrics.render(queued),
+        state
+            .metrics
+            .render(queued, &state.pipeline.settings.instance_id),
         "content-type",
         "text/plain; version=0.0.4",
     )
@@ -88,13 +89,9 @@ async fn metrics(state: Arc<AppState>) -> Response {
 /// 200 while webhooks can be taken (the store answers); the engine and the
 /// registry are reported, not required, since builds wait out their outages.
 async fn healthz(state: Arc<AppState>) -> Response {
-    let store_ok = state
-        .store
-        .list(&ListFilter {
-            limit: 1,
-            ..Default::default()
-        })
-        .await;
+    let store_ok = state.store.ping().await;
+    let database = state.store.kind();
+    let instance = &state.pipeline.settings.instance_id;
     let probe = Duration::from_secs(3);
     let engine = async {
         match tokio::time::timeout(probe, state.pipeline.engine()).await {
@@ -116,13 +113,13 @@ async fn healthz(state: Arc<AppState>) -> Response {
     };
     let (engine, registry) = tokio::join!(engine, registry);
     match store_ok {
-        Ok(_) => json_reply(
+        Ok(()) => json_reply(
             StatusCode::OK,
-            json!({ "status": "ok", "engine": engine, "registry": registry }),
+            json!({ "status": "ok", "store": "ok", "database": database, "instance": instance, "engine": engine, "registry": registry }),
         ),
         Err(err) => json_reply(
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "status": "unavailable", "store": err.to_string(), "engine": engine, "registry": registry }),
+            json!({ "status": "unavailable", "store": err.to_string(), "database": database, "instance": instance, "engine": engine, "registry": registry }),
         ),
     }
 }

@@ -99,7 +99,7 @@ fn build_card(out: &mut String, build: &BuildRecord) {
         out,
         "<article class=\"build {status}\"><header><a href=\"/builds/{id}/page\">{repo} #{pr}</a> \
          <span class=badge>{status}</span></header>\
-         <p class=meta><code title=\"{commit}\">{short}</code> → {base} · {duration}</p>",
+         <p class=meta><code title=\"{commit}\">{short}</code> → {base} · {duration}{instance}</p>",
         status = build.status.as_str(),
         id = esc(&build.id),
         repo = esc(&build.repository),
@@ -108,6 +108,7 @@ fn build_card(out: &mut String, build: &BuildRecord) {
         short = esc(build.commit.get(..7).unwrap_or(&build.commit)),
         base = esc(&build.base_ref),
         duration = duration(build),
+        instance = on_instance(build),
     );
     if let Some(error) = &build.error {
         let _ = write!(out, "<p class=error>{}</p>", esc(error));
@@ -117,6 +118,18 @@ fn build_card(out: &mut String, build: &BuildRecord) {
         service_item(out, service);
     }
     out.push_str("</ul></article>");
+}
+
+/// Which instance runs (or ran) the build, and on which attempt after a takeover.
+fn on_instance(build: &BuildRecord) -> String {
+    match (&build.instance, build.attempt) {
+        (None, _) => String::new(),
+        (Some(instance), 0 | 1) => format!(" · on <span class=instance>{}</span>", esc(instance)),
+        (Some(instance), attempt) => format!(
+            " · on <span class=instance>{}</span> (attempt {attempt})",
+            esc(instance)
+        ),
+    }
 }
 
 fn service_item(out: &mut String, service: &ServiceRecord) {

@@ -90,55 +90,90 @@ async fn feed(
     mut live: broadcast::Receiver<LogEvent>,
     tx: mpsc::Sender<Event>,
 ) {
-    let mut last_seq = 0;
-    for line in &backlog {
-        if tx.send(line_event(line)).await.is_err() {
-            return;
-        }
-        last_seq = line.seq;
+    let mut watcher = Watcher {
+        state,
+        id,
+        tx,
+        last_seq: 0,
+    };
+    if watcher.send_lines(&backlog).await.is_err() {
+        return;
     }
     if let Some(status) = finished {
-        let _ = tx.send(end_event(status)).await;
+        let _ = watcher.tx.send(end_event(status)).await;
         return;
     }
     loop {
-        match live.recv().await {
-            Ok(LogEvent::Line(line)) if line.seq > last_seq => {
-                last_seq = line.seq;
-                if tx.send(line_event(&line)).await.is_err() {
-                    return;
-                }
+        // Lines of a build another instance runs come through the store: a
+        // notice pokes the watcher, and a quiet spell makes it look anyway.
+        let event = tokio::select! {
+            event = live.recv() => Some(event),
+            () = tokio::time::sleep(STORE_POLL) => None,
+        };
+        let step = match event {
+            Some(Ok(LogEvent::Line(line))) => watcher.send_lines(&[line]).await.map(|()| false),
+            Some(Ok(LogEvent::End(status))) => watcher.end(status).await.map(|()| true),
+            Some(Ok(LogEvent::Stored)) | Some(Err(broadcast::error::RecvError::Lagged(_))) => {
+                watcher.catch_up().await.map(|()| false)
             }
-            Ok(LogEvent::Line(_)) => {}
-            Ok(LogEvent::End(status)) => {
-                let _ = tx.send(end_event(status)).await;
-                return;
+            Some(Err(broadcast::error::RecvError::Closed)) => {
+                live = watcher.state.hub.subscribe(&watcher.id);
+                watcher.catch_up_or_end().await
             }
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                let Ok(missed) = state.store.read_log(&id, last_seq).await else {
-                    return;
-                };
-                for line in &missed {
-                    if tx.send(line_event(line)).await.is_err() {
-                        return;
-                    }
-                    last_seq = line.seq;
-                }
-            }
-            Err(broadcast::error::RecvError::Closed) => {
-                // The build ended while this watcher was catching up.
-                if let Ok(Some(record)) = state.store.get(&id).await {
-                    if let Ok(rest) = state.store.read_log(&id, last_seq).await {
-                        for line in &rest {
-                            if tx.send(line_event(line)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    let _ = tx.send(end_event(record.status)).await;
-                }
-                return;
-            }
+            None => watcher.catch_up_or_end().await,
+        };
+        if !matches!(step, Ok(false)) {
+            return;
+        }
+    }
+}
+
+/// How long a watcher waits without news before it reads the store.
+const STORE_POLL: Duration = Duration::from_millis(500);
+
+/// The watcher gone, or the store not answering: the stream ends.
+struct Gone;
+
+struct Watcher {
+    state: Arc<AppState>,
+    id: String,
+    tx: mpsc::Sender<Event>,
+    last_seq: u64,
+}
+
+impl Watcher {
+    /// Sends the lines it has not sent yet, in order, each once.
+    async fn send_lines(&mut self, lines: &[LogLine]) -> Result<(), Gone> {
+        for line in lines.iter().filter(|l| l.seq > self.last_seq) {
+            self.tx.send(line_event(line)).await.map_err(|_| Gone)?;
+            self.last_seq = line.seq;
+        }
+        Ok(())
+    }
+
+    async fn catch_up(&mut self) -> Result<(), Gone> {
+        let missed = self
+            .state
+            .store
+            .read_log(&self.id, self.last_seq)
+            .await
+            .map_err(|_| Gone)?;
+        self.send_lines(&missed).await
+    }
+
+    /// The rest of the log, then the end.
+    async fn end(&mut self, status: BuildStatus) -> Result<(), Gone> {
+        self.catch_up().await?;
+        self.tx.send(end_event(status)).await.map_err(|_| Gone)
+    }
+
+    /// Reads the store; true once the build has ended (and the end was sent).
+    async fn catch_up_or_end(&mut self) -> Result<bool, Gone> {
+        // The status first: a finished build's lines were all stored before it.
+        let record = self.state.store.get(&self.id).await.map_err(|_| Gone)?;
+        match record.map(|r| r.status).filter(|s| s.is_finished()) {
+            Some(status) => self.end(status).await.map(|()| true),
+            None => self.catch_up().await.map(|()| false),
         }
     }
 }

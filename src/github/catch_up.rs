@@ -190,7 +190,7 @@ pub async fn round(state: &AppState, repo: &Repository) -> Result<usize, CatchUp
             Admission::Created(id) => {
                 tracing::info!(build = %id, %repository, pull_request, %commit, "missed merge found; build queued");
                 state.metrics.catch_up_build();
-                state.queue.push(id);
+                state.queue.wake();
                 admitted += 1;
             }
             Admission::Duplicate(_) => {}

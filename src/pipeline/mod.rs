@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
@@ -22,7 +23,10 @@ use crate::log::{BuildLog, LogHub};
 use crate::manifest::{self, ServiceEntry, ServiceSpec};
 use crate::metrics::Metrics;
 use crate::registry::{Published, Registry};
-use crate::store::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Store};
+use crate::store::{
+    now_rfc3339, within, BuildRecord, BuildStatus, Claimed, Fence, ServiceRecord, ServiceStatus,
+    Store, StoreError,
+};
 use crate::types::{CommitSha, ImageName, Repository, Version};
 use service::{BuildLabels, PendingLookup, ServiceJob};
 
@@ -46,6 +50,9 @@ pub struct PipelineSettings {
     pub signer: Option<crate::signing::Signer>,
     /// `--instance-id`, the builder in provenance.
     pub instance_id: String,
+    /// `--lease`: how long a build and an image tag stay with this instance
+    /// unless renewed.
+    pub lease: Duration,
     /// The loopback registry the engine pushes through (`--push-path relay`).
     pub relay: Option<Arc<crate::registry::relay::Relay>>,
 }
@@ -91,12 +98,53 @@ impl Pipeline {
         self.settings.relay.as_ref().filter(|relay| relay.usable())
     }
 
-    async fn lock_tag(&self, image: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// Holds `image`'s tag for the build `fence` names: one push per tag at
+    /// a time in this process (a mutex) and across instances (a lease row in
+    /// the store, renewed while held). `None` once the build's lease is lost.
+    async fn lock_tag(&self, image: &str, fence: &Fence) -> Option<TagLease> {
         let lock = {
             let mut locks = self.tag_locks.lock().unwrap_or_else(|p| p.into_inner());
             locks.entry(image.to_string()).or_default().clone()
         };
-        lock.lock_owned().await
+        let local = lock.lock_owned().await;
+        let lease = self.settings.lease;
+        loop {
+            match self.store.lease_tag(image, fence, lease).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(err) => tracing::warn!(%err, image, "could not take the tag's lease; trying again"),
+            }
+            if !self.holds(fence).await {
+                return None;
+            }
+            tokio::time::sleep(TAG_LEASE_RETRY).await;
+        }
+        let renewer = AbortOnDropHandle::new(tokio::spawn(renew_tag(
+            self.store.clone(),
+            image.to_string(),
+            fence.clone(),
+            lease,
+        )));
+        Some(TagLease {
+            store: self.store.clone(),
+            tag: image.to_string(),
+            fence: fence.clone(),
+            _renewer: renewer,
+            _local: local,
+        })
+    }
+
+    /// Whether `fence` still holds its build, with the lease renewed: asked
+    /// just before anything goes to the registry under the build's name.
+    async fn holds(&self, fence: &Fence) -> bool {
+        let lease = self.settings.lease;
+        match within("a lease renewal", lease / 3, self.store.renew(fence, lease)).await {
+            Ok(held) => held,
+            Err(err) => {
+                tracing::warn!(%err, "could not confirm the build's lease; not pushing");
+                false
+            }
+        }
     }
 
     /// The engine, connected on first use so that Slipway can start (and take
@@ -107,37 +155,55 @@ impl Pipeline {
             .await
     }
 
-    /// Runs the stored build `id` to its end and records the result.
-    pub async fn run(self: &Arc<Self>, id: &str) {
-        let record = match self.store.get(id).await {
-            Ok(Some(record)) => record,
-            Ok(None) => return tracing::error!(build = id, "queued build is not in the store"),
-            Err(err) => return tracing::error!(build = id, %err, "could not load build"),
-        };
-        let span = tracing::info_span!("build", build = %record.id, repository = %record.repository, commit = %record.commit);
-        self.run_record(record).instrument(span).await;
-    }
-
-    async fn run_record(self: &Arc<Self>, mut record: BuildRecord) {
+    /// Runs a claimed build to its end and records the result, unless
+    /// `lost` says its lease went to another instance: then it stops where
+    /// it is, and writes, pushes and posts nothing more.
+    #[tracing::instrument(name = "build", skip_all, fields(build = %claimed.record.id, repository = %claimed.record.repository, commit = %claimed.record.commit, attempt = claimed.record.attempt))]
+    pub async fn run(self: &Arc<Self>, claimed: Claimed, lost: CancellationToken) {
         let started = Instant::now();
         self.metrics.build_started();
-        let resumed = record.status == BuildStatus::Running;
-        record.status = BuildStatus::Running;
-        record.instance = Some(self.settings.instance_id.clone());
+        let status = tokio::select! {
+            status = self.run_claimed(claimed) => status,
+            () = lost.cancelled() => None,
+        };
+        match status {
+            Some(status) => self.metrics.build_finished(status.as_str(), started.elapsed()),
+            None => self.metrics.build_stopped(),
+        }
+    }
+
+    /// The build's final status, `None` when its lease was lost.
+    async fn run_claimed(self: &Arc<Self>, claimed: Claimed) -> Option<BuildStatus> {
+        let Claimed {
+            mut record,
+            taken_from,
+        } = claimed;
         record.started_at = Some(now_rfc3339());
         record.finished_at = None;
         record.error = None;
         record.services.clear();
-        let (log, writer) =
-            BuildLog::start(self.store.clone(), self.hub.clone(), record.id.clone());
-        if resumed {
-            log.line("--- Slipway stopped during this build; running it again ---");
+        let (log, writer) = BuildLog::start(
+            self.store.clone(),
+            self.hub.clone(),
+            Fence::of(&record),
+        );
+        match taken_from {
+            Some(other) if other != self.settings.instance_id => log.line(&format!(
+                "--- instance {other} stopped answering during this build; {} takes it over (attempt {}) ---",
+                self.settings.instance_id, record.attempt
+            )),
+            _ if record.attempt > 1 => {
+                log.line("--- Slipway stopped during this build; running it again ---")
+            }
+            _ => {}
         }
         log.line(&format!(
             "build {} of {} at {} (PR #{})",
             record.id, record.repository, record.commit, record.pull_request
         ));
-        save(&self.store, &record).await;
+        if !save(&self.store, &record).await {
+            return None;
+        }
         self.post_status(&record, "pending", "building images".into())
             .await;
         let shared = Arc::new(Mutex::new(record));
@@ -160,12 +226,13 @@ impl Pipeline {
         record.finished_at = Some(now_rfc3339());
         log.line(&format!("build {}", record.status.as_str()));
         tracing::info!(status = record.status.as_str(), "build finished");
-        save(&self.store, &record).await;
+        // The last lines are stored before the status that ends the log.
         drop(log);
         let _ = writer.await;
+        if !save(&self.store, &record).await {
+            return None;
+        }
         self.hub.finish(&record.id, record.status);
-        self.metrics
-            .build_finished(record.status.as_str(), started.elapsed());
         for service in &record.services {
             self.metrics.service_finished(service.status.as_str());
         }
@@ -176,6 +243,7 @@ impl Pipeline {
         };
         self.post_status(&record, state, describe(&record)).await;
         self.update_pr_comment(&mut record).await;
+        Some(record.status)
     }
 
     /// A failure to post never fails the build: it is logged and left.
@@ -254,7 +322,9 @@ impl Pipeline {
                 spec,
             };
             let span = tracing::info_span!("service", service = %job.spec.name, version = %job.spec.version);
-            tokio::spawn(job.run().instrument(span))
+            // Aborted with the build when its lease is lost: dropping the
+            // engine's stream stops the engine's build too.
+            AbortOnDropHandle::new(tokio::spawn(job.run().instrument(span)))
         });
         for result in futures::future::join_all(tasks).await {
             if let Err(err) = result {
@@ -389,8 +459,58 @@ fn describe(record: &BuildRecord) -> String {
     }
 }
 
-pub(super) async fn save(store: &Arc<dyn Store>, record: &BuildRecord) {
-    if let Err(err) = store.save(record).await {
-        tracing::error!(%err, build = %record.id, "could not save build record");
+/// False once the build's lease is lost: nothing more is written for it.
+pub(super) async fn save(store: &Arc<dyn Store>, record: &BuildRecord) -> bool {
+    match store.save(record).await {
+        Ok(()) => true,
+        Err(err @ StoreError::LeaseLost { .. }) => {
+            tracing::warn!(%err, "record not saved");
+            false
+        }
+        Err(err) => {
+            tracing::error!(%err, build = %record.id, "could not save build record");
+            true
+        }
+    }
+}
+
+/// How often a build waiting for a tag another build holds asks again.
+const TAG_LEASE_RETRY: Duration = Duration::from_millis(250);
+
+/// An image tag held by one build; given back when dropped.
+pub(super) struct TagLease {
+    store: Arc<dyn Store>,
+    tag: String,
+    fence: Fence,
+    _renewer: AbortOnDropHandle<()>,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl TagLease {
+    /// Whether the lease is still this build's, renewed: asked just before the push.
+    pub(super) async fn still_held(&self, lease: Duration) -> bool {
+        let renewal = self.store.lease_tag(&self.tag, &self.fence, lease);
+        matches!(within("a tag lease", lease / 3, renewal).await, Ok(true))
+    }
+}
+
+impl Drop for TagLease {
+    fn drop(&mut self) {
+        let (store, tag, fence) = (self.store.clone(), self.tag.clone(), self.fence.clone());
+        // Best effort: a lease not given back runs out by itself.
+        tokio::spawn(async move {
+            if let Err(err) = store.release_tag(&tag, &fence).await {
+                tracing::debug!(%err, tag, "tag lease left to run out");
+            }
+        });
+    }
+}
+
+async fn renew_tag(store: Arc<dyn Store>, tag: String, fence: Fence, lease: Duration) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        if let Err(err) = store.lease_tag(&tag, &fence, lease).await {
+            tracing::warn!(%err, tag, "could not renew the tag's lease");
+        }
     }
 }

@@ -11,14 +11,18 @@ use tokio::sync::Mutex;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::sign::Signed;
-use super::{save, Pipeline};
+use super::{save, Pipeline, TagLease};
 use crate::context::{self, PreparedContext, SourceTree};
 use crate::engine::{BuildRequest, Engine};
 use crate::log::BuildLog;
 use crate::manifest::ServiceSpec;
 use crate::registry::relay::RelayedManifest;
 use crate::registry::{self, export, Published, PushStats};
-use crate::store::{now_rfc3339, BuildRecord, ServiceRecord, ServiceStatus};
+use crate::store::{now_rfc3339, BuildRecord, Fence, ServiceRecord, ServiceStatus};
+
+/// Why a service stops short of its push when the build changed hands.
+pub(super) const LEASE_LOST: &str =
+    "this instance lost the build's lease; the instance that took it over publishes it";
 use futures::future::{BoxFuture, Shared};
 
 #[derive(Clone)]
@@ -106,6 +110,22 @@ impl ServiceJob {
         }
     }
 
+    /// The claim of the build this service belongs to.
+    pub(super) async fn fence(&self) -> Fence {
+        Fence::of(&*self.shared.lock().await)
+    }
+
+    /// Re-checked just before anything is tagged in the registry: the build
+    /// and the tag are still this instance's, their leases renewed.
+    async fn still_holds(&self, fence: &Fence, tag: &TagLease) -> Result<(), String> {
+        let lease = self.pipeline.settings.lease;
+        if self.pipeline.holds(fence).await && tag.still_held(lease).await {
+            Ok(())
+        } else {
+            Err(LEASE_LOST.into())
+        }
+    }
+
     pub(super) fn image(&self) -> String {
         self.pipeline
             .registry
@@ -117,7 +137,7 @@ impl ServiceJob {
         if let Some(service) = record.services.get_mut(self.index) {
             change(service);
         }
-        save(&self.pipeline.store, &record).await;
+        let _saved = save(&self.pipeline.store, &record).await;
     }
 
     async fn publish(&self) -> Result<Done, String> {
@@ -221,9 +241,12 @@ impl ServiceJob {
         let ready = self
             .ready_for_registry(engine, &image_id, work_dir, &labels)
             .await?;
-        // One push per tag at a time in this process; and someone may have
+        // One push per tag at a time, across instances; and someone may have
         // published the tag while this one built.
-        let _tag = self.pipeline.lock_tag(&image).await;
+        let fence = self.fence().await;
+        let Some(tag_lease) = self.pipeline.lock_tag(&image, &fence).await else {
+            return Err(LEASE_LOST.into());
+        };
         if let Some(done) = self.immutable(self.lookup().await?, &context.inputs_digest)? {
             return Ok(done);
         }
@@ -245,8 +268,10 @@ impl ServiceJob {
             }
         };
         let untagged = untagged.map_err(|e| e.to_string())?;
+        self.still_holds(&fence, &tag_lease).await?;
         // Signed before the tag goes up: no tag is ever visible unsigned.
         let signed = self.sign_pushed(&untagged.digest, engine).await?;
+        self.still_holds(&fence, &tag_lease).await?;
         let digest = registry
             .tag(name, version, &untagged)
             .await

@@ -143,10 +143,12 @@ impl ServiceJob {
         let image = self.image();
         // Two versions of one image signed at once would each add their
         // layer to what they read, and the later push would drop the other's.
+        let fence = self.fence().await;
         let _sig = self
             .pipeline
-            .lock_tag(&format!("{}@{digest}.sig", self.spec.name))
-            .await;
+            .lock_tag(&format!("{}@{digest}.sig", self.spec.name), &fence)
+            .await
+            .ok_or_else(|| super::service::LEASE_LOST.to_string())?;
         let (signature, added) = signer
             .sign(
                 &self.pipeline.registry,

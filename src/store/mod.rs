@@ -7,6 +7,7 @@ mod sqlite;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use postgres::PostgresStore;
 pub use record::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Trigger};
@@ -39,6 +40,74 @@ pub enum StoreError {
     IdTaken(String),
     #[error("build store gave no answer for a record; redeliver it")]
     Unanswered,
+    #[error("build store did not answer {what} within {after:?}; check that the database is reachable")]
+    TimedOut { what: &'static str, after: Duration },
+    #[error("build {build}: attempt {attempt} no longer holds it (its lease ran out and another instance took it over); this instance stops it")]
+    LeaseLost { build: String, attempt: u32 },
+}
+
+/// `call`, or `TimedOut` after `after`. A database cut off by the network
+/// leaves a query waiting on a connection that will never answer; the
+/// callers that must act on time (the webhook, leases) do not wait for it.
+pub async fn within<T>(
+    what: &'static str,
+    after: Duration,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(after, call)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut { what, after }))
+}
+
+/// Which claim of a build a write comes from: a build's id and the attempt
+/// an instance holds. A write naming an attempt that was taken over changes
+/// nothing and answers `StoreError::LeaseLost`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub build: String,
+    pub attempt: u32,
+}
+
+impl Fence {
+    pub fn of(record: &BuildRecord) -> Self {
+        Self {
+            build: record.id.clone(),
+            attempt: record.attempt,
+        }
+    }
+
+    fn lost(&self) -> StoreError {
+        StoreError::LeaseLost {
+            build: self.build.clone(),
+            attempt: self.attempt,
+        }
+    }
+
+    /// How a tag lease names its holder.
+    fn holder(&self) -> String {
+        format!("{}#{}", self.build, self.attempt)
+    }
+}
+
+/// A build an instance has just claimed: running, on its lease, with its
+/// attempt raised.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub record: BuildRecord,
+    /// The instance that held it before, when this claim takes it over.
+    pub taken_from: Option<String>,
+}
+
+/// What a backend that shares its queue tells the instances listening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A build was admitted: try to claim.
+    Queued,
+    /// Log lines of this build were stored.
+    Logged(String),
+    /// The listener lost its connection, and with it any notice sent
+    /// meanwhile: look at everything again.
+    Missed,
 }
 
 /// One line of a build's log. `seq` grows with every line written, so a
@@ -130,6 +199,9 @@ pub trait Store: Send + Sync + 'static {
         records: &[BuildRecord],
         max_queued: u64,
     ) -> Result<BatchAdmission, StoreError>;
+    /// Writes the record of `record.attempt` on `record.instance`:
+    /// `LeaseLost`, and nothing written, once another attempt holds the
+    /// build or it was handed back to the queue.
     async fn save(&self, record: &BuildRecord) -> Result<(), StoreError>;
     async fn get(&self, id: &str) -> Result<Option<BuildRecord>, StoreError>;
     async fn list(&self, filter: &ListFilter) -> Result<Vec<BuildRecord>, StoreError>;
@@ -137,10 +209,37 @@ pub trait Store: Send + Sync + 'static {
     async fn queued_count(&self) -> Result<u64, StoreError>;
     /// Builds left queued or running, oldest first.
     async fn unfinished(&self) -> Result<Vec<BuildRecord>, StoreError>;
-    /// Appends lines to a build's log; returns them numbered, in order.
-    async fn append_log(&self, id: &str, lines: &[String]) -> Result<Vec<LogLine>, StoreError>;
+    /// Appends lines to the log of the build `fence` holds; returns them
+    /// numbered, in order. `LeaseLost` once another attempt holds the build.
+    async fn append_log(&self, fence: &Fence, lines: &[String]) -> Result<Vec<LogLine>, StoreError>;
     /// The build's log lines numbered above `after` (all of them for 0).
     async fn read_log(&self, id: &str, after: u64) -> Result<Vec<LogLine>, StoreError>;
+    /// Claims the oldest build that waits (queued, or running on a lease
+    /// that ran out) for `lease`, on the store's clock: running, on
+    /// `instance`, its attempt raised. `None` when nothing waits.
+    async fn claim(&self, instance: &str, lease: Duration) -> Result<Option<Claimed>, StoreError>;
+    /// Extends the lease `fence` holds; false once another attempt holds it.
+    async fn renew(&self, fence: &Fence, lease: Duration) -> Result<bool, StoreError>;
+    /// Puts a build `fence` holds back in the queue, for another instance
+    /// (or this one, later) to claim; false when it was no longer held.
+    async fn hand_back(&self, fence: &Fence) -> Result<bool, StoreError>;
+    /// Ends at once the leases a previous run of `instance` held: it is not
+    /// running them any more, so they need not wait out their leases.
+    async fn release_instance(&self, instance: &str) -> Result<u64, StoreError>;
+    /// Takes (or renews) the lease of one image tag for the build `fence`
+    /// holds; false while another build's lease on it runs.
+    async fn lease_tag(&self, tag: &str, fence: &Fence, lease: Duration) -> Result<bool, StoreError>;
+    /// Gives the tag's lease up, if `fence` still holds it.
+    async fn release_tag(&self, tag: &str, fence: &Fence) -> Result<(), StoreError>;
+    /// Whether the store answers, for `/healthz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// `sqlite` or `postgresql`.
+    fn kind(&self) -> &'static str;
+    /// Notices from other instances (PostgreSQL's LISTEN), for a store that
+    /// several instances share; `None` for one that only this process writes.
+    fn notices(&self) -> Option<tokio::sync::mpsc::Receiver<Notice>> {
+        None
+    }
     /// Since when missed merges of `repository` are caught up: its first
     /// build's creation, else the first time this was asked (`now` then).
     async fn catch_up_since(&self, repository: &str, now: &str) -> Result<String, StoreError>;
@@ -167,5 +266,6 @@ pub(crate) fn queued_record(id: &str, delivery: Option<&str>, commit: &str) -> B
         instance: None,
         trigger: Default::default(),
         pr_comment: None,
+        attempt: 0,
     }
 }

@@ -11,17 +11,36 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgTransaction};
 
+use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
+
 use super::{
-    Admission, BatchAdmission, BuildRecord, BuildStatus, ListFilter, LogLine, Store, StoreError,
+    Admission, BatchAdmission, BuildRecord, BuildStatus, Claimed, Fence, ListFilter, LogLine,
+    Notice, Store, StoreError,
 };
 
 /// The schema, embedded in the binary: a running instance never depends on
 /// files beside it, and every instance of one build migrates alike.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "builds",
-    include_str!("../../migrations/postgres/0001_builds.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "builds",
+        include_str!("../../migrations/postgres/0001_builds.sql"),
+    ),
+    (
+        2,
+        "queue",
+        include_str!("../../migrations/postgres/0002_queue.sql"),
+    ),
+];
+
+/// The channels instances notify each other on: one per batch of admitted
+/// builds (payload empty), one per batch of log lines (the build's id).
+const QUEUE_CHANNEL: &str = "slipway_queue";
+const LOG_CHANNEL: &str = "slipway_log";
+/// Notices waiting for the instance to take them; more are dropped, which
+/// costs only a wake-up (the queue is polled, and watchers re-read).
+const NOTICE_BUFFER: usize = 256;
 
 #[derive(Debug)]
 struct Embedded;
@@ -77,6 +96,70 @@ async fn migrate(options: &PgConnectOptions) -> Result<(), StoreError> {
     // Closing is best effort: a connection dropped unclosed ends the session too.
     let _ = conn.close().await;
     Ok(ran?)
+}
+
+/// Sent when the transaction commits, and only then (PostgreSQL's NOTIFY).
+async fn notify(tx: &mut PgConnection, channel: &str, payload: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Forwards notifications until the instance stops listening. Notices sent
+/// while the connection is down are lost; `Missed` tells the instance to look
+/// again once it is back, and its polling covers the time between.
+async fn listen(pool: PgPool, notices: mpsc::Sender<Notice>) {
+    let mut listener = None;
+    loop {
+        if notices.is_closed() {
+            return;
+        }
+        let Some(active) = listener.as_mut() else {
+            match subscribe(&pool).await {
+                Ok(subscribed) => {
+                    listener = Some(subscribed);
+                    let _ = notices.try_send(Notice::Missed);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot listen for other instances' notices; polling meanwhile");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            continue;
+        };
+        match active.try_recv().await {
+            Ok(Some(notification)) => {
+                let notice = match notification.channel() {
+                    QUEUE_CHANNEL => Notice::Queued,
+                    _ => Notice::Logged(notification.payload().to_string()),
+                };
+                // A full buffer drops the notice: the poll catches it up.
+                let _ = notices.try_send(notice);
+            }
+            Ok(None) => {
+                let _ = notices.try_send(Notice::Missed);
+            }
+            Err(err) => {
+                tracing::warn!(%err, "lost the connection for notices; reconnecting");
+                listener = None;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen_all([QUEUE_CHANNEL, LOG_CHANNEL]).await?;
+    Ok(listener)
+}
+
+/// Attempts are small; a column of PostgreSQL's `integer`.
+fn attempt_column(attempt: u32) -> i32 {
+    i32::try_from(attempt).unwrap_or(i32::MAX)
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -188,12 +271,6 @@ async fn admit_savepoint(
 
 #[async_trait::async_trait]
 impl Store for PostgresStore {
-    async fn admit(&self, record: &BuildRecord, max_queued: u64) -> Result<Admission, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let answer = admit_in(&mut tx, record, max_queued).await?;
-        tx.commit().await?;
-        Ok(answer)
-    }
 
     async fn admit_batch(
         &self,
@@ -205,17 +282,32 @@ impl Store for PostgresStore {
         for record in records {
             answers.push(admit_savepoint(&mut tx, record, max_queued).await?);
         }
+        if answers
+            .iter()
+            .any(|answer| matches!(answer, Ok(Admission::Created(_))))
+        {
+            notify(&mut tx, QUEUE_CHANNEL, "").await?;
+        }
         tx.commit().await?;
         Ok(answers)
     }
 
     async fn save(&self, record: &BuildRecord) -> Result<(), StoreError> {
-        sqlx::query("UPDATE builds SET status = $2, record = $3::jsonb WHERE id = $1")
-            .bind(&record.id)
-            .bind(record.status.as_str())
-            .bind(serde_json::to_string(record)?)
-            .execute(&self.pool)
-            .await?;
+        let written = sqlx::query(
+            "UPDATE builds SET status = $2, record = $3::jsonb
+             WHERE id = $1 AND attempt = $4 AND instance IS NOT DISTINCT FROM $5",
+        )
+        .bind(&record.id)
+        .bind(record.status.as_str())
+        .bind(serde_json::to_string(record)?)
+        .bind(attempt_column(record.attempt))
+        .bind(&record.instance)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if written == 0 {
+            return Err(Fence::of(record).lost());
+        }
         Ok(())
     }
 
@@ -258,12 +350,25 @@ impl Store for PostgresStore {
         decode_rows(rows)
     }
 
-    async fn append_log(&self, id: &str, lines: &[String]) -> Result<Vec<LogLine>, StoreError> {
+    async fn append_log(&self, fence: &Fence, lines: &[String]) -> Result<Vec<LogLine>, StoreError> {
         if lines.is_empty() {
             return Ok(Vec::new());
         }
+        let id = &fence.build;
         let count = to_i64(lines.len() as u64);
         let mut tx = self.pool.begin().await?;
+        // The share lock keeps a takeover (which raises the attempt) waiting
+        // until these lines are in: an attempt's lines all precede the next's.
+        let held: Option<i32> = sqlx::query_scalar(
+            "SELECT attempt FROM builds WHERE id = $1 AND attempt = $2 FOR SHARE",
+        )
+        .bind(id)
+        .bind(attempt_column(fence.attempt))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            return Err(fence.lost());
+        }
         // The head row's lock orders concurrent appends to one build.
         let last: i64 = sqlx::query_scalar(
             "INSERT INTO log_heads (build_id, last_seq) VALUES ($1, $2)
@@ -284,6 +389,7 @@ impl Store for PostgresStore {
         .bind(lines)
         .execute(&mut *tx)
         .await?;
+        notify(&mut tx, LOG_CHANNEL, id).await?;
         tx.commit().await?;
         Ok(lines
             .iter()
@@ -310,6 +416,128 @@ impl Store for PostgresStore {
                 text,
             })
             .collect())
+    }
+
+    async fn claim(&self, instance: &str, lease: Duration) -> Result<Option<Claimed>, StoreError> {
+        // SKIP LOCKED: instances claiming at once each take a different
+        // build instead of queueing behind one row. The lease runs on the
+        // database's clock, the one clock all instances share.
+        let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+            "WITH next AS (
+                SELECT seq, status AS was, instance AS previous FROM builds
+                WHERE status = 'queued'
+                   OR (status = 'running' AND (lease_until IS NULL OR lease_until < now()))
+                ORDER BY seq LIMIT 1
+                FOR UPDATE SKIP LOCKED
+             )
+             UPDATE builds AS b
+             SET status = 'running', attempt = b.attempt + 1, instance = $1,
+                 lease_until = now() + make_interval(secs => $2),
+                 record = b.record || jsonb_build_object(
+                     'status', 'running', 'instance', $1::text, 'attempt', b.attempt + 1)
+             FROM next WHERE b.seq = next.seq
+             RETURNING b.record::text, next.was, next.previous",
+        )
+        .bind(instance)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((json, was, previous)) = row else {
+            return Ok(None);
+        };
+        let taken_from = (was == BuildStatus::Running.as_str())
+            .then_some(previous)
+            .flatten();
+        Ok(Some(Claimed {
+            record: decode(&json)?,
+            taken_from,
+        }))
+    }
+
+    async fn renew(&self, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE builds SET lease_until = now() + make_interval(secs => $3)
+             WHERE id = $1 AND attempt = $2 AND status = 'running'",
+        )
+        .bind(&fence.build)
+        .bind(attempt_column(fence.attempt))
+        .bind(lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    async fn hand_back(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let handed = sqlx::query(
+            "UPDATE builds SET status = 'queued', instance = NULL, lease_until = NULL,
+                 record = record || jsonb_build_object('status', 'queued', 'instance', NULL)
+             WHERE id = $1 AND attempt = $2 AND status = 'running'",
+        )
+        .bind(&fence.build)
+        .bind(attempt_column(fence.attempt))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        notify(&mut tx, QUEUE_CHANNEL, "").await?;
+        tx.commit().await?;
+        Ok(handed == 1)
+    }
+
+    async fn release_instance(&self, instance: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let released = sqlx::query(
+            "UPDATE builds SET lease_until = NULL WHERE status = 'running' AND instance = $1",
+        )
+        .bind(instance)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        notify(&mut tx, QUEUE_CHANNEL, "").await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    async fn lease_tag(&self, tag: &str, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
+        let taken = sqlx::query(
+            "INSERT INTO tag_leases (tag, holder, lease_until)
+             VALUES ($1, $2, now() + make_interval(secs => $3))
+             ON CONFLICT (tag) DO UPDATE
+                 SET holder = EXCLUDED.holder, lease_until = EXCLUDED.lease_until
+                 WHERE tag_leases.holder = EXCLUDED.holder OR tag_leases.lease_until < now()",
+        )
+        .bind(tag)
+        .bind(fence.holder())
+        .bind(lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    async fn release_tag(&self, tag: &str, fence: &Fence) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM tag_leases WHERE tag = $1 AND holder = $2")
+            .bind(tag)
+            .bind(fence.holder())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn notices(&self) -> Option<mpsc::Receiver<Notice>> {
+        let (tx, rx) = mpsc::channel(NOTICE_BUFFER);
+        tokio::spawn(listen(self.pool.clone(), tx));
+        Some(rx)
     }
 
     async fn catch_up_since(&self, repository: &str, now: &str) -> Result<String, StoreError> {

@@ -106,6 +106,11 @@ pub struct BuildRecord {
     /// The `--instance-id` that runs or ran it; null while queued.
     #[serde(default)]
     pub instance: Option<String>,
+    /// Which claim of the build this record belongs to: raised each time an
+    /// instance takes the build (a takeover, a restart). Every write for a
+    /// running build names it, so a superseded instance writes nothing.
+    #[serde(default)]
+    pub attempt: u32,
     /// The id of the sticky comment on the pull request (`--pr-comment`);
     /// a retry inherits it, so the same comment is updated.
     #[serde(default, skip_serializing_if = "Option::is_none")]

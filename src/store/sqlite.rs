@@ -7,8 +7,11 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::runtime::Handle;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use super::{
-    Admission, BatchAdmission, BuildRecord, BuildStatus, ListFilter, LogLine, Store, StoreError,
+    Admission, BatchAdmission, BuildRecord, BuildStatus, Claimed, Fence, ListFilter, LogLine,
+    Store, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -39,6 +42,11 @@ CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tag_leases (
+    tag         TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    lease_until INTEGER NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS queued_on_insert AFTER INSERT ON builds
     WHEN NEW.status = 'queued'
     BEGIN UPDATE counters SET value = value + 1 WHERE name = 'queued'; END;
@@ -60,6 +68,30 @@ const RECOUNT_QUEUED: &str = "
 INSERT OR REPLACE INTO counters (name, value)
     VALUES ('queued', (SELECT COUNT(*) FROM builds WHERE status = 'queued'));
 ";
+
+/// The queue's columns, added to databases written before there was a queue
+/// in the store. A lease is in milliseconds since the epoch on this
+/// machine's clock: one instance uses a SQLite file, so there is no other.
+const QUEUE_COLUMNS: [(&str, &str); 3] = [
+    ("attempt", "INTEGER NOT NULL DEFAULT 0"),
+    ("instance", "TEXT"),
+    ("lease_until", "INTEGER"),
+];
+
+fn add_queue_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let present: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('builds')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (column, definition) in QUEUE_COLUMNS {
+        if !present.iter().any(|name| name == column) {
+            conn.execute_batch(&format!("ALTER TABLE builds ADD COLUMN {column} {definition}"))?;
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS builds_claimable ON builds(seq) WHERE status IN ('queued', 'running')",
+    )
+}
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -86,6 +118,7 @@ impl SqliteStore {
         )
         .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        add_queue_columns(&conn).map_err(open_err)?;
         conn.execute_batch(RECOUNT_QUEUED).map_err(open_err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -203,8 +236,123 @@ fn admit_one(
 
 fn save(conn: &Connection, record: &BuildRecord) -> Result<(), StoreError> {
     let json = serde_json::to_string(record)?;
-    conn.prepare_cached("UPDATE builds SET status = ?2, record = ?3 WHERE id = ?1")?
-        .execute(params![record.id, record.status.as_str(), json])?;
+    let written = conn
+        .prepare_cached(
+            "UPDATE builds SET status = ?2, record = ?3
+             WHERE id = ?1 AND attempt = ?4 AND instance IS ?5",
+        )?
+        .execute(params![
+            record.id,
+            record.status.as_str(),
+            json,
+            record.attempt,
+            record.instance
+        ])?;
+    if written == 0 {
+        return Err(Fence::of(record).lost());
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn lease_end(lease: Duration) -> i64 {
+    now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn claim(
+    conn: &mut Connection,
+    instance: &str,
+    lease: Duration,
+) -> Result<Option<Claimed>, StoreError> {
+    let tx = conn.transaction()?;
+    let next: Option<(i64, String, Option<String>, u32, String)> = tx
+        .prepare_cached(
+            "SELECT seq, status, instance, attempt, record FROM builds
+             WHERE status = 'queued'
+                OR (status = 'running' AND (lease_until IS NULL OR lease_until < ?1))
+             ORDER BY seq LIMIT 1",
+        )?
+        .query_row([now_ms()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+        })
+        .optional()?;
+    let Some((seq, status, previous, attempt, json)) = next else {
+        return Ok(None);
+    };
+    let mut record: BuildRecord = serde_json::from_str(&json)?;
+    record.status = BuildStatus::Running;
+    record.instance = Some(instance.to_string());
+    record.attempt = attempt.saturating_add(1);
+    tx.prepare_cached(
+        "UPDATE builds SET status = 'running', attempt = ?2, instance = ?3, lease_until = ?4,
+         record = ?5 WHERE seq = ?1",
+    )?
+    .execute(params![
+        seq,
+        record.attempt,
+        instance,
+        lease_end(lease),
+        serde_json::to_string(&record)?
+    ])?;
+    tx.commit()?;
+    let taken_from = (status == BuildStatus::Running.as_str()).then_some(previous).flatten();
+    Ok(Some(Claimed { record, taken_from }))
+}
+
+fn renew(conn: &Connection, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
+    let renewed = conn
+        .prepare_cached(
+            "UPDATE builds SET lease_until = ?3
+             WHERE id = ?1 AND attempt = ?2 AND status = 'running'",
+        )?
+        .execute(params![fence.build, fence.attempt, lease_end(lease)])?;
+    Ok(renewed == 1)
+}
+
+fn hand_back(conn: &Connection, fence: &Fence) -> Result<bool, StoreError> {
+    let handed = conn
+        .prepare_cached(
+            "UPDATE builds SET status = 'queued', instance = NULL, lease_until = NULL,
+             record = json_set(record, '$.status', 'queued', '$.instance', NULL)
+             WHERE id = ?1 AND attempt = ?2 AND status = 'running'",
+        )?
+        .execute(params![fence.build, fence.attempt])?;
+    Ok(handed == 1)
+}
+
+/// One instance uses a SQLite file, so every running build is this
+/// instance's, left by its previous run.
+fn release_instance(conn: &Connection) -> Result<u64, StoreError> {
+    let released = conn
+        .prepare_cached("UPDATE builds SET lease_until = NULL WHERE status = 'running'")?
+        .execute([])?;
+    Ok(released as u64)
+}
+
+fn lease_tag(
+    conn: &Connection,
+    tag: &str,
+    fence: &Fence,
+    lease: Duration,
+) -> Result<bool, StoreError> {
+    let taken = conn
+        .prepare_cached(
+            "INSERT INTO tag_leases (tag, holder, lease_until) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tag) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until
+             WHERE tag_leases.holder = excluded.holder OR tag_leases.lease_until < ?4",
+        )?
+        .execute(params![tag, fence.holder(), lease_end(lease), now_ms()])?;
+    Ok(taken == 1)
+}
+
+fn release_tag(conn: &Connection, tag: &str, fence: &Fence) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM tag_leases WHERE tag = ?1 AND holder = ?2")?
+        .execute(params![tag, fence.holder()])?;
     Ok(())
 }
 
@@ -245,10 +393,17 @@ fn unfinished(conn: &Connection) -> Result<Vec<BuildRecord>, StoreError> {
 
 fn append_log(
     conn: &mut Connection,
-    id: &str,
+    fence: &Fence,
     lines: Vec<String>,
 ) -> Result<Vec<LogLine>, StoreError> {
     let tx = conn.transaction()?;
+    let held = tx
+        .prepare_cached("SELECT 1 FROM builds WHERE id = ?1 AND attempt = ?2")?
+        .exists(params![fence.build, fence.attempt])?;
+    if !held {
+        return Err(fence.lost());
+    }
+    let id = &fence.build;
     let mut numbered = Vec::with_capacity(lines.len());
     {
         let mut stmt =
@@ -335,11 +490,50 @@ impl Store for SqliteStore {
         self.blocking(|conn| unfinished(conn)).await
     }
 
-    async fn append_log(&self, id: &str, lines: &[String]) -> Result<Vec<LogLine>, StoreError> {
-        let id = id.to_string();
+    async fn append_log(&self, fence: &Fence, lines: &[String]) -> Result<Vec<LogLine>, StoreError> {
+        let fence = fence.clone();
         let lines = lines.to_vec();
-        self.blocking(move |conn| append_log(conn, &id, lines))
+        self.blocking(move |conn| append_log(conn, &fence, lines))
             .await
+    }
+
+    async fn claim(&self, instance: &str, lease: Duration) -> Result<Option<Claimed>, StoreError> {
+        let instance = instance.to_string();
+        self.blocking(move |conn| claim(conn, &instance, lease)).await
+    }
+
+    async fn renew(&self, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
+        let fence = fence.clone();
+        self.blocking(move |conn| renew(conn, &fence, lease)).await
+    }
+
+    async fn hand_back(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let fence = fence.clone();
+        self.blocking(move |conn| hand_back(conn, &fence)).await
+    }
+
+    async fn release_instance(&self, _instance: &str) -> Result<u64, StoreError> {
+        self.blocking(|conn| release_instance(conn)).await
+    }
+
+    async fn lease_tag(&self, tag: &str, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
+        let (tag, fence) = (tag.to_string(), fence.clone());
+        self.blocking(move |conn| lease_tag(conn, &tag, &fence, lease))
+            .await
+    }
+
+    async fn release_tag(&self, tag: &str, fence: &Fence) -> Result<(), StoreError> {
+        let (tag, fence) = (tag.to_string(), fence.clone());
+        self.blocking(move |conn| release_tag(conn, &tag, &fence))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|conn| Ok(conn.execute_batch("SELECT 1")?)).await
+    }
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
     }
 
     async fn read_log(&self, id: &str, after: u64) -> Result<Vec<LogLine>, StoreError> {
@@ -358,40 +552,6 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::store::queued_record as record;
-
-    #[tokio::test]
-    async fn duplicates_by_delivery_and_by_commit() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path()).expect("open");
-        let first = record("a", Some("d1"), "c1");
-        assert_eq!(
-            store.admit(&first, 10).await.expect("admit"),
-            Admission::Created("a".into())
-        );
-        let same_delivery = record("b", Some("d1"), "c2");
-        assert_eq!(
-            store.admit(&same_delivery, 10).await.expect("admit"),
-            Admission::Duplicate("a".into())
-        );
-        let same_commit = record("c", Some("d2"), "c1");
-        assert_eq!(
-            store.admit(&same_commit, 10).await.expect("admit"),
-            Admission::Duplicate("a".into())
-        );
-        let mut retry = record("r", None, "c1");
-        retry.retry_of = Some("a".into());
-        assert_eq!(
-            store.admit(&retry, 10).await.expect("admit"),
-            Admission::Created("r".into())
-        );
-        assert_eq!(
-            store
-                .admit(&record("x", Some("d3"), "c3"), 2)
-                .await
-                .expect("admit"),
-            Admission::QueueFull
-        );
-    }
 
     fn created(id: &str) -> Admission {
         Admission::Created(id.into())
@@ -523,7 +683,7 @@ mod tests {
             rec.status = BuildStatus::Running;
             store.save(&rec).await.expect("save");
             store
-                .append_log("a", &["one".into(), "two".into()])
+                .append_log(&Fence::of(&rec), &["one".into(), "two".into()])
                 .await
                 .expect("log");
         }

@@ -177,7 +177,7 @@ pub async fn admit_record(state: &AppState, record: BuildRecord) -> Answer {
     match state.admissions.admit(record).await {
         Ok(Admission::Created(id)) => {
             tracing::info!(build = %id, %repository, %commit, "build queued");
-            state.queue.push(id.clone());
+            state.queue.wake();
             let body =
                 json!({ "build_id": id, "status": "queued", "url": format!("/builds/{id}") });
             (json_reply(StatusCode::ACCEPTED, body), "accepted")
@@ -234,5 +234,6 @@ pub fn new_record(pr: MergedPullRequest, delivery: Option<String>) -> BuildRecor
         instance: None,
         trigger: Trigger::Webhook,
         pr_comment: None,
+        attempt: 0,
     }
 }

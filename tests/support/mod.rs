@@ -4,6 +4,7 @@
 
 pub mod engine_proxy;
 pub mod github;
+pub mod partition;
 pub mod postgres;
 pub mod registry;
 
@@ -122,6 +123,12 @@ impl Slipway {
             }
         }
         args.extend(options.extra);
+        // `SLIPWAY_TEST_STORE=postgres` runs a test binary's Slipways on
+        // PostgreSQL (scripts/test runs the core tests so, after SQLite).
+        let on_postgres = std::env::var("SLIPWAY_TEST_STORE").is_ok_and(|s| s == "postgres");
+        if on_postgres && !args.iter().any(|(k, _)| k == "SLIPWAY_DATABASE") {
+            args.push(("SLIPWAY_DATABASE".to_string(), postgres::database()));
+        }
         let mut slipway = Slipway {
             url: String::new(),
             log_path: dir.path().join("slipway.log"),

@@ -16,6 +16,7 @@ pub struct PgServer {
     bin: PathBuf,
     port: u16,
     run_as: Option<&'static str>,
+    dir: PathBuf,
 }
 
 static SERVER: OnceLock<PgServer> = OnceLock::new();
@@ -66,6 +67,7 @@ impl PgServer {
             bin,
             port: super::free_port(),
             run_as,
+            dir: dir.clone(),
         };
         let data = dir.join("data");
         let initdb = server.bin.join("initdb");
@@ -77,6 +79,66 @@ impl PgServer {
         server.spawn_with_watchdog(&dir, &data);
         server.wait_ready();
         server
+    }
+
+    /// A server of its own, for a test that stops and restarts it.
+    #[allow(dead_code)]
+    pub fn private() -> Self {
+        Self::start()
+    }
+
+    /// A new, empty database on this server: its `postgres://` URL.
+    #[allow(dead_code)]
+    pub fn database(&self) -> String {
+        self.create_database()
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut, as in a restart).
+    #[allow(dead_code)]
+    pub fn stop(&self) {
+        run(&mut self.command(&format!(
+            "{} -D {} -m fast -w stop >/dev/null",
+            self.bin.join("pg_ctl").display(),
+            self.dir.join("data").display()
+        )));
+    }
+
+    /// Starts a stopped server again, with the options it first ran with.
+    #[allow(dead_code)]
+    pub fn start_again(&self) {
+        run(&mut self.command(&format!(
+            "{} -D {} -o '{}' -l {}/log -w start >/dev/null",
+            self.bin.join("pg_ctl").display(),
+            self.dir.join("data").display(),
+            self.options(),
+            self.dir.display()
+        )));
+        self.wait_ready();
+    }
+
+    /// Runs `sql` in `database` as the superuser; its output.
+    #[allow(dead_code)]
+    pub fn sql(&self, database: &str, sql: &str) -> Result<String, String> {
+        self.psql(database, sql)
+    }
+
+    /// Statements the server has logged so far (for databases set to
+    /// `log_statement = all`).
+    #[allow(dead_code)]
+    pub fn log_statements(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("LOG:  statement:") || l.contains("LOG:  execute "))
+            .count()
+    }
+
+    fn options(&self) -> String {
+        format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            self.port,
+            self.dir.display()
+        )
     }
 
     /// A shell command, as the unprivileged user when there is one.
@@ -104,10 +166,7 @@ impl PgServer {
     fn spawn_with_watchdog(&self, dir: &Path, data: &Path) {
         let pg_ctl = self.bin.join("pg_ctl");
         let (pg_ctl, data, dir) = (pg_ctl.display(), data.display(), dir.display());
-        let options = format!(
-            "-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
-            self.port
-        );
+        let options = self.options();
         let script = format!(
             "{pg_ctl} -D {data} -o '{options}' -l {dir}/log -w start >/dev/null || exit 1; \
              while [ -d /proc/{pid} ]; do sleep 1; done; \
