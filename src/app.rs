@@ -384,8 +384,13 @@ impl App {
         let instance = &self.state.pipeline.settings.instance_id;
         match self.state.store.release_instance(instance).await {
             Ok(0) => {}
-            Ok(released) => tracing::info!(released, "builds left unfinished by this instance's last run go back to the queue"),
-            Err(err) => tracing::error!(%err, "could not release the builds of this instance's last run; they are taken over once their leases run out"),
+            Ok(released) => tracing::info!(
+                released,
+                "builds left unfinished by this instance's last run go back to the queue"
+            ),
+            Err(err) => {
+                tracing::error!(%err, "could not release the builds of this instance's last run; they are taken over once their leases run out")
+            }
         }
         self.state.queue.wake();
     }

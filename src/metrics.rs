@@ -217,9 +217,21 @@ impl Metrics {
         );
         let instance = label_value(instance);
         for (name, help, counter) in [
-            ("slipway_claims_total", "Builds this instance claimed from the queue.", &self.claims),
-            ("slipway_takeovers_total", "Builds this instance took over from an instance whose lease ran out.", &self.takeovers),
-            ("slipway_lease_losses_total", "Builds this instance stopped because another instance took them over.", &self.lease_losses),
+            (
+                "slipway_claims_total",
+                "Builds this instance claimed from the queue.",
+                &self.claims,
+            ),
+            (
+                "slipway_takeovers_total",
+                "Builds this instance took over from an instance whose lease ran out.",
+                &self.takeovers,
+            ),
+            (
+                "slipway_lease_losses_total",
+                "Builds this instance stopped because another instance took them over.",
+                &self.lease_losses,
+            ),
         ] {
             let value = counter.load(Ordering::Relaxed);
             let _ = writeln!(

@@ -77,13 +77,16 @@ impl Queue {
     /// Stops the builds still running here and puts them back in the queue,
     /// where another instance (or this one's next run) claims them.
     pub async fn hand_back_all(&self, store: &Arc<dyn Store>) {
-        let held: Vec<(Fence, CancellationToken)> = self.held.map().drain().map(|(_, v)| v).collect();
+        let held: Vec<(Fence, CancellationToken)> =
+            self.held.map().drain().map(|(_, v)| v).collect();
         for (fence, stop) in held {
             stop.cancel();
             match store.hand_back(&fence).await {
                 Ok(true) => tracing::info!(build = %fence.build, "build handed back to the queue"),
                 Ok(false) => {}
-                Err(err) => tracing::warn!(%err, build = %fence.build, "could not hand the build back; another instance takes it over once its lease runs out"),
+                Err(err) => {
+                    tracing::warn!(%err, build = %fence.build, "could not hand the build back; another instance takes it over once its lease runs out")
+                }
             }
         }
     }
@@ -172,12 +175,23 @@ fn run(
 /// Renews the lease every third of it. The build stops when the store says
 /// another attempt holds it, or when no renewal went through for a whole
 /// lease (the database unreachable): by then another instance may have it.
-async fn keep_lease(pipeline: Arc<Pipeline>, fence: Fence, lease: Duration, lost: CancellationToken) {
+async fn keep_lease(
+    pipeline: Arc<Pipeline>,
+    fence: Fence,
+    lease: Duration,
+    lost: CancellationToken,
+) {
     let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(lease / 3).await;
         // A renewal stuck on a cut connection must not outlast the lease.
-        match within("a lease renewal", lease / 3, pipeline.store.renew(&fence, lease)).await {
+        match within(
+            "a lease renewal",
+            lease / 3,
+            pipeline.store.renew(&fence, lease),
+        )
+        .await
+        {
             Ok(true) => renewed = Instant::now(),
             Ok(false) => {
                 tracing::warn!(build = %fence.build, attempt = fence.attempt, "lease lost: another instance took the build over; stopping it here");
@@ -187,7 +201,9 @@ async fn keep_lease(pipeline: Arc<Pipeline>, fence: Fence, lease: Duration, lost
                 tracing::warn!(%err, build = %fence.build, "lease not renewed for a whole lease; stopping the build here, another instance takes it over");
                 break;
             }
-            Err(err) => tracing::warn!(%err, build = %fence.build, "could not renew the lease; trying again"),
+            Err(err) => {
+                tracing::warn!(%err, build = %fence.build, "could not renew the lease; trying again")
+            }
         }
     }
     pipeline.metrics.lease_lost();

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use slipway::store::{
-    now_rfc3339, Admission, BuildRecord, BuildStatus, Fence, ListFilter, Notice, PostgresStore, SqliteStore, Store, StoreError,
+    now_rfc3339, Admission, BuildRecord, BuildStatus, Fence, ListFilter, Notice, PostgresStore,
+    SqliteStore, Store, StoreError,
 };
 
 fn record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
@@ -248,7 +249,9 @@ async fn admit_all(store: &Arc<dyn Store>, ids: &[&str]) {
     for id in ids {
         let delivery = format!("d-{id}");
         let commit = format!("c-{id}");
-        let answer = store.admit(&record(id, Some(&delivery), &commit), 1000).await;
+        let answer = store
+            .admit(&record(id, Some(&delivery), &commit), 1000)
+            .await;
         assert_eq!(answer.unwrap(), created(id));
     }
 }
@@ -301,7 +304,11 @@ async fn concurrent_claims_never_share_a_build(store: Arc<dyn Store>) {
     }
     assert_eq!(claimed.len(), ids.len(), "{claimed:?}");
     let unique: HashSet<&String> = claimed.iter().collect();
-    assert_eq!(unique.len(), ids.len(), "a build was claimed twice: {claimed:?}");
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "a build was claimed twice: {claimed:?}"
+    );
 }
 
 async fn renewing_keeps_a_build_from_takeover(store: Arc<dyn Store>) {
@@ -317,7 +324,10 @@ async fn renewing_keeps_a_build_from_takeover(store: Arc<dyn Store>) {
 async fn an_expired_lease_is_taken_over_and_the_old_attempt_fenced(store: Arc<dyn Store>) {
     admit_all(&store, &["a"]).await;
     let old = claim(&store, "one", SHORT).await.unwrap();
-    assert!(claim(&store, "two", LEASE).await.is_none(), "the lease still runs");
+    assert!(
+        claim(&store, "two", LEASE).await.is_none(),
+        "the lease still runs"
+    );
     tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
     let taken = store.claim("two", LEASE).await.unwrap().unwrap();
     assert_eq!(taken.record.id, "a");
@@ -329,27 +339,47 @@ async fn an_expired_lease_is_taken_over_and_the_old_attempt_fenced(store: Arc<dy
     let mut late = old.clone();
     late.status = BuildStatus::Failed;
     assert!(is_lease_lost(store.save(&late).await));
-    assert!(is_lease_lost(store.append_log(&stale, &["late".into()]).await));
+    assert!(is_lease_lost(
+        store.append_log(&stale, &["late".into()]).await
+    ));
     assert!(!store.hand_back(&stale).await.unwrap());
 
     let current = Fence::of(&taken.record);
     assert!(store.renew(&current, LEASE).await.unwrap());
-    store.append_log(&current, &["on two".into()]).await.unwrap();
+    store
+        .append_log(&current, &["on two".into()])
+        .await
+        .unwrap();
     let stored = store.get("a").await.unwrap().unwrap();
-    assert_eq!(stored.status, BuildStatus::Running, "the stale write changed nothing");
+    assert_eq!(
+        stored.status,
+        BuildStatus::Running,
+        "the stale write changed nothing"
+    );
     assert_eq!(stored.instance.as_deref(), Some("two"));
-    let texts: Vec<String> = store.read_log("a", 0).await.unwrap().into_iter().map(|l| l.text).collect();
+    let texts: Vec<String> = store
+        .read_log("a", 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.text)
+        .collect();
     assert_eq!(texts, ["on two"]);
 }
 
 async fn log_lines_stay_in_order_across_a_takeover(store: Arc<dyn Store>) {
     admit_all(&store, &["a"]).await;
     let old = Fence::of(&claim(&store, "one", SHORT).await.unwrap());
-    store.append_log(&old, &["one-1".into(), "one-2".into()]).await.unwrap();
+    store
+        .append_log(&old, &["one-1".into(), "one-2".into()])
+        .await
+        .unwrap();
     tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
     let new = Fence::of(&claim(&store, "two", LEASE).await.unwrap());
     store.append_log(&new, &["two-1".into()]).await.unwrap();
-    assert!(is_lease_lost(store.append_log(&old, &["one-3".into()]).await));
+    assert!(is_lease_lost(
+        store.append_log(&old, &["one-3".into()]).await
+    ));
     store.append_log(&new, &["two-2".into()]).await.unwrap();
     let lines = store.read_log("a", 0).await.unwrap();
     let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
@@ -387,21 +417,49 @@ async fn a_restarted_instance_releases_its_builds_at_once(store: Arc<dyn Store>)
 }
 
 async fn a_tag_is_leased_to_one_build_at_a_time(store: Arc<dyn Store>) {
-    let a = Fence { build: "a".into(), attempt: 1 };
-    let b = Fence { build: "b".into(), attempt: 1 };
+    let a = Fence {
+        build: "a".into(),
+        attempt: 1,
+    };
+    let b = Fence {
+        build: "b".into(),
+        attempt: 1,
+    };
     let tag = "reg.example/api:1.0.0";
     assert!(store.lease_tag(tag, &a, LEASE).await.unwrap());
     assert!(!store.lease_tag(tag, &b, LEASE).await.unwrap());
-    assert!(store.lease_tag(tag, &a, LEASE).await.unwrap(), "renewed by its holder");
-    let a_again = Fence { build: "a".into(), attempt: 2 };
-    assert!(!store.lease_tag(tag, &a_again, LEASE).await.unwrap(), "another attempt is another holder");
+    assert!(
+        store.lease_tag(tag, &a, LEASE).await.unwrap(),
+        "renewed by its holder"
+    );
+    let a_again = Fence {
+        build: "a".into(),
+        attempt: 2,
+    };
+    assert!(
+        !store.lease_tag(tag, &a_again, LEASE).await.unwrap(),
+        "another attempt is another holder"
+    );
     store.release_tag(tag, &b).await.unwrap();
-    assert!(!store.lease_tag(tag, &b, LEASE).await.unwrap(), "only the holder releases");
+    assert!(
+        !store.lease_tag(tag, &b, LEASE).await.unwrap(),
+        "only the holder releases"
+    );
     store.release_tag(tag, &a).await.unwrap();
     assert!(store.lease_tag(tag, &b, SHORT).await.unwrap());
     tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
-    assert!(store.lease_tag(tag, &a, LEASE).await.unwrap(), "a lease that ran out is taken");
+    assert!(
+        store.lease_tag(tag, &a, LEASE).await.unwrap(),
+        "a lease that ran out is taken"
+    );
     assert!(!store.lease_tag(tag, &b, LEASE).await.unwrap());
+}
+
+async fn next(notices: &mut tokio::sync::mpsc::Receiver<Notice>) -> Notice {
+    let wait = tokio::time::timeout(Duration::from_secs(10), notices.recv());
+    wait.await
+        .expect("a notice within 10 s")
+        .expect("listening")
 }
 
 /// PostgreSQL tells the other instances: an admission, and log lines.
@@ -411,16 +469,23 @@ async fn postgres_notifies_other_instances_of_admissions_and_log_lines() {
     let here = PostgresStore::open(&url).await.unwrap();
     let there: Arc<dyn Store> = Arc::new(PostgresStore::open(&url).await.unwrap());
     let mut notices = here.notices().unwrap();
-    let next = |notices: &mut tokio::sync::mpsc::Receiver<Notice>| {
-        let wait = tokio::time::timeout(Duration::from_secs(10), notices.recv());
-        async move { wait.await.expect("a notice within 10 s").expect("listening") }
-    };
-    assert_eq!(next(&mut notices).await, Notice::Missed, "first, look at everything");
+    assert_eq!(
+        next(&mut notices).await,
+        Notice::Missed,
+        "first, look at everything"
+    );
     admit_all(&there, &["a"]).await;
     assert_eq!(next(&mut notices).await, Notice::Queued);
     let fence = Fence::of(&claim(&there, "there", LEASE).await.unwrap());
-    there.append_log(&fence, &["x".into(), "y".into()]).await.unwrap();
-    assert_eq!(next(&mut notices).await, Notice::Logged("a".into()), "one notice per batch");
+    there
+        .append_log(&fence, &["x".into(), "y".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut notices).await,
+        Notice::Logged("a".into()),
+        "one notice per batch"
+    );
 }
 
 conformance!(

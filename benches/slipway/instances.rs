@@ -33,11 +33,18 @@ pub async fn run(mode: Mode, github: &FakeGitHub, registry: &TestRegistry) -> Se
         .tables
         .push(start_elsewhere(mode, github, registry).await);
     section.tables.push(takeovers(mode, github, registry).await);
-    section.tables.push(idle_queries(mode, github, registry).await);
+    section
+        .tables
+        .push(idle_queries(mode, github, registry).await);
     section
 }
 
-fn instance(github: &FakeGitHub, registry: &TestRegistry, database: &str, name: &str) -> SlipwayOptions {
+fn instance(
+    github: &FakeGitHub,
+    registry: &TestRegistry,
+    database: &str,
+    name: &str,
+) -> SlipwayOptions {
     SlipwayOptions::new(github, registry).envs(&[
         ("SLIPWAY_DATABASE", database),
         ("SLIPWAY_INSTANCE_ID", name),
@@ -74,10 +81,19 @@ async fn webhook_on_postgres(mode: Mode, github: &FakeGitHub, registry: &TestReg
                 load::closed_loop(&url, connections, warmup, duration, merged_generator()),
             )
             .await;
-            check(mode, &format!("pg merged x{connections} run {}", rep + 1), &result, 202);
+            check(
+                mode,
+                &format!("pg merged x{connections} run {}", rep + 1),
+                &result,
+                202,
+            );
             cell.add(&result, 202, cpu);
         }
-        row(&mut table, &format!("closed loop, {connections} connections"), &cell);
+        row(
+            &mut table,
+            &format!("closed loop, {connections} connections"),
+            &cell,
+        );
     }
     let rate = mode.pick(1000.0, 200.0);
     let mut cell = Cell::new();
@@ -87,7 +103,12 @@ async fn webhook_on_postgres(mode: Mode, github: &FakeGitHub, registry: &TestReg
             load::fixed_rate(&url, rate, 64, warmup, duration * 2, merged_generator()),
         )
         .await;
-        check(mode, &format!("pg fixed {rate}/s run {}", rep + 1), &result, 202);
+        check(
+            mode,
+            &format!("pg fixed {rate}/s run {}", rep + 1),
+            &result,
+            202,
+        );
         cell.add(&result, 202, cpu);
     }
     row(&mut table, &format!("fixed {rate:.0}/s"), &cell);
@@ -148,7 +169,9 @@ async fn claims_per_second(mode: Mode) -> Table {
     for claimers in [1usize, 8] {
         let database = postgres::database();
         let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(
-            PostgresStore::open(&database).await.expect("open the store"),
+            PostgresStore::open(&database)
+                .await
+                .expect("open the store"),
         );
         let records: Vec<BuildRecord> = (0..builds)
             .map(|i| queued(format!("{:040x}", i + 1)))
@@ -208,7 +231,10 @@ fn slow_commit(github: &FakeGitHub, name: &str) -> String {
             ),
             (
                 "Dockerfile",
-                &format!("FROM {}\nRUN sleep 600\n", support::BASE_IMAGE),
+                &format!(
+                    "FROM {}\nRUN echo {commit} && sleep 600\n",
+                    support::BASE_IMAGE
+                ),
             ),
         ],
     );
@@ -237,7 +263,8 @@ async fn wait_for_record(
 }
 
 fn parse_time(text: &str) -> Option<SystemTime> {
-    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     Some(SystemTime::from(at))
 }
 
@@ -250,21 +277,31 @@ async fn start_elsewhere(mode: Mode, github: &FakeGitHub, registry: &TestRegistr
     };
     let a = Slipway::start(options("bench-a")).await;
     let b = Slipway::start(options("bench-b")).await;
-    let busy = a.merge("bench/slow", &slow_commit(github, "occupies-a")).await;
-    let running = wait_for_record(&a, &busy, Duration::from_secs(60), |r| r["status"] == "running")
-        .await
-        .expect("the slow build starts");
+    let busy = a
+        .merge("bench/slow", &slow_commit(github, "occupies-a"))
+        .await;
+    let running = wait_for_record(&a, &busy, Duration::from_secs(60), |r| {
+        r["status"] == "running"
+    })
+    .await
+    .expect("the slow build starts");
     // Whichever instance took the slow build is A from here on.
-    let (a, b) = if running["instance"] == "bench-a" { (a, b) } else { (b, a) };
+    let (a, b) = if running["instance"] == "bench-a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
     let samples = mode.pick(20, 3);
     let mut delays = Vec::new();
     let mut elsewhere = 0;
     for _ in 0..samples {
         let id = a.merge("bench/unknown", &support::sha()).await;
         let answered = SystemTime::now();
-        let started = wait_for_record(&b, &id, Duration::from_secs(30), |r| r["started_at"].is_string())
-            .await
-            .expect("the build starts");
+        let started = wait_for_record(&b, &id, Duration::from_secs(30), |r| {
+            r["started_at"].is_string()
+        })
+        .await
+        .expect("the build starts");
         if started["instance"] != running["instance"] {
             elsewhere += 1;
         }
@@ -319,11 +356,16 @@ async fn takeovers(mode: Mode, github: &FakeGitHub, registry: &TestRegistry) -> 
         };
         let mut victim = Slipway::start(options(format!("victim-{kill}"))).await;
         let id = victim
-            .merge("bench/slow", &slow_commit(github, &format!("takeover-{kill}")))
+            .merge(
+                "bench/slow",
+                &slow_commit(github, &format!("takeover-{kill}")),
+            )
             .await;
-        wait_for_record(&victim, &id, Duration::from_secs(60), |r| r["status"] == "running")
-            .await
-            .expect("the victim runs the build");
+        wait_for_record(&victim, &id, Duration::from_secs(60), |r| {
+            r["status"] == "running"
+        })
+        .await
+        .expect("the victim runs the build");
         let survivor = Slipway::start(options(format!("survivor-{kill}"))).await;
         // A random point in the lease's renewal cycle.
         tokio::time::sleep(Duration::from_millis(500 + 97 * kill as u64 % 1000)).await;
@@ -341,7 +383,15 @@ async fn takeovers(mode: Mode, github: &FakeGitHub, registry: &TestRegistry) -> 
     remove_containers_running("sleep 600");
     let mut table = Table::new(
         "Takeover after SIGKILL",
-        &["kills", "taken over", "--lease", "--queue-poll", "min", "median", "max"],
+        &[
+            "kills",
+            "taken over",
+            "--lease",
+            "--queue-poll",
+            "min",
+            "median",
+            "max",
+        ],
     );
     let taken = delays.len();
     let sorted = sorted(delays);
@@ -365,7 +415,15 @@ async fn takeovers(mode: Mode, github: &FakeGitHub, registry: &TestRegistry) -> 
 /// Builds left by killed instances: their engine builds stop when the
 /// connection goes, but a `RUN` may linger for a moment.
 fn remove_containers_running(command: &str) {
-    let (_, listing) = docker_cli(&["ps", "-q", "--filter", "status=running", "--no-trunc", "--format", "{{.ID}} {{.Command}}"]);
+    let (_, listing) = docker_cli(&[
+        "ps",
+        "-q",
+        "--filter",
+        "status=running",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Command}}",
+    ]);
     let ids: Vec<&str> = listing
         .lines()
         .filter(|l| l.contains(command))
@@ -384,17 +442,27 @@ async fn idle_queries(mode: Mode, github: &FakeGitHub, registry: &TestRegistry) 
     let window = Duration::from_secs_f64(mode.pick(20.0, 3.0));
     let mut table = Table::new(
         "Idle instances: statements per second per instance",
-        &["instances", "window", "statements", "per instance per second"],
+        &[
+            "instances",
+            "window",
+            "statements",
+            "per instance per second",
+        ],
     );
     for count in [1usize, 3] {
         let database = postgres::database();
         let name = database.rsplit('/').next().unwrap_or_default().to_string();
         postgres::server()
-            .sql("postgres", &format!("ALTER DATABASE {name} SET log_statement = 'all'"))
+            .sql(
+                "postgres",
+                &format!("ALTER DATABASE {name} SET log_statement = 'all'"),
+            )
             .expect("log statements");
         let mut instances = Vec::new();
         for i in 0..count {
-            instances.push(Slipway::start(instance(github, registry, &database, &format!("idle-{i}"))).await);
+            instances.push(
+                Slipway::start(instance(github, registry, &database, &format!("idle-{i}"))).await,
+            );
         }
         // Past the start (migrations, the first claims).
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -406,7 +474,10 @@ async fn idle_queries(mode: Mode, github: &FakeGitHub, registry: &TestRegistry) 
             count.to_string(),
             fmt_s(window.as_secs_f64()),
             statements.to_string(),
-            format!("{:.1}", statements as f64 / count as f64 / window.as_secs_f64()),
+            format!(
+                "{:.1}",
+                statements as f64 / count as f64 / window.as_secs_f64()
+            ),
         ]);
     }
     table.note(

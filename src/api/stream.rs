@@ -144,7 +144,10 @@ struct Watcher {
 impl Watcher {
     /// Sends the lines it has not sent yet, in order, each once.
     async fn send_lines(&mut self, lines: &[LogLine]) -> Result<(), Gone> {
-        for line in lines.iter().filter(|l| l.seq > self.last_seq) {
+        for line in lines {
+            if line.seq <= self.last_seq {
+                continue;
+            }
             self.tx.send(line_event(line)).await.map_err(|_| Gone)?;
             self.last_seq = line.seq;
         }

@@ -122,7 +122,7 @@ mod tests {
             instance: None,
             trigger: Default::default(),
             pr_comment: None,
-        attempt: 0,
+            attempt: 0,
         };
         let text = render(&record, Some("https://x.example/"));
         assert!(text.starts_with(MARKER));

@@ -112,7 +112,9 @@ impl Pipeline {
             match self.store.lease_tag(image, fence, lease).await {
                 Ok(true) => break,
                 Ok(false) => {}
-                Err(err) => tracing::warn!(%err, image, "could not take the tag's lease; trying again"),
+                Err(err) => {
+                    tracing::warn!(%err, image, "could not take the tag's lease; trying again")
+                }
             }
             if !self.holds(fence).await {
                 return None;
@@ -167,7 +169,9 @@ impl Pipeline {
             () = lost.cancelled() => None,
         };
         match status {
-            Some(status) => self.metrics.build_finished(status.as_str(), started.elapsed()),
+            Some(status) => self
+                .metrics
+                .build_finished(status.as_str(), started.elapsed()),
             None => self.metrics.build_stopped(),
         }
     }
@@ -182,11 +186,8 @@ impl Pipeline {
         record.finished_at = None;
         record.error = None;
         record.services.clear();
-        let (log, writer) = BuildLog::start(
-            self.store.clone(),
-            self.hub.clone(),
-            Fence::of(&record),
-        );
+        let (log, writer) =
+            BuildLog::start(self.store.clone(), self.hub.clone(), Fence::of(&record));
         match taken_from {
             Some(other) if other != self.settings.instance_id => log.line(&format!(
                 "--- instance {other} stopped answering during this build; {} takes it over (attempt {}) ---",

@@ -40,7 +40,9 @@ pub enum StoreError {
     IdTaken(String),
     #[error("build store gave no answer for a record; redeliver it")]
     Unanswered,
-    #[error("build store did not answer {what} within {after:?}; check that the database is reachable")]
+    #[error(
+        "build store did not answer {what} within {after:?}; check that the database is reachable"
+    )]
     TimedOut { what: &'static str, after: Duration },
     #[error("build {build}: attempt {attempt} no longer holds it (its lease ran out and another instance took it over); this instance stops it")]
     LeaseLost { build: String, attempt: u32 },
@@ -211,7 +213,8 @@ pub trait Store: Send + Sync + 'static {
     async fn unfinished(&self) -> Result<Vec<BuildRecord>, StoreError>;
     /// Appends lines to the log of the build `fence` holds; returns them
     /// numbered, in order. `LeaseLost` once another attempt holds the build.
-    async fn append_log(&self, fence: &Fence, lines: &[String]) -> Result<Vec<LogLine>, StoreError>;
+    async fn append_log(&self, fence: &Fence, lines: &[String])
+        -> Result<Vec<LogLine>, StoreError>;
     /// The build's log lines numbered above `after` (all of them for 0).
     async fn read_log(&self, id: &str, after: u64) -> Result<Vec<LogLine>, StoreError>;
     /// Claims the oldest build that waits (queued, or running on a lease
@@ -228,7 +231,12 @@ pub trait Store: Send + Sync + 'static {
     async fn release_instance(&self, instance: &str) -> Result<u64, StoreError>;
     /// Takes (or renews) the lease of one image tag for the build `fence`
     /// holds; false while another build's lease on it runs.
-    async fn lease_tag(&self, tag: &str, fence: &Fence, lease: Duration) -> Result<bool, StoreError>;
+    async fn lease_tag(
+        &self,
+        tag: &str,
+        fence: &Fence,
+        lease: Duration,
+    ) -> Result<bool, StoreError>;
     /// Gives the tag's lease up, if `fence` still holds it.
     async fn release_tag(&self, tag: &str, fence: &Fence) -> Result<(), StoreError>;
     /// Whether the store answers, for `/healthz`.

@@ -271,7 +271,6 @@ async fn admit_savepoint(
 
 #[async_trait::async_trait]
 impl Store for PostgresStore {
-
     async fn admit_batch(
         &self,
         records: &[BuildRecord],
@@ -350,7 +349,11 @@ impl Store for PostgresStore {
         decode_rows(rows)
     }
 
-    async fn append_log(&self, fence: &Fence, lines: &[String]) -> Result<Vec<LogLine>, StoreError> {
+    async fn append_log(
+        &self,
+        fence: &Fence,
+        lines: &[String],
+    ) -> Result<Vec<LogLine>, StoreError> {
         if lines.is_empty() {
             return Ok(Vec::new());
         }
@@ -499,7 +502,12 @@ impl Store for PostgresStore {
         Ok(released)
     }
 
-    async fn lease_tag(&self, tag: &str, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
+    async fn lease_tag(
+        &self,
+        tag: &str,
+        fence: &Fence,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
         let taken = sqlx::query(
             "INSERT INTO tag_leases (tag, holder, lease_until)
              VALUES ($1, $2, now() + make_interval(secs => $3))

@@ -85,7 +85,9 @@ fn add_queue_columns(conn: &Connection) -> rusqlite::Result<()> {
         .collect::<Result<_, _>>()?;
     for (column, definition) in QUEUE_COLUMNS {
         if !present.iter().any(|name| name == column) {
-            conn.execute_batch(&format!("ALTER TABLE builds ADD COLUMN {column} {definition}"))?;
+            conn.execute_batch(&format!(
+                "ALTER TABLE builds ADD COLUMN {column} {definition}"
+            ))?;
         }
     }
     conn.execute_batch(
@@ -278,7 +280,13 @@ fn claim(
              ORDER BY seq LIMIT 1",
         )?
         .query_row([now_ms()], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
         })
         .optional()?;
     let Some((seq, status, previous, attempt, json)) = next else {
@@ -300,7 +308,9 @@ fn claim(
         serde_json::to_string(&record)?
     ])?;
     tx.commit()?;
-    let taken_from = (status == BuildStatus::Running.as_str()).then_some(previous).flatten();
+    let taken_from = (status == BuildStatus::Running.as_str())
+        .then_some(previous)
+        .flatten();
     Ok(Some(Claimed { record, taken_from }))
 }
 
@@ -490,7 +500,11 @@ impl Store for SqliteStore {
         self.blocking(|conn| unfinished(conn)).await
     }
 
-    async fn append_log(&self, fence: &Fence, lines: &[String]) -> Result<Vec<LogLine>, StoreError> {
+    async fn append_log(
+        &self,
+        fence: &Fence,
+        lines: &[String],
+    ) -> Result<Vec<LogLine>, StoreError> {
         let fence = fence.clone();
         let lines = lines.to_vec();
         self.blocking(move |conn| append_log(conn, &fence, lines))
@@ -499,7 +513,8 @@ impl Store for SqliteStore {
 
     async fn claim(&self, instance: &str, lease: Duration) -> Result<Option<Claimed>, StoreError> {
         let instance = instance.to_string();
-        self.blocking(move |conn| claim(conn, &instance, lease)).await
+        self.blocking(move |conn| claim(conn, &instance, lease))
+            .await
     }
 
     async fn renew(&self, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
@@ -516,7 +531,12 @@ impl Store for SqliteStore {
         self.blocking(|conn| release_instance(conn)).await
     }
 
-    async fn lease_tag(&self, tag: &str, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
+    async fn lease_tag(
+        &self,
+        tag: &str,
+        fence: &Fence,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
         let (tag, fence) = (tag.to_string(), fence.clone());
         self.blocking(move |conn| lease_tag(conn, &tag, &fence, lease))
             .await
@@ -529,7 +549,8 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.blocking(|conn| Ok(conn.execute_batch("SELECT 1")?)).await
+        self.blocking(|conn| Ok(conn.execute_batch("SELECT 1")?))
+            .await
     }
 
     fn kind(&self) -> &'static str {
