@@ -169,9 +169,20 @@ async fn deliveries_to_any_instance_build_each_merge_once() {
     .await;
     for (status, json, body) in answers {
         // 202 for the delivery that created the build, 200 for a duplicate.
+        let refusals: Vec<String> = cluster
+            .instances
+            .iter()
+            .flat_map(|i| {
+                i.log()
+                    .lines()
+                    .filter(|l| l.contains("could not store the delivery"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         assert!(
             status == 202 || (status == 200 && json["duplicate"] == true),
-            "{status} {json}"
+            "{status} {json}: {refusals:#?}"
         );
         let commit = serde_json::from_str::<Value>(&body).expect("json")["pull_request"]
             ["merge_commit_sha"]

@@ -181,6 +181,11 @@ fn decode_rows(rows: Vec<String>) -> Result<Vec<BuildRecord>, StoreError> {
 /// Locks the queue counter for the rest of the transaction and reads it.
 /// Every admission takes this one row lock, so the count it compares with
 /// `max_queued` cannot change under it; O(1), unlike a `count(*)` of the queue.
+///
+/// Whatever moves a build into or out of `queued` (a claim, a hand-back)
+/// takes it too, and first: its trigger would take it after the build's
+/// row, while an admission holding it may wait for that row's new index
+/// entries (a delivery of the same commit), a deadlock.
 async fn lock_queued_count(tx: &mut PgConnection) -> Result<u64, StoreError> {
     let queued: i64 = sqlx::query_scalar("SELECT queued FROM queue_counter FOR UPDATE")
         .fetch_one(&mut *tx)
@@ -425,6 +430,8 @@ impl Store for PostgresStore {
         // SKIP LOCKED: instances claiming at once each take a different
         // build instead of queueing behind one row. The lease runs on the
         // database's clock, the one clock all instances share.
+        let mut tx = self.pool.begin().await?;
+        lock_queued_count(&mut tx).await?;
         let row: Option<(String, String, Option<String>)> = sqlx::query_as(
             "WITH next AS (
                 SELECT seq, status AS was, instance AS previous FROM builds
@@ -443,8 +450,9 @@ impl Store for PostgresStore {
         )
         .bind(instance)
         .bind(lease.as_secs_f64())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         let Some((json, was, previous)) = row else {
             return Ok(None);
         };
@@ -473,6 +481,7 @@ impl Store for PostgresStore {
 
     async fn hand_back(&self, fence: &Fence) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        lock_queued_count(&mut tx).await?;
         let handed = sqlx::query(
             "UPDATE builds SET status = 'queued', instance = NULL, lease_until = NULL,
                  record = record || jsonb_build_object('status', 'queued', 'instance', NULL)

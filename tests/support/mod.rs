@@ -83,6 +83,12 @@ pub async fn start_stack(extra: &[(&str, &str)]) -> (FakeGitHub, TestRegistry, S
     (github, registry, slipway)
 }
 
+/// Whether this test run keeps Slipway's records in PostgreSQL
+/// (`SLIPWAY_TEST_STORE=postgres`) rather than SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("SLIPWAY_TEST_STORE").is_ok_and(|s| s == "postgres")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -125,8 +131,7 @@ impl Slipway {
         args.extend(options.extra);
         // `SLIPWAY_TEST_STORE=postgres` runs a test binary's Slipways on
         // PostgreSQL (scripts/test runs the core tests so, after SQLite).
-        let on_postgres = std::env::var("SLIPWAY_TEST_STORE").is_ok_and(|s| s == "postgres");
-        if on_postgres && !args.iter().any(|(k, _)| k == "SLIPWAY_DATABASE") {
+        if on_postgres() && !args.iter().any(|(k, _)| k == "SLIPWAY_DATABASE") {
             args.push(("SLIPWAY_DATABASE".to_string(), postgres::database()));
         }
         let mut slipway = Slipway {
