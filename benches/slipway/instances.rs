@@ -1,4 +1,4 @@
-//! Benchmark 5: several instances sharing one PostgreSQL (issue 13): the
+//! Benchmark 6: several instances sharing one PostgreSQL (issue 13): the
 //! webhook on PostgreSQL, claims per second, how soon an idle instance starts
 //! a build another admitted, takeover after SIGKILL, and what an idle
 //! instance costs the database.
@@ -24,7 +24,7 @@ const TAKEOVER_LEASE: &str = "3s";
 const TAKEOVER_POLL: &str = "1s";
 
 pub async fn run(mode: Mode, github: &FakeGitHub, registry: &TestRegistry) -> Section {
-    let mut section = Section::new("5. Several instances on PostgreSQL", HOW);
+    let mut section = Section::new("6. Several instances on PostgreSQL", HOW);
     section
         .tables
         .push(webhook_on_postgres(mode, github, registry).await);

@@ -43,7 +43,7 @@ pub fn write(path: &Path, mode: Mode, machine: &Machine, sections: &[Section], e
         "## How to run\n\n\
          ```sh\n\
          scripts/bench                      # test environment, then the full suite; rewrites this file\n\
-         scripts/bench webhook              # only one of: webhook, merge, noop, context (this file is left alone)\n\
+         scripts/bench webhook              # only one of: webhook, merge, noop, context, instances (this file is left alone)\n\
          scripts/bench -- noop context      # several\n\
          SLIPWAY_BENCH_REPORT=/tmp/p.md scripts/bench merge   # write the report of a partial run elsewhere\n\
          cargo test --release --bench slipway   # the smoke version (also part of `cargo test --all-targets`)\n\

@@ -430,6 +430,18 @@ impl Store for PostgresStore {
         // SKIP LOCKED: instances claiming at once each take a different
         // build instead of queueing behind one row. The lease runs on the
         // database's clock, the one clock all instances share.
+        // An idle instance asks this every poll: one read, no lock, no
+        // transaction, unless there is something to claim.
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM builds
+                WHERE status = 'queued'
+                   OR (status = 'running' AND (lease_until IS NULL OR lease_until < now())))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if !waiting {
+            return Ok(None);
+        }
         let mut tx = self.pool.begin().await?;
         lock_queued_count(&mut tx).await?;
         let row: Option<(String, String, Option<String>)> = sqlx::query_as(
