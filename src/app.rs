@@ -217,6 +217,9 @@ impl App {
         let work_dir = prepare_work_dir(&args.data_dir)?;
         let instance_id = args.instance_id.clone().unwrap_or_else(host_name);
         let store = crate::store::open(args.database.as_ref(), &args.data_dir).await?;
+        // Before the queue starts claiming: releasing after would hand back
+        // a build this run had just claimed, and it would run twice.
+        release_own_builds(store.as_ref(), &instance_id).await;
         let registry = Registry::new(&registry_settings(&args))?
             .keep_layers_in(&args.data_dir.join("registry-layers.json"));
         let github = GitHub::new(
@@ -316,7 +319,6 @@ impl App {
                 tracing::warn!(%err, "Docker Engine not reachable yet; builds will try again");
             }
         });
-        self.release_own_builds().await;
         let Self {
             addr,
             listener,
@@ -376,23 +378,21 @@ impl App {
             state.queue.hand_back_all(&state.store).await;
         }
     }
+}
 
-    /// Builds this instance held when it last stopped are not running any
-    /// more: their leases end now, so they are claimed at once (by this
-    /// instance, or another) rather than after `--lease`.
-    async fn release_own_builds(&self) {
-        let instance = &self.state.pipeline.settings.instance_id;
-        match self.state.store.release_instance(instance).await {
-            Ok(0) => {}
-            Ok(released) => tracing::info!(
-                released,
-                "builds left unfinished by this instance's last run go back to the queue"
-            ),
-            Err(err) => {
-                tracing::error!(%err, "could not release the builds of this instance's last run; they are taken over once their leases run out")
-            }
+/// Builds this instance held when it last stopped are not running any more:
+/// their leases end now, so they are claimed at once (by this instance, or
+/// another) rather than after `--lease`.
+async fn release_own_builds(store: &dyn Store, instance: &str) {
+    match store.release_instance(instance).await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(
+            released,
+            "builds left unfinished by this instance's last run go back to the queue"
+        ),
+        Err(err) => {
+            tracing::error!(%err, "could not release the builds of this instance's last run; they are taken over once their leases run out")
         }
-        self.state.queue.wake();
     }
 }
 
