@@ -74,18 +74,10 @@ impl Cluster {
         what: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (_, record) = self.instances[via].get_json(&format!("/builds/{id}")).await;
-            if done(&record) {
-                return record;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "build {id} did not {what}: {record}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.instances[via]
+            .record_when(id, Duration::from_secs(120), done)
+            .await
+            .unwrap_or_else(|record| panic!("build {id} did not {what}: {record}"))
     }
 }
 

@@ -244,27 +244,6 @@ fn slow_commit(github: &FakeGitHub, name: &str) -> String {
     commit
 }
 
-async fn record(slipway: &Slipway, id: &str) -> serde_json::Value {
-    slipway.get_json(&format!("/builds/{id}")).await.1
-}
-
-async fn wait_for_record(
-    slipway: &Slipway,
-    id: &str,
-    limit: Duration,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> Option<serde_json::Value> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let record = record(slipway, id).await;
-        if done(&record) {
-            return Some(record);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
-}
-
 fn parse_time(text: &str) -> Option<SystemTime> {
     let at =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
@@ -283,11 +262,10 @@ async fn start_elsewhere(mode: Mode, github: &FakeGitHub, registry: &TestRegistr
     let busy = a
         .merge("bench/slow", &slow_commit(github, "occupies-a"))
         .await;
-    let running = wait_for_record(&a, &busy, Duration::from_secs(60), |r| {
-        r["status"] == "running"
-    })
-    .await
-    .expect("the slow build starts");
+    let running = a
+        .record_when(&busy, Duration::from_secs(60), |r| r["status"] == "running")
+        .await
+        .expect("the slow build starts");
     // Whichever instance took the slow build is A from here on.
     let (a, b) = if running["instance"] == "bench-a" {
         (a, b)
@@ -300,11 +278,12 @@ async fn start_elsewhere(mode: Mode, github: &FakeGitHub, registry: &TestRegistr
     for _ in 0..samples {
         let id = a.merge("bench/unknown", &support::sha()).await;
         let answered = SystemTime::now();
-        let started = wait_for_record(&b, &id, Duration::from_secs(30), |r| {
-            r["started_at"].is_string()
-        })
-        .await
-        .expect("the build starts");
+        let started = b
+            .record_when(&id, Duration::from_secs(30), |r| {
+                r["started_at"].is_string()
+            })
+            .await
+            .expect("the build starts");
         if started["instance"] != running["instance"] {
             elsewhere += 1;
         }
@@ -364,21 +343,21 @@ async fn takeovers(mode: Mode, github: &FakeGitHub, registry: &TestRegistry) -> 
                 &slow_commit(github, &format!("takeover-{kill}")),
             )
             .await;
-        wait_for_record(&victim, &id, Duration::from_secs(60), |r| {
-            r["status"] == "running"
-        })
-        .await
-        .expect("the victim runs the build");
+        victim
+            .record_when(&id, Duration::from_secs(60), |r| r["status"] == "running")
+            .await
+            .expect("the victim runs the build");
         let survivor = Slipway::start(options(format!("survivor-{kill}"))).await;
         // A random point in the lease's renewal cycle.
         tokio::time::sleep(Duration::from_millis(500 + 97 * kill as u64 % 1000)).await;
         let killed = Instant::now();
         victim.kill();
-        let taken = wait_for_record(&survivor, &id, Duration::from_secs(30), |r| {
-            r["attempt"].as_u64() >= Some(2) && r["status"] == "running"
-        })
-        .await;
-        if taken.is_some() {
+        let taken = survivor
+            .record_when(&id, Duration::from_secs(30), |r| {
+                r["attempt"].as_u64() >= Some(2) && r["status"] == "running"
+            })
+            .await;
+        if taken.is_ok() {
             delays.push(secs(killed.elapsed()));
         }
         drop(survivor);

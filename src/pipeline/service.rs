@@ -19,11 +19,11 @@ use crate::manifest::ServiceSpec;
 use crate::registry::relay::RelayedManifest;
 use crate::registry::{self, export, Published, PushStats};
 use crate::store::{now_rfc3339, BuildRecord, Fence, ServiceRecord, ServiceStatus};
+use futures::future::{BoxFuture, Shared};
 
 /// Why a service stops short of its push when the build changed hands.
 pub(super) const LEASE_LOST: &str =
     "this instance lost the build's lease; the instance that took it over publishes it";
-use futures::future::{BoxFuture, Shared};
 
 #[derive(Clone)]
 pub(super) struct BuildLabels {

@@ -314,6 +314,27 @@ impl Slipway {
         self.get_text(&format!("/builds/{id}/log")).await
     }
 
+    /// Polls the build's record every 10 ms until `done` holds, for at most
+    /// `limit`: `Ok` with that record, else `Err` with the last one seen.
+    pub async fn record_when(
+        &self,
+        id: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value, Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (_, record) = self.get_json(&format!("/builds/{id}")).await;
+            if done(&record) {
+                return Ok(record);
+            }
+            if Instant::now() >= deadline {
+                return Err(record);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until the build ends; returns its record.
     pub async fn wait_for(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(300);
