@@ -388,3 +388,162 @@ async fn an_engine_without_buildkit_sessions_gets_the_classic_builder() {
     pull_fresh(&image);
     assert_eq!(docker_run(&image, &["cat", "/where"]).trim(), "built-here");
 }
+
+/// The buildx plugin the tests use as the reference (scripts/engines.sh
+/// puts Debian 13's `docker-buildx` there).
+fn buildx_config() -> std::path::PathBuf {
+    let dir = std::env::var_os("SLIPWAY_TEST_BUILDX_CONFIG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/opt/slipway-trixie/docker-config".into());
+    assert!(
+        dir.join("cli-plugins/docker-buildx").exists(),
+        "no docker-buildx plugin in {}: run scripts/engines.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// Every entry of a context with what `.dockerignore` and BuildKit make of
+/// it: ignored files, exceptions, an excluded folder with a kept file, a
+/// link, the Dockerfile and `.dockerignore` themselves ignored.
+fn context_files() -> Vec<(&'static str, FakeEntry)> {
+    let file = |text: &str| FakeEntry::File {
+        contents: text.as_bytes().to_vec(),
+        executable: false,
+    };
+    vec![
+        (
+            "svc/Dockerfile",
+            file(
+                "FROM slipway-test-base:1\nCOPY . /ctx\n\
+                 RUN cd /ctx && (find . -type d -exec stat -c '%F %n ' {} + ; \
+                 find . ! -type d -exec stat -c '%F %n %s %a' {} +) | sort > /listing\n",
+            ),
+        ),
+        (
+            "svc/.dockerignore",
+            file("Dockerfile\n.dockerignore\n*.log\n!keep.log\ndocs\n!docs/keep\nnode_modules\n**/*.tmp\n"),
+        ),
+        ("svc/app.py", file("print('hi')\n")),
+        ("svc/a.log", file("ignored\n")),
+        ("svc/keep.log", file("kept\n")),
+        ("svc/docs/x.md", file("ignored\n")),
+        ("svc/docs/keep/y.md", file("kept by an exception\n")),
+        ("svc/node_modules/m/index.js", file("ignored\n")),
+        ("svc/src/a/b.txt", file("deep\n")),
+        ("svc/src/a/c.tmp", file("ignored\n")),
+        ("svc/src/a.txt", file("beside a folder of the same stem\n")),
+        ("svc/src/a-b.txt", file("sorted between\n")),
+        (
+            "svc/tool.sh",
+            FakeEntry::File {
+                contents: b"#!/bin/sh\necho tool\n".to_vec(),
+                executable: true,
+            },
+        ),
+        (
+            "svc/link",
+            FakeEntry::Symlink {
+                target: "src/a.txt".into(),
+            },
+        ),
+        ("outside.txt", file("not in the context\n")),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_context_is_what_buildx_sends() {
+    let (github, registry, slipway) = start_stack(&[]).await;
+    let commit = sha();
+    let mut files = context_files();
+    let manifest = json!({"services": [{"name": "ctx", "version": "1.0.0", "context": "svc"}]});
+    files.push((
+        "dockerInfo.json",
+        FakeEntry::File {
+            contents: manifest.to_string().into_bytes(),
+            executable: false,
+        },
+    ));
+    let folder = tempfile::tempdir().expect("tempdir");
+    for (path, entry) in &files {
+        let target = folder.path().join(path);
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        match entry {
+            FakeEntry::File {
+                contents,
+                executable,
+            } => {
+                std::fs::write(&target, contents).expect("write");
+                let mode = if *executable { 0o755 } else { 0o644 };
+                std::fs::set_permissions(
+                    &target,
+                    std::os::unix::fs::PermissionsExt::from_mode(mode),
+                )
+                .expect("chmod");
+            }
+            FakeEntry::Symlink { target: to } => {
+                std::os::unix::fs::symlink(to, &target).expect("symlink")
+            }
+        }
+    }
+    github.add_commit(
+        REPO,
+        &commit,
+        files
+            .into_iter()
+            .map(|(path, entry)| (path.to_string(), entry))
+            .collect(),
+    );
+    let id = slipway.merge(REPO, &commit).await;
+    let record = slipway.wait_for(&id).await;
+    let log = slipway.build_log(&id).await;
+    assert_eq!(record["status"], "succeeded", "{record}\n{log}");
+    assert!(!log.contains("classic builder"), "{log}");
+    let image = format!("{}/ctx:1.0.0", registry.host);
+    pull_fresh(&image);
+    let slipways = docker_run(&image, &["cat", "/listing"]);
+
+    let reference = format!("slipway-test-buildx-ctx:{}", uuid());
+    let built = std::process::Command::new("docker")
+        .env("DOCKER_CONFIG", buildx_config())
+        .args([
+            "buildx",
+            "build",
+            "--load",
+            "--progress",
+            "plain",
+            "-t",
+            &reference,
+        ])
+        .arg(folder.path().join("svc"))
+        .output()
+        .expect("docker buildx build");
+    assert!(
+        built.status.success(),
+        "buildx failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let buildxs = docker_run(&reference, &["cat", "/listing"]);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &reference])
+        .output();
+    assert_eq!(slipways, buildxs, "Slipway's context and buildx's differ");
+    for gone in [
+        "./Dockerfile",
+        "./.dockerignore",
+        "./a.log",
+        "./docs/x.md",
+        "./src/a/c.tmp",
+    ] {
+        assert!(
+            !slipways.contains(&format!(" {gone} ")),
+            "{gone} was sent:\n{slipways}"
+        );
+    }
+    for kept in ["./keep.log", "./docs/keep/y.md", "./link", "./src/a-b.txt"] {
+        assert!(
+            slipways.contains(&format!(" {kept} ")),
+            "{kept} is missing:\n{slipways}"
+        );
+    }
+}

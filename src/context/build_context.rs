@@ -146,7 +146,7 @@ fn entries_under<'a>(
 
 /// Resolves a symlink's target lexically from the link's own folder; None
 /// when it leaves the context root.
-fn resolve_link(link_rel: &str, target: &str) -> Option<String> {
+pub(super) fn resolve_link(link_rel: &str, target: &str) -> Option<String> {
     if target.starts_with('/') {
         return None;
     }

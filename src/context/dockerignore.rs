@@ -70,6 +70,42 @@ impl DockerIgnore {
         Ok(Self { rules })
     }
 
+    /// Rules from patterns as `ReadAll` hands them on (what BuildKit sends
+    /// a build session as its exclude or include patterns).
+    pub fn from_patterns(patterns: &[String]) -> Result<Self, DockerIgnoreError> {
+        let rules = patterns
+            .iter()
+            .enumerate()
+            .map(|(index, pattern)| Entry {
+                line: index + 1,
+                source: pattern.clone(),
+                pattern: pattern.clone(),
+            })
+            .filter_map(|entry| entry.check().transpose())
+            .map(|checked| checked.and_then(Checked::compile))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { rules })
+    }
+
+    /// Whether an exception (`!pattern`) may bring back something inside
+    /// `dir`: fsutil's test before it skips an excluded folder, which holds
+    /// only while every exception is a plain path.
+    pub fn has_exceptions_within(&self, dir: &str) -> bool {
+        let mut exceptions = self.rules.iter().filter(|r| r.exclusion).peekable();
+        if exceptions.peek().is_none() {
+            return false;
+        }
+        let dir_slash = format!("{dir}/");
+        let mut all_plain = true;
+        let mut within = false;
+        for rule in exceptions {
+            let path = without_trailing_glob(&rule.glob);
+            all_plain &= !path.contains(['*', '[', ']', '?', '^', '\\']);
+            within |= format!("{path}/").starts_with(&dir_slash);
+        }
+        !all_plain || within
+    }
+
     /// Whether `path` (relative to the context root, '/'-separated, no leading "./" or "/") is left out of the context.
     /// A path is also excluded when one of its parent directories matches a pattern (moby's MatchesOrParentMatches),
     /// subject to later `!` exceptions: the last matching pattern wins.
@@ -107,7 +143,15 @@ struct Checked {
 #[derive(Debug, Clone)]
 struct Rule {
     exclusion: bool,
+    /// The cleaned pattern without its `!`, as moby's `Pattern.String()`.
+    glob: String,
     matcher: Matcher,
+}
+
+/// fsutil's `patternWithoutTrailingGlob`.
+fn without_trailing_glob(glob: &str) -> &str {
+    let glob = glob.strip_suffix("/**").unwrap_or(glob);
+    glob.strip_suffix("/*").unwrap_or(glob)
 }
 
 /// moby's match types; the string variants compare bytes exactly as Go does.
@@ -241,6 +285,7 @@ impl Checked {
         })?;
         Ok(Rule {
             exclusion: self.exclusion,
+            glob: self.glob,
             matcher,
         })
     }

@@ -4,6 +4,8 @@
 mod build_context;
 pub mod dockerignore;
 pub mod source;
+mod sync_dir;
 
 pub use build_context::{prepare, ContextError, ContextPolicy, PreparedContext};
 pub use source::{unpack, Limits, SourceEntry, SourceError, SourceTree};
+pub use sync_dir::{SyncDir, SyncEntry, WalkFilter};

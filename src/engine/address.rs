@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::EngineError;
+use super::{EngineError, ReachFailure};
 
 pub(super) type RequestBody = BoxBody<Bytes, std::io::Error>;
 
@@ -62,6 +62,34 @@ impl EngineAddress {
         ))
     }
 
+    /// Why a connection to this address failed, as an operator can act on it.
+    pub fn reach_failure(&self, err: &std::io::Error) -> ReachFailure {
+        use std::io::ErrorKind;
+        match (self, err.kind()) {
+            (Self::Unix(path), ErrorKind::PermissionDenied) => socket_permission(path),
+            (_, ErrorKind::PermissionDenied) => ReachFailure::PermissionDenied,
+            (Self::Unix(_), ErrorKind::NotFound) => ReachFailure::NoSocket,
+            (_, ErrorKind::ConnectionRefused) => ReachFailure::Refused,
+            _ => ReachFailure::Other(err.to_string()),
+        }
+    }
+
+    /// The engine could not be dialled at this address.
+    pub fn cannot_reach(&self, err: &std::io::Error) -> EngineError {
+        EngineError::CannotReach {
+            address: self.to_string(),
+            reason: self.reach_failure(err),
+        }
+    }
+
+    /// Dials the address and hangs up: `Err` is why nothing answers there.
+    pub async fn probe(&self) -> Result<(), EngineError> {
+        self.connect()
+            .await
+            .map(drop)
+            .map_err(|e| self.cannot_reach(&e))
+    }
+
     fn host_header(&self) -> &str {
         match self {
             Self::Unix(_) => "docker",
@@ -82,7 +110,7 @@ impl EngineAddress {
         mut request: hyper::Request<RequestBody>,
     ) -> Result<EngineResponse, EngineError> {
         let unreachable = |e: &dyn std::fmt::Display| EngineError::Unreachable(e.to_string());
-        let io = self.connect().await.map_err(|e| unreachable(&e))?;
+        let io = self.connect().await.map_err(|e| self.cannot_reach(&e))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| unreachable(&e))?;
@@ -100,6 +128,30 @@ impl EngineAddress {
             response,
             _connection: connection,
         })
+    }
+}
+
+impl std::fmt::Display for EngineAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unix(path) => write!(f, "unix://{}", path.display()),
+            Self::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
+/// A socket this process may not open: whose group would let it, when the
+/// group may read and write it.
+fn socket_permission(path: &std::path::Path) -> ReachFailure {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.mode() & 0o060 == 0o060 => ReachFailure::SocketGroup { gid: meta.gid() },
+        Ok(meta) => ReachFailure::SocketMode {
+            uid: meta.uid(),
+            mode: meta.mode() & 0o7777,
+        },
+        // Not even its folder may be read: the socket is out of sight.
+        Err(_) => ReachFailure::PermissionDenied,
     }
 }
 
@@ -142,5 +194,73 @@ mod tests {
             Ok(EngineAddress::Tcp(a)) if a == "127.0.0.1:2375"
         ));
         assert!(EngineAddress::parse("ssh://me@host").is_err());
+    }
+
+    #[test]
+    fn failures_to_dial_say_what_to_do() {
+        use std::io::{Error, ErrorKind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("docker.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+        let gid = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&path).expect("stat").gid()
+        };
+        let socket = EngineAddress::Unix(path.clone());
+        let denied = Error::from(ErrorKind::PermissionDenied);
+        let message = socket.cannot_reach(&denied).to_string();
+        assert_eq!(
+            message,
+            format!(
+                "cannot reach the Docker Engine at unix://{}: permission denied (the socket belongs to group {gid}; run Slipway in that group)",
+                path.display()
+            )
+        );
+        assert!(matches!(
+            socket.cannot_reach(&denied),
+            EngineError::CannotReach {
+                reason: ReachFailure::SocketGroup { gid: g },
+                ..
+            } if g == gid
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(matches!(
+            socket.reach_failure(&denied),
+            ReachFailure::SocketMode { mode: 0o600, .. }
+        ));
+        let gone = EngineAddress::Unix(dir.path().join("nothing.sock"));
+        let message = gone
+            .cannot_reach(&Error::from(ErrorKind::NotFound))
+            .to_string();
+        assert!(
+            message.contains("nothing.sock: no socket there"),
+            "{message}"
+        );
+        let tcp = EngineAddress::Tcp("127.0.0.1:1".into());
+        let refused = tcp.reach_failure(&Error::from(ErrorKind::ConnectionRefused));
+        assert!(matches!(refused, ReachFailure::Refused));
+        assert_eq!(tcp.to_string(), "tcp://127.0.0.1:1");
+    }
+
+    #[tokio::test]
+    async fn probing_a_missing_socket_names_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("docker.sock");
+        let err = EngineAddress::Unix(path.clone())
+            .probe()
+            .await
+            .expect_err("nothing listens");
+        assert!(
+            matches!(
+                err,
+                EngineError::CannotReach {
+                    reason: ReachFailure::NoSocket,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -16,11 +16,19 @@ use bollard::Docker;
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 
+use crate::context::SyncDir;
 use crate::log::BuildLog;
 pub use secrets::{BuildSecrets, SecretError, SecretSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The engine's address could not be dialled: which one, and why.
+    #[error("cannot reach the Docker Engine at {address}: {reason}")]
+    CannotReach {
+        address: String,
+        reason: ReachFailure,
+    },
+    /// The connection failed past dialling (it broke, or the answer was not HTTP).
     #[error("Docker Engine unreachable ({0}); is dockerd running and is DOCKER_HOST right?")]
     Unreachable(String),
     #[error("build failed: {0}")]
@@ -57,6 +65,25 @@ impl From<bollard::errors::Error> for EngineError {
             other => EngineError::Api(other.to_string()),
         }
     }
+}
+
+/// Why dialling the engine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReachFailure {
+    /// The socket's group may use it, and this process is not in that group.
+    #[error("permission denied (the socket belongs to group {gid}; run Slipway in that group)")]
+    SocketGroup { gid: u32 },
+    /// The socket's group may not use it either.
+    #[error("permission denied (the socket belongs to user {uid} and has mode {mode:o}; run Slipway as that user, or give the socket's group read and write)")]
+    SocketMode { uid: u32, mode: u32 },
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("no socket there; is dockerd running, and is DOCKER_HOST right?")]
+    NoSocket,
+    #[error("connection refused; is dockerd running, and is DOCKER_HOST right?")]
+    Refused,
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Which builder `--builder` asks for.
@@ -105,7 +132,10 @@ impl EngineSettings {
 
 /// What one service's build asks of the engine.
 pub struct BuildRequest<'a> {
+    /// The context as a tar, for the classic builder.
     pub context_tar: &'a Path,
+    /// The same context folder, which BuildKit reads through its session.
+    pub context: &'a SyncDir,
     pub dockerfile: &'a str,
     pub tag: &'a str,
     pub build_args: &'a BTreeMap<String, String>,
@@ -124,6 +154,35 @@ pub trait ImageBuilder: Send + Sync {
 pub struct Engine {
     docker: Docker,
     builder: Arc<dyn ImageBuilder>,
+    /// Where the engine listens, to say why it stopped answering.
+    address: Option<address::EngineAddress>,
+}
+
+/// Why a call to the engine failed: when it is one of reaching it, dialling
+/// its address again says which address, and why (a socket this process may
+/// not open, none at all, nothing listening).
+async fn diagnosed(
+    address: Option<&address::EngineAddress>,
+    err: bollard::errors::Error,
+) -> EngineError {
+    use bollard::errors::Error as E;
+    let reaching = matches!(
+        err,
+        E::HyperLegacyError { .. }
+            | E::HyperResponseError { .. }
+            | E::IOError { .. }
+            | E::SocketNotFoundError(_)
+    );
+    match address {
+        Some(address) if reaching => match address.probe().await {
+            Err(cannot_reach) => cannot_reach,
+            Ok(()) => EngineError::CannotReach {
+                address: address.to_string(),
+                reason: ReachFailure::Other(err.to_string()),
+            },
+        },
+        _ => EngineError::from(err),
+    }
 }
 
 impl Engine {
@@ -131,13 +190,14 @@ impl Engine {
     /// socket) and agrees on an API version, so Engine 20.10 (API 1.41) and
     /// current engines both work.
     pub async fn connect(settings: &EngineSettings) -> Result<Self, EngineError> {
+        let address = address::EngineAddress::from_env().ok();
         let docker = Docker::connect_with_defaults()
             .map_err(|e| EngineError::Unreachable(e.to_string()))?
             .with_timeout(settings.request_timeout);
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        let docker = match docker.negotiate_version().await {
+            Ok(docker) => docker,
+            Err(err) => return Err(diagnosed(address.as_ref(), err).await),
+        };
         let classic = Box::new(classic::ClassicBuilder {
             docker: docker.clone(),
         });
@@ -149,15 +209,18 @@ impl Engine {
                 classic,
             )),
         };
-        Ok(Self { docker, builder })
+        Ok(Self {
+            docker,
+            builder,
+            address,
+        })
     }
 
     pub async fn ping(&self) -> Result<(), EngineError> {
-        self.docker
-            .ping()
-            .await
-            .map(|_| ())
-            .map_err(EngineError::from)
+        match self.docker.ping().await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(diagnosed(self.address.as_ref(), err).await),
+        }
     }
 
     /// Builds the image and returns its id, streaming the engine's output

@@ -12,7 +12,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::sign::Signed;
 use super::{save, Pipeline, TagLease};
-use crate::context::{self, PreparedContext, SourceTree};
+use crate::context::{self, PreparedContext, SourceTree, SyncDir};
 use crate::engine::{BuildRequest, Engine};
 use crate::log::BuildLog;
 use crate::manifest::ServiceSpec;
@@ -217,8 +217,10 @@ impl ServiceJob {
         self.update(|s| s.status = ServiceStatus::Building).await;
         let engine = self.pipeline.engine().await.map_err(|e| e.to_string())?;
         let image = self.image();
+        let sync_dir = SyncDir::new(self.tree.clone(), self.spec.context.as_str());
         let request = BuildRequest {
             context_tar: &context.tar_path,
+            context: &sync_dir,
             dockerfile: self.spec.dockerfile_in_context(),
             tag: &image,
             build_args: &self.spec.build_args,

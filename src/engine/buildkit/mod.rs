@@ -1,9 +1,11 @@
-//! The BuildKit builder, as today's `docker build` uses it: `POST /build`
-//! with `version=2` naming a session of Slipway's own (for build secrets),
+//! The BuildKit builder, as `docker buildx build` uses it: `POST /build`
+//! with `version=2` and `remote=client-session`, naming a session of
+//! Slipway's own that serves the build context and the build secrets,
 //! the status stream turned into plain progress lines, a watchdog for a
 //! stream that goes silent, and the engine's build cancelled whenever
 //! Slipway stops following it (time-out, shutdown, watchdog, a failure).
 
+mod filesync;
 mod progress;
 mod session;
 
@@ -12,11 +14,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bollard_buildkit_proto::moby::buildkit::v1::StatusResponse;
-use futures::TryStreamExt;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use prost::Message as _;
-use tokio_util::io::ReaderStream;
 
 use super::address::{empty_body, error_text, EngineAddress, RequestBody};
 use super::{BuildRequest, BuildSecrets, EngineError, ImageBuilder};
@@ -69,10 +69,10 @@ impl BuildKitBuilder {
             .address
             .as_ref()
             .map_err(|why| EngineError::NoBuildKit(why.clone()))?;
-        let session = Session::open(address, self.secrets.clone()).await?;
+        let session = Session::open(address, self.secrets.clone(), req.context.clone()).await?;
         // Armed until the stream ends well: every other way out stops the build in the engine.
         let mut cancel = CancelOnDrop::new(address.clone(), session.id.clone());
-        let response = address.send(build_request(req, &session.id).await?).await?;
+        let response = address.send(build_request(req, &session.id)?).await?;
         let status = response.response.status();
         if status == http::StatusCode::BAD_REQUEST || status == http::StatusCode::NOT_IMPLEMENTED {
             let text = error_text(response).await;
@@ -234,12 +234,13 @@ impl StreamMessage {
     }
 }
 
-async fn build_request(
+fn build_request(
     req: &BuildRequest<'_>,
     session: &str,
 ) -> Result<hyper::Request<RequestBody>, EngineError> {
     let mut query = vec![
         ("version", "2".to_string()),
+        ("remote", "client-session".to_string()),
         ("session", session.to_string()),
         ("buildid", session.to_string()),
         ("dockerfile", req.dockerfile.to_string()),
@@ -256,11 +257,10 @@ async fn build_request(
         query.push(("networkmode", network.to_string()));
     }
     let query = serde_urlencoded::to_string(&query).map_err(|e| EngineError::Api(e.to_string()))?;
-    let file = tokio::fs::File::open(req.context_tar).await?;
-    let body = StreamBody::new(ReaderStream::new(file).map_ok(Frame::data)).boxed();
+    // The context comes through the session, not as the body: an uploaded
+    // body breaks on the containerd image store (moby/moby#47717).
     hyper::Request::post(format!("/build?{query}"))
-        .header(http::header::CONTENT_TYPE, "application/x-tar")
-        .body(body)
+        .body(empty_body())
         .map_err(|e| EngineError::Api(e.to_string()))
 }
 

@@ -1,7 +1,8 @@
 //! The BuildKit session: Slipway asks the engine to upgrade `POST /session`
 //! to HTTP/2, then serves gRPC on it, the engine being the client. bollard's
-//! own session serves registry auth only; this one serves build secrets, and
-//! tells the build when the Dockerfile asked for a secret nobody configured.
+//! own session serves registry auth only; this one serves the build context
+//! (FileSync, as buildx does), build secrets, and tells the build when the
+//! Dockerfile asked for a secret nobody configured.
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -19,13 +20,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::{Request, Response, Status};
 
+use super::filesync::{self, ContextSync};
+use crate::context::SyncDir;
 use crate::engine::address::{empty_body, error_text, EngineAddress};
 use crate::engine::{BuildSecrets, EngineError};
+use bollard_buildkit_proto::moby::filesync::packet::file_sync_server::FileSyncServer;
 
 /// The gRPC methods the engine may call on this session.
-const METHODS: [&str; 2] = [
+const METHODS: [&str; 3] = [
     "/grpc.health.v1.Health/Check",
     "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+    filesync::DIFF_COPY,
 ];
 
 /// An open session; dropping it closes the connection and so ends the
@@ -44,6 +49,7 @@ impl Session {
     pub async fn open(
         address: &EngineAddress,
         secrets: Arc<BuildSecrets>,
+        context: SyncDir,
     ) -> Result<Self, EngineError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut request = hyper::Request::post("/session")
@@ -83,7 +89,12 @@ impl Session {
             asked_missing: secret_missing.clone(),
         };
         let routes = tonic::service::Routes::new(HealthServer::new(Healthy))
-            .add_service(SecretsServer::new(provider));
+            .add_service(SecretsServer::new(provider))
+            .add_service(
+                FileSyncServer::new(ContextSync::new(context))
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            );
         let service = hyper_util::service::TowerToHyperService::new(routes);
         let on_close = closed.clone();
         let serving = AbortOnDropHandle::new(tokio::spawn(async move {
