@@ -174,7 +174,6 @@ fn slipway_prepare(
                         ContextPolicy {
                             allow_syntax_directive: false,
                         },
-                        &dir,
                     )
                     .expect("prepare")
                 })
@@ -187,10 +186,7 @@ fn slipway_prepare(
     });
     let prepare = started.elapsed();
     let files = prepared.iter().map(|p| p.files).sum();
-    let context_bytes = prepared
-        .iter()
-        .map(|p| std::fs::metadata(&p.tar_path).map_or(0, |m| m.len()))
-        .sum();
+    let context_bytes = prepared.iter().map(|p| p.bytes).sum();
     drop(tree);
     SlipwaySide {
         unpack,

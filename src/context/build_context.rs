@@ -1,15 +1,17 @@
 //! One service's build context: the files of its folder that `.dockerignore`
-//! keeps, as a tar for the engine, and a digest of everything that decides
-//! what the image will be (the "inputs digest").
+//! keeps (streamed as a tar to the classic builder), and a digest of
+//! everything that decides what the image will be (the "inputs digest").
 
 use std::fs::File;
-use std::io::{self, BufWriter};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
 
+use bytes::Bytes;
+use futures::Stream;
 use sha2::{Digest, Sha256};
 
 use super::dockerignore::DockerIgnore;
 use super::source::{SourceEntry, SourceTree};
+use super::sync_dir::SyncEntry;
 use crate::manifest::ServiceSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +33,15 @@ pub enum ContextError {
 /// A build context ready for the engine.
 #[derive(Debug)]
 pub struct PreparedContext {
-    pub tar_path: PathBuf,
     /// `sha256:<hex>` of the context after `.dockerignore`, the Dockerfile path, build args and target.
     pub inputs_digest: String,
     pub files: usize,
+    /// Bytes of the files in the context.
+    pub bytes: u64,
+    /// What the classic builder is sent, as `docker build` without BuildKit
+    /// sends it: `.dockerignore` applied, but the Dockerfile and
+    /// `.dockerignore` always in. BuildKit reads the folder itself instead.
+    classic: Vec<SyncEntry>,
 }
 
 /// Options that are the operator's, not the repository's.
@@ -47,7 +54,6 @@ pub fn prepare(
     tree: &SourceTree,
     spec: &ServiceSpec,
     policy: ContextPolicy,
-    out_dir: &Path,
 ) -> Result<PreparedContext, ContextError> {
     let context = spec.context.as_str();
     if !tree.is_dir(context) {
@@ -64,30 +70,53 @@ pub fn prepare(
         Ok(bytes) => DockerIgnore::parse(&String::from_utf8_lossy(&bytes))?,
         Err(_) => DockerIgnore::default(),
     };
-    let tar_path = out_dir.join(format!(
-        "context-{}.tar",
-        spec.name.as_str().replace('/', "_")
-    ));
-    let mut writer = ContextWriter::new(File::create(&tar_path)?);
+    let mut inputs = Inputs::new();
+    let mut classic = Vec::new();
     for (rel, entry) in entries_under(tree, context) {
         let always_sent = rel == dockerfile_rel || rel == ".dockerignore";
         if !always_sent && ignore.is_excluded(rel) {
             continue;
         }
-        writer.add(rel, entry)?;
+        inputs.add(rel, entry)?;
+        classic.push(SyncEntry {
+            path: rel.to_string(),
+            entry: entry.clone(),
+        });
     }
-    let files = writer.files;
-    let mut hasher = writer.finish()?;
+    let (files, bytes) = (inputs.files, inputs.bytes);
+    let mut hasher = inputs.hasher;
     hash_line(&mut hasher, &("dockerfile", &dockerfile_rel));
     hash_line(&mut hasher, &("target", &spec.target));
     for (key, value) in &spec.build_args {
         hash_line(&mut hasher, &("arg", key, value));
     }
     Ok(PreparedContext {
-        tar_path,
         inputs_digest: format!("sha256:{}", hex::encode(hasher.finalize())),
         files,
+        bytes,
+        classic,
     })
+}
+
+impl PreparedContext {
+    /// The classic builder's context tar, written as it is read: owners
+    /// and times fixed, so the same files always give the same tar.
+    pub fn classic_tar(&self) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        let entries = self.classic.clone();
+        let (sink, stream) = tokio::sync::mpsc::channel(TAR_CHUNKS_QUEUED);
+        tokio::task::spawn_blocking(move || {
+            let mut tar = tar::Builder::new(ChannelWriter::new(sink.clone()));
+            let written = entries
+                .iter()
+                .try_for_each(|e| append(&mut tar, &e.path, &e.entry))
+                .and_then(|()| tar.into_inner())
+                .and_then(|mut writer| writer.flush_chunk());
+            if let Err(err) = written {
+                let _ = sink.blocking_send(Err(err));
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(stream)
+    }
 }
 
 fn read_dockerfile(
@@ -180,50 +209,37 @@ fn hash_line(hasher: &mut Sha256, value: &impl serde::Serialize) {
     }
 }
 
-/// Writes the context tar with fixed owners and times, so that the same files
-/// always give the same tar, and hashes each entry as it goes.
-struct ContextWriter {
-    tar: tar::Builder<BufWriter<File>>,
+/// Pieces of the classic context tar waiting for the engine.
+const TAR_CHUNKS_QUEUED: usize = 8;
+const TAR_CHUNK: usize = 256 << 10;
+
+/// The inputs digest, one line per entry kept.
+struct Inputs {
     hasher: Sha256,
     files: usize,
+    bytes: u64,
 }
 
-impl ContextWriter {
-    fn new(file: File) -> Self {
+impl Inputs {
+    fn new() -> Self {
         let mut hasher = Sha256::new();
         hasher.update(b"slipway-inputs-v1\n");
         Self {
-            tar: tar::Builder::new(BufWriter::new(file)),
             hasher,
             files: 0,
+            bytes: 0,
         }
     }
 
     fn add(&mut self, rel: &str, entry: &SourceEntry) -> Result<(), ContextError> {
-        let mut header = tar::Header::new_gnu();
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
         match entry {
-            SourceEntry::Dir { mode } => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(*mode | 0o700);
-                header.set_size(0);
-                self.tar.append_data(&mut header, rel, io::empty())?;
-                hash_line(&mut self.hasher, &("dir", rel, mode));
-            }
+            SourceEntry::Dir { mode } => hash_line(&mut self.hasher, &("dir", rel, mode)),
             SourceEntry::File {
-                mode,
-                size,
-                sha256,
-                blob,
+                mode, size, sha256, ..
             } => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(*mode);
-                header.set_size(*size);
-                self.tar.append_data(&mut header, rel, File::open(blob)?)?;
                 hash_line(&mut self.hasher, &("file", rel, mode, hex::encode(sha256)));
                 self.files += 1;
+                self.bytes += size;
             }
             SourceEntry::Symlink { target } => {
                 if resolve_link(rel, target).is_none() {
@@ -232,20 +248,85 @@ impl ContextWriter {
                         target: target.clone(),
                     });
                 }
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                header.set_size(0);
-                self.tar.append_link(&mut header, rel, target)?;
                 hash_line(&mut self.hasher, &("symlink", rel, target));
             }
         }
         Ok(())
     }
+}
 
-    fn finish(self) -> Result<Sha256, ContextError> {
-        let mut out = self.tar.into_inner()?;
-        io::Write::flush(&mut out)?;
-        Ok(self.hasher)
+fn append(tar: &mut tar::Builder<ChannelWriter>, rel: &str, entry: &SourceEntry) -> io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    match entry {
+        SourceEntry::Dir { mode } => {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(*mode | 0o700);
+            header.set_size(0);
+            tar.append_data(&mut header, rel, io::empty())
+        }
+        SourceEntry::File {
+            mode, size, blob, ..
+        } => {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(*mode);
+            header.set_size(*size);
+            tar.append_data(&mut header, rel, File::open(blob)?)
+        }
+        SourceEntry::Symlink { target } => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            tar.append_link(&mut header, rel, target)
+        }
+    }
+}
+
+/// Hands what the tar writer writes to the engine's request body in
+/// pieces; a closed body ends the writing.
+struct ChannelWriter {
+    sink: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    pending: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn new(sink: tokio::sync::mpsc::Sender<io::Result<Bytes>>) -> Self {
+        Self {
+            sink,
+            pending: Vec::with_capacity(TAR_CHUNK),
+        }
+    }
+
+    fn flush_chunk(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.pending,
+            Vec::with_capacity(TAR_CHUNK),
+        ));
+        self.sink.blocking_send(Ok(chunk)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the engine stopped reading the context",
+            )
+        })
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= TAR_CHUNK {
+            self.flush_chunk()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

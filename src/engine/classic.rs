@@ -5,7 +5,6 @@
 use bollard::query_parameters::BuildImageOptions;
 use bollard::Docker;
 use futures::StreamExt;
-use tokio_util::io::ReaderStream;
 
 use super::{BuildRequest, EngineError, ImageBuilder};
 use crate::log::BuildLog;
@@ -27,8 +26,7 @@ impl ImageBuilder for ClassicBuilder {
             forcerm: true,
             ..Default::default()
         };
-        let file = tokio::fs::File::open(req.context_tar).await?;
-        let body = bollard::body_try_stream(ReaderStream::new(file));
+        let body = bollard::body_try_stream((req.context_tar)());
         let mut output = self.docker.build_image(options, None, Some(body));
         let mut image_id = None;
         while let Some(item) = output.next().await {

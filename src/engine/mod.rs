@@ -8,7 +8,6 @@ mod classic;
 mod secrets;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,10 +129,13 @@ impl EngineSettings {
     }
 }
 
+/// A context tar as it is written.
+pub type ContextTar = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
 /// What one service's build asks of the engine.
 pub struct BuildRequest<'a> {
-    /// The context as a tar, for the classic builder.
-    pub context_tar: &'a Path,
+    /// The context as a tar, made when the classic builder asks for it.
+    pub context_tar: &'a (dyn Fn() -> ContextTar + Send + Sync),
     /// The same context folder, which BuildKit reads through its session.
     pub context: &'a SyncDir,
     pub dockerfile: &'a str,

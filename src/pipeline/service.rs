@@ -13,7 +13,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use super::sign::Signed;
 use super::{save, Pipeline, TagLease};
 use crate::context::{self, PreparedContext, SourceTree, SyncDir};
-use crate::engine::{BuildRequest, Engine};
+use crate::engine::{BuildRequest, ContextTar, Engine};
 use crate::log::BuildLog;
 use crate::manifest::ServiceSpec;
 use crate::registry::relay::RelayedManifest;
@@ -145,7 +145,7 @@ impl ServiceJob {
             .prefix("service-")
             .tempdir_in(&self.pipeline.settings.work_dir)
             .map_err(|e| format!("temporary space unusable: {e}"))?;
-        let context = self.prepare_context(work.path().to_path_buf()).await?;
+        let context = self.prepare_context().await?;
         self.log.line(&format!(
             "context: {} files, inputs {}",
             context.files, context.inputs_digest
@@ -176,11 +176,11 @@ impl ServiceJob {
         })?
     }
 
-    async fn prepare_context(&self, out_dir: PathBuf) -> Result<PreparedContext, String> {
+    async fn prepare_context(&self) -> Result<PreparedContext, String> {
         let tree = self.tree.clone();
         let spec = self.spec.clone();
         let policy = self.pipeline.settings.policy;
-        tokio::task::spawn_blocking(move || context::prepare(&tree, &spec, policy, &out_dir))
+        tokio::task::spawn_blocking(move || context::prepare(&tree, &spec, policy))
             .await
             .map_err(|e| format!("preparing the context crashed: {e}"))?
             .map_err(|e| e.to_string())
@@ -218,8 +218,9 @@ impl ServiceJob {
         let engine = self.pipeline.engine().await.map_err(|e| e.to_string())?;
         let image = self.image();
         let sync_dir = SyncDir::new(self.tree.clone(), self.spec.context.as_str());
+        let classic_tar = || -> ContextTar { Box::pin(context.classic_tar()) };
         let request = BuildRequest {
-            context_tar: &context.tar_path,
+            context_tar: &classic_tar,
             context: &sync_dir,
             dockerfile: self.spec.dockerfile_in_context(),
             tag: &image,
