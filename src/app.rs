@@ -19,7 +19,7 @@ use crate::log::LogHub;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::queue::{Queue, QueueSettings};
-use crate::registry::relay::Relay;
+use crate::registry::relay::{Relay, RelayAddresses};
 use crate::registry::{Registry, RegistrySettings};
 use crate::store::{Notice, Store};
 use crate::types::Repository;
@@ -73,8 +73,22 @@ async fn start_relay(
         return Ok(None);
     }
     let port_file = args.data_dir.join("relay-port");
-    let relay = Relay::start(&registry_settings(args), registry.clone(), &port_file).await?;
-    tracing::info!(addr = %relay.addr(), "the engine pushes through the loopback relay");
+    let addresses = RelayAddresses {
+        listen: args.relay_listen,
+        advertise: args.relay_advertise,
+    };
+    let relay = Relay::start(
+        &registry_settings(args),
+        registry.clone(),
+        addresses,
+        &port_file,
+    )
+    .await?;
+    tracing::info!(
+        listen = %relay.listen_addr(),
+        engine_pushes_to = %relay.addr(),
+        "the engine pushes through the loopback relay"
+    );
     Ok(Some(relay))
 }
 

@@ -309,6 +309,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SLIPWAY_PUSH_PATH", value_enum, default_value = "relay")]
     pub push_path: PushPath,
 
+    /// IP:PORT the relay listens on (default: 127.0.0.1, on a port kept in
+    /// --data-dir). In a container, 0.0.0.0:PORT, with PORT published on the
+    /// host's loopback only, lets the host's engine reach it.
+    #[arg(long, env = "SLIPWAY_RELAY_LISTEN")]
+    pub relay_listen: Option<SocketAddr>,
+
+    /// IP:PORT the engine pushes to, on the engine's side: a loopback address,
+    /// which the engine talks plain HTTP to (default: the address listened on,
+    /// or 127.0.0.1 on its port when that is every address).
+    #[arg(long, env = "SLIPWAY_RELAY_ADVERTISE", value_parser = parse_relay_advertise)]
+    pub relay_advertise: Option<SocketAddr>,
+
     /// BuildKit watchdog: a build whose engine stream stays silent this long is stopped.
     #[arg(long, env = "SLIPWAY_BUILD_STALL_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     pub build_stall_timeout: Duration,
@@ -391,6 +403,24 @@ impl ServeArgs {
     }
 }
 
+/// The engine pushes to this address, so it names a port and, as the engine
+/// talks plain HTTP with no configuration only to registries on 127.0.0.0/8,
+/// a loopback address.
+fn parse_relay_advertise(raw: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = raw
+        .parse()
+        .map_err(|e| format!("`{raw}` is not an IP:PORT: {e}"))?;
+    if addr.port() == 0 {
+        return Err(format!("`{raw}` names no port"));
+    }
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "`{raw}` is not a loopback address: the engine pushes plain HTTP only to 127.0.0.0/8"
+        ));
+    }
+    Ok(addr)
+}
+
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw)
         .map_err(|e| format!("`{raw}` is not a duration like 30m or 90s: {e}"))
@@ -466,6 +496,23 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn the_relay_is_advertised_on_loopback_only() {
+        assert_eq!(
+            parse_relay_advertise("127.0.0.1:5444"),
+            Ok("127.0.0.1:5444".parse().expect("addr"))
+        );
+        assert!(parse_relay_advertise("[::1]:5444").is_ok());
+        for (raw, why) in [
+            ("127.0.0.1:0", "names no port"),
+            ("10.0.0.2:5444", "not a loopback address"),
+            ("localhost:5444", "not an IP:PORT"),
+        ] {
+            let err = parse_relay_advertise(raw).expect_err(raw);
+            assert!(err.contains(why), "{raw}: {err}");
+        }
     }
 
     #[test]

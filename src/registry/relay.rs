@@ -47,10 +47,37 @@ impl RelayedManifest {
     }
 }
 
+/// `--relay-listen` and `--relay-advertise`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RelayAddresses {
+    /// Where to listen; `None` is loopback.
+    pub listen: Option<SocketAddr>,
+    /// Where the engine reaches the relay; `None` is where it listens.
+    pub advertise: Option<SocketAddr>,
+}
+
+impl RelayAddresses {
+    /// The address the engine pushes to, given the one listened on: every
+    /// address (0.0.0.0) is reached on loopback.
+    pub fn advertised(&self, listen: SocketAddr) -> SocketAddr {
+        match self.advertise {
+            Some(addr) => addr,
+            None if listen.ip().is_unspecified() => {
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, listen.port()))
+            }
+            None => listen,
+        }
+    }
+}
+
 /// The loopback registry. Only pushes that Slipway started get through: each
 /// request must carry this process's random password, which the engine gets
 /// from Slipway with each push and nobody else knows.
 pub struct Relay {
+    /// Where it listens.
+    listen: SocketAddr,
+    /// Where the engine reaches it: the same, unless Slipway runs in a
+    /// container and the port is published on the engine's loopback.
     addr: SocketAddr,
     password: String,
     upstream: Upstream,
@@ -116,7 +143,7 @@ pub struct RelaySession {
 }
 
 impl RelaySession {
-    /// `127.0.0.1:PORT/REPOSITORY`, the name the engine pushes to.
+    /// `127.0.0.1:PORT/REPOSITORY` (the advertised address), the name the engine pushes to.
     pub fn repository(&self) -> String {
         format!("{}/{}", self.relay.addr, self.repository)
     }
@@ -148,24 +175,30 @@ impl Drop for RelaySession {
 }
 
 impl Relay {
-    /// Listens on loopback and serves until the process ends. The port is
-    /// kept in `port_file` and taken again after a restart where it is free:
-    /// the engine remembers which blobs it pushed per registry address, so
-    /// a new port would cost one full push.
+    /// Listens and serves until the process ends. Without an address to
+    /// listen on (or with port 0) it takes loopback (or that address) on the
+    /// port kept in `port_file`, where it is free: the engine remembers which
+    /// blobs it pushed per registry address, so a new port would cost one
+    /// full push.
     pub async fn start(
         settings: &RegistrySettings<'_>,
         registry: Registry,
+        addresses: RelayAddresses,
         port_file: &Path,
     ) -> Result<Arc<Self>, RegistryError> {
-        let listener = listen_on_loopback(port_file).await?;
-        let addr = listener
+        let listener = listen(addresses.listen, port_file).await?;
+        let listen = listener
             .local_addr()
             .map_err(|e| relay_failed(e.to_string()))?;
-        if let Err(err) = std::fs::write(port_file, addr.port().to_string()) {
+        if let Err(err) = std::fs::write(port_file, listen.port().to_string()) {
             tracing::warn!(%err, file = %port_file.display(), "could not keep the relay's port for the next start");
         }
+        if !listen.ip().is_loopback() {
+            tracing::info!(%listen, "the relay listens beyond loopback: only its password keeps others out, so publish its port on the engine's loopback only");
+        }
         let relay = Arc::new(Self {
-            addr,
+            listen,
+            addr: addresses.advertised(listen),
             password: random_password(),
             upstream: Upstream::new(settings)?,
             registry,
@@ -177,8 +210,15 @@ impl Relay {
         Ok(relay)
     }
 
+    /// Where the engine pushes to: the first part of every name it gives
+    /// the images it pushes here.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the relay listens.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
     }
 
     /// Whether pushes should still try the relay.
@@ -417,18 +457,27 @@ impl Relay {
     }
 }
 
-async fn listen_on_loopback(port_file: &Path) -> Result<tokio::net::TcpListener, RegistryError> {
+async fn listen(
+    addr: Option<SocketAddr>,
+    port_file: &Path,
+) -> Result<tokio::net::TcpListener, RegistryError> {
+    let addr = addr.unwrap_or_else(|| SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)));
+    if addr.port() != 0 {
+        return tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| relay_failed(format!("could not listen on {addr}: {e}")));
+    }
     let kept = std::fs::read_to_string(port_file)
         .ok()
         .and_then(|text| text.trim().parse::<u16>().ok());
     if let Some(port) = kept {
-        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        if let Ok(listener) = tokio::net::TcpListener::bind((addr.ip(), port)).await {
             return Ok(listener);
         }
     }
-    tokio::net::TcpListener::bind(("127.0.0.1", 0))
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| relay_failed(format!("could not listen on loopback: {e}")))
+        .map_err(|e| relay_failed(format!("could not listen on {}: {e}", addr.ip())))
 }
 
 async fn serve(listener: tokio::net::TcpListener, relay: Arc<Relay>) {
@@ -768,6 +817,57 @@ fn upload_accepted(repository: &str, id: &str, received: u64) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engine_reaches_a_relay_on_every_address_through_loopback() {
+        let addr = |text: &str| text.parse::<SocketAddr>().expect("addr");
+        let default = RelayAddresses::default();
+        assert_eq!(
+            default.advertised(addr("127.0.0.1:4000")),
+            addr("127.0.0.1:4000")
+        );
+        assert_eq!(
+            default.advertised(addr("0.0.0.0:5444")),
+            addr("127.0.0.1:5444")
+        );
+        assert_eq!(
+            default.advertised(addr("[::]:5444")),
+            addr("127.0.0.1:5444")
+        );
+        let published = RelayAddresses {
+            listen: Some(addr("0.0.0.0:5444")),
+            advertise: Some(addr("127.0.0.1:15444")),
+        };
+        assert_eq!(
+            published.advertised(addr("0.0.0.0:5444")),
+            addr("127.0.0.1:15444")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_relay_listens_where_it_is_told_and_keeps_a_chosen_port() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port_file = dir.path().join("relay-port");
+        let taken = listen(None, &port_file).await.expect("loopback");
+        let first = taken.local_addr().expect("addr");
+        assert!(first.ip().is_loopback());
+        drop(taken);
+        std::fs::write(&port_file, first.port().to_string()).expect("keep");
+        let again = listen(None, &port_file).await.expect("loopback");
+        assert_eq!(again.local_addr().expect("addr"), first, "the kept port");
+        let busy = listen(Some(first), &port_file)
+            .await
+            .expect_err("the port is taken");
+        assert!(busy.to_string().contains(&first.to_string()), "{busy}");
+        drop(again);
+        let every = listen(
+            Some(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))),
+            &port_file,
+        )
+        .await
+        .expect("every address");
+        assert!(every.local_addr().expect("addr").ip().is_unspecified());
+    }
 
     #[test]
     fn the_engine_push_paths_are_recognised() {
