@@ -10,7 +10,14 @@
 //! context, instances (memory is measured during webhook and merge). An argument that
 //! names none of them (e.g. a test filter given to `cargo test`) runs none.
 //! `SLIPWAY_BENCH_REPORT=<path>` writes the markdown report to that path
-//! instead, in any mode and for any selection.
+//! instead, in any mode and for any selection. `--quick` makes the merge
+//! benchmark run only workloads (a) and (d) on the 200 MB bases, BuildKit
+//! builder only.
+//!
+//! Every benchmark talks to the Docker Engine that DOCKER_HOST names (the
+//! machine's own without it): Slipway, the docker CLI and buildx alike; the
+//! merge tables are labelled with that engine (`scripts/bench --engines`
+//! runs the suite once per engine).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -73,14 +80,14 @@ fn main() {
     let started = Instant::now();
     let machine = Machine::describe();
     println!(
-        "slipway bench ({} mode): {} on {} CPUs, {} memory, kernel {}, docker {} ({}), load {}",
+        "slipway bench ({} mode{}): {} on {} CPUs, {} memory, kernel {}, {}, load {}",
         if mode.full() { "full" } else { "smoke" },
+        if common::quick() { ", quick" } else { "" },
         selected.join(", "),
         machine.cpus,
         machine.memory,
         machine.kernel,
-        machine.docker,
-        machine.storage_driver,
+        machine.engine,
         machine.load
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

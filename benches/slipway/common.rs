@@ -275,6 +275,9 @@ pub struct Machine {
     pub kernel: String,
     pub docker: String,
     pub storage_driver: String,
+    /// "Engine 26.1.5 (overlay2)", "Engine 26.1.5 (containerd image store,
+    /// overlayfs snapshotter)": the engine DOCKER_HOST names, for titles.
+    pub engine: String,
     pub date: String,
     pub load: String,
 }
@@ -304,10 +307,45 @@ impl Machine {
             kernel: read_trimmed("/proc/sys/kernel/osrelease"),
             docker: command_text("docker", &["version", "--format", "{{.Server.Version}}"]),
             storage_driver: command_text("docker", &["info", "--format", "{{.Driver}}"]),
+            engine: engine_label(),
             date,
             load: loadavg(),
         }
     }
+}
+
+/// The engine DOCKER_HOST names (the machine's own without it), from
+/// `docker info`: its version and its storage, "containerd image store" when
+/// it keeps images in containerd (then `Driver` names the snapshotter).
+pub fn engine_label() -> String {
+    let info = command_text(
+        "docker",
+        &[
+            "info",
+            "--format",
+            "{{.ServerVersion}}|{{.Driver}}|{{range .DriverStatus}}{{index . 0}}={{index . 1}};{{end}}",
+        ],
+    );
+    let mut parts = info.splitn(3, '|');
+    let (version, driver, status) = (
+        parts.next().unwrap_or("unknown"),
+        parts.next().unwrap_or("unknown"),
+        parts.next().unwrap_or(""),
+    );
+    // Debian's "26.1.5+dfsg1": the upstream version is what readers compare.
+    let version = version.split('+').next().unwrap_or(version);
+    if status.contains("io.containerd.snapshotter") {
+        format!("Engine {version} (containerd image store, {driver} snapshotter)")
+    } else {
+        format!("Engine {version} ({driver})")
+    }
+}
+
+/// Whether the bench runs quick (`--quick` among its arguments): the merge
+/// benchmark then runs only workloads (a) and (d) on the 200 MB bases, with
+/// the BuildKit builder.
+pub fn quick() -> bool {
+    std::env::args().any(|a| a == "--quick")
 }
 
 pub fn loadavg() -> String {

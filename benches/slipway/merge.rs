@@ -1,13 +1,18 @@
 //! Benchmark 2: from the merge to the image in the registry, Slipway against
-//! `docker build` + `docker push` of the same contexts on the same engine
-//! and the same TLS registry, with both builders, next to the limit this
-//! machine sets (the engine's build plus the new bytes at the upload rate).
+//! what teams run instead, on the same engine (the one DOCKER_HOST names) and
+//! the same TLS registry: `docker buildx build --push` (what
+//! build-push-action runs) and `docker build` + `docker push` of the same
+//! contexts, with both of Slipway's builders, next to the limit this machine
+//! sets (the engine's build plus the new bytes at the upload rate). The
+//! targets (issue 20) hold Slipway to the faster of buildx and the CLI,
+//! round by round.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use std::{io::Write as _, process::Command, process::Stdio};
 
 use serde_json::{json, Value};
 
@@ -24,6 +29,11 @@ const CLI_PARALLEL: usize = 2;
 /// The text a build log holds when the engine pushed through Slipway's
 /// loopback registry relay instead of `docker save`.
 const RELAY_MARK: &str = "loopback relay";
+/// Where scripts/engines.sh unpacks Debian 13's docker-buildx plugin (0.13);
+/// SLIPWAY_BENCH_BUILDX=<path> names another.
+const BUILDX_PLUGIN: &str = "/opt/slipway-trixie/docker-config/cli-plugins/docker-buildx";
+/// Issue 20: Slipway / the faster of buildx and the CLI, on every workload.
+const ANCHOR_TARGET: f64 = 1.0;
 
 /// What one Slipway build took, seen from outside.
 pub struct SlipwayRun {
@@ -188,20 +198,19 @@ struct CliRun {
     layers_existing: usize,
 }
 
-/// Writes each service's context to a temp folder, then `docker build` and
-/// `docker push` them, up to `parallel` services at once.
-fn cli_run(
+/// Writes each service's context to a temp folder; returns the folder and
+/// (context, tag) of each service, tagged with `name_of` the service.
+fn write_contexts(
     services: &[ServiceFiles],
     registry: &str,
     version: &str,
-    parallel: usize,
-    buildkit: bool,
-) -> CliRun {
+    name_of: impl Fn(&ServiceFiles) -> &str,
+) -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
     let dir = tempfile::Builder::new()
         .prefix("slipway-bench-cli-")
         .tempdir()
         .expect("tempdir");
-    let jobs: Vec<(PathBuf, String)> = services
+    let jobs = services
         .iter()
         .map(|service| {
             let context = dir.path().join(&service.dir);
@@ -212,10 +221,20 @@ fn cli_run(
             }
             (
                 context,
-                format!("{registry}/{}:{version}", service.cli_name),
+                format!("{registry}/{}:{version}", name_of(service)),
             )
         })
         .collect();
+    (dir, jobs)
+}
+
+/// Runs `work` on every job, up to `parallel` at once; returns the wall time
+/// and the results.
+fn run_jobs<R: Send>(
+    jobs: &[(PathBuf, String)],
+    parallel: usize,
+    work: impl Fn(&Path, &str) -> R + Sync,
+) -> (Duration, Vec<R>) {
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::new());
     let started = Instant::now();
@@ -226,16 +245,32 @@ fn cli_run(
                 let Some((context, tag)) = jobs.get(i) else {
                     break;
                 };
-                let result = build_and_push(context, tag, buildkit);
+                let result = work(context, tag);
                 results.lock().expect("results").push(result);
             });
         }
     });
+    (started.elapsed(), results.into_inner().expect("results"))
+}
+
+/// Writes each service's context to a temp folder, then `docker build` and
+/// `docker push` them, up to `parallel` services at once.
+fn cli_run(
+    services: &[ServiceFiles],
+    registry: &str,
+    version: &str,
+    parallel: usize,
+    buildkit: bool,
+) -> CliRun {
+    let (_dir, jobs) = write_contexts(services, registry, version, |s| &s.cli_name);
+    let (total, results) = run_jobs(&jobs, parallel, |context, tag| {
+        build_and_push(context, tag, buildkit)
+    });
     let mut run = CliRun {
-        total: started.elapsed(),
+        total,
         ..Default::default()
     };
-    for (build, push, pushed, existing) in results.into_inner().expect("results") {
+    for (build, push, pushed, existing) in results {
         run.build += build;
         run.push += push;
         run.layers_pushed += pushed;
@@ -264,6 +299,136 @@ fn build_and_push(context: &Path, tag: &str, buildkit: bool) -> (Duration, Durat
     )
 }
 
+/// `docker buildx build --push`, as build-push-action runs it, from a
+/// DOCKER_CONFIG of its own: the plugin in its cli-plugins and its own
+/// `docker login` to the bench's registry. With the default (docker) driver
+/// buildx builds on the engine DOCKER_HOST names, with the engine's BuildKit,
+/// and the engine pushes, trusting the registry's CA from
+/// /etc/docker/certs.d as for `docker push`.
+pub struct Buildx {
+    config: tempfile::TempDir,
+    /// `docker buildx version`, e.g. "github.com/docker/buildx 0.13.1+ds1-3".
+    pub version: String,
+}
+
+impl Buildx {
+    /// Sets buildx up for `registry`; Err says why it cannot run here.
+    pub fn setup(registry: &TestRegistry) -> Result<Buildx, String> {
+        let plugin = std::env::var_os("SLIPWAY_BENCH_BUILDX")
+            .filter(|p| !p.is_empty())
+            .map_or_else(|| PathBuf::from(BUILDX_PLUGIN), PathBuf::from);
+        if !plugin.is_file() {
+            return Err(format!(
+                "no docker-buildx plugin at {} (scripts/engines.sh unpacks Debian 13's there; \
+                 SLIPWAY_BENCH_BUILDX=<path> names another)",
+                plugin.display()
+            ));
+        }
+        let config = tempfile::Builder::new()
+            .prefix("slipway-bench-buildx-")
+            .tempdir()
+            .map_err(|e| format!("tempdir: {e}"))?;
+        let plugins = config.path().join("cli-plugins");
+        std::fs::create_dir(&plugins).map_err(|e| format!("mkdir cli-plugins: {e}"))?;
+        std::os::unix::fs::symlink(&plugin, plugins.join("docker-buildx"))
+            .map_err(|e| format!("link the plugin: {e}"))?;
+        let buildx = Buildx {
+            config,
+            version: String::new(),
+        };
+        let mut login = buildx
+            .command(&[
+                "login",
+                &registry.host,
+                "--username",
+                &registry.user,
+                "--password-stdin",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("run docker login: {e}"))?;
+        login
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(registry.password.as_bytes())
+            .map_err(|e| format!("docker login's stdin: {e}"))?;
+        let out = login
+            .wait_with_output()
+            .map_err(|e| format!("docker login: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "docker login with buildx's DOCKER_CONFIG failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let (ok, version) = buildx.run(&["buildx", "version"]);
+        if !ok {
+            return Err(format!(
+                "`docker buildx version` failed: {}",
+                version.trim()
+            ));
+        }
+        let version = version
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Buildx { version, ..buildx })
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("docker");
+        command.args(args).env("DOCKER_CONFIG", self.config.path());
+        command
+    }
+
+    /// Runs `docker ARGS` with buildx's DOCKER_CONFIG; (success, stdout+stderr).
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        let out = self.command(args).output().expect("run the docker CLI");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    /// `docker buildx build --push` of one context; panics with the output
+    /// when it fails.
+    fn build_push(&self, context: &Path, tag: &str) {
+        let context = context.display().to_string();
+        let args = [
+            "buildx",
+            "build",
+            "--push",
+            "--provenance=false",
+            "--network",
+            "none",
+            "-t",
+            tag,
+            &context,
+        ];
+        let (ok, text) = self.run(&args);
+        assert!(ok, "docker {args:?} failed:\n{text}");
+    }
+}
+
+/// Writes each service's context to a temp folder, then `docker buildx build
+/// --push` them, up to `parallel` services at once; returns the wall time.
+fn buildx_run(
+    buildx: &Buildx,
+    services: &[ServiceFiles],
+    registry: &str,
+    version: &str,
+    parallel: usize,
+) -> Duration {
+    let (_dir, jobs) = write_contexts(services, registry, version, |s| &s.buildx_name);
+    run_jobs(&jobs, parallel, |context, tag| {
+        buildx.build_push(context, tag)
+    })
+    .0
+}
+
 /// Which runs a figure covers: (d) reports its first publish apart.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Which {
@@ -277,6 +442,8 @@ enum Which {
 struct Runs {
     slipway: Vec<f64>,
     cli: Vec<f64>,
+    /// `docker buildx build --push`; empty when buildx cannot run here.
+    buildx: Vec<f64>,
     /// The engine's build plus the new bytes at the upload rate.
     limit: Vec<f64>,
     engine: Vec<f64>,
@@ -323,27 +490,84 @@ impl Runs {
         Self::of(&self.limit, which)
     }
 
-    fn vs_cli(&self, which: Which) -> f64 {
-        self.slipway(which) / self.cli(which)
+    fn has_buildx(&self) -> bool {
+        !self.buildx.is_empty()
     }
 
-    fn vs_limit(&self, which: Which) -> f64 {
-        self.slipway(which) / self.limit(which)
+    /// The median buildx time, "-" without buildx.
+    fn buildx_cell(&self, which: Which) -> String {
+        if self.has_buildx() {
+            fmt_s(Self::of(&self.buildx, which))
+        } else {
+            "-".into()
+        }
     }
 
-    /// Slipway / CLI of each run `which` covers.
-    fn ratios(&self, which: Which) -> Vec<f64> {
+    fn vs_buildx_cell(&self, which: Which) -> String {
+        if self.has_buildx() {
+            fmt_ratio(self.slipway(which) / Self::of(&self.buildx, which))
+        } else {
+            "-".into()
+        }
+    }
+
+    /// The faster of buildx and the CLI in each round (the CLI alone
+    /// without buildx).
+    fn faster_each(&self) -> Vec<f64> {
+        self.cli
+            .iter()
+            .enumerate()
+            .map(|(i, c)| self.buildx.get(i).map_or(*c, |b| b.min(*c)))
+            .collect()
+    }
+
+    fn faster(&self, which: Which) -> f64 {
+        Self::of(&self.faster_each(), which)
+    }
+
+    /// Slipway / the faster of buildx and the CLI, round by round.
+    fn anchor_ratios(&self, which: Which) -> Vec<f64> {
         let all: Vec<f64> = self
             .slipway
             .iter()
-            .zip(&self.cli)
-            .map(|(s, c)| s / c)
+            .zip(self.faster_each())
+            .map(|(s, f)| s / f)
             .collect();
         match which {
             Which::All => all,
             Which::First => all.into_iter().take(1).collect(),
             Which::Later => all.into_iter().skip(1).collect(),
         }
+    }
+
+    /// The median of the per-round anchored ratios: the issue-20 target's figure.
+    fn vs_anchor(&self, which: Which) -> f64 {
+        median(&self.anchor_ratios(which))
+    }
+
+    /// Which side was the faster, per round: "buildx 3, CLI 2".
+    fn faster_sides(&self, which: Which) -> String {
+        if !self.has_buildx() {
+            return "CLI (no buildx)".into();
+        }
+        let rounds: Vec<usize> = match which {
+            Which::All => (0..self.cli.len()).collect(),
+            Which::First => (0..self.cli.len().min(1)).collect(),
+            Which::Later => (1..self.cli.len()).collect(),
+        };
+        let buildx = rounds
+            .iter()
+            .filter(|&&i| self.buildx.get(i).is_some_and(|b| *b < self.cli[i]))
+            .count();
+        format!("buildx {buildx}, CLI {}", rounds.len() - buildx)
+    }
+
+    fn vs_cli(&self, which: Which) -> f64 {
+        self.slipway(which) / self.cli(which)
+    }
+
+    fn vs_limit(&self, which: Which) -> f64 {
+        self.slipway(which) / self.limit(which)
     }
 
     /// How Slipway published: the export path, the relay, or both.
@@ -423,6 +647,8 @@ struct Bench<'a> {
     pid: Option<u32>,
     /// Loopback upload rate to the registry, bytes per second.
     upload_rate: f64,
+    /// The third side; None when buildx cannot run here.
+    buildx: Option<&'a Buildx>,
 }
 
 /// Peak and starting RSS of slipway over a workload's runs.
@@ -432,7 +658,30 @@ struct Memory {
     before: Option<u64>,
 }
 
-/// Runs a workload `reps` times, alternating which side goes first.
+/// The sides of a round.
+#[derive(Clone, Copy)]
+enum Side {
+    Slipway,
+    Cli,
+    Buildx,
+}
+
+/// The order of round `rep`: with buildx the three sides rotate (Slipway,
+/// CLI, buildx; then CLI, buildx, Slipway; then buildx, Slipway, CLI), so
+/// each goes first, second and last equally often; without it Slipway and
+/// the CLI alternate.
+fn order(rep: usize, with_buildx: bool) -> Vec<Side> {
+    if with_buildx {
+        let sides = [Side::Slipway, Side::Cli, Side::Buildx];
+        (0..3).map(|i| sides[(rep + i) % 3]).collect()
+    } else if rep.is_multiple_of(2) {
+        vec![Side::Slipway, Side::Cli]
+    } else {
+        vec![Side::Cli, Side::Slipway]
+    }
+}
+
+/// Runs a workload `reps` times, rotating which side goes first.
 async fn measure(bench: &Bench<'_>, workload: &Workload) -> (Runs, Memory) {
     let base = workload.base.clone();
     let base_layers = tokio::task::spawn_blocking(move || layer_count(&base))
@@ -442,16 +691,17 @@ async fn measure(bench: &Bench<'_>, workload: &Workload) -> (Runs, Memory) {
     let mut memory = Memory::default();
     for rep in 0..workload.reps {
         let version = format!("r{rep}-{}", nonce());
-        let (sw, cli) = if rep % 2 == 0 {
-            let sw = slipway_side(bench, workload, &version, &mut memory).await;
-            (sw, cli_side(bench, workload, &version).await)
-        } else {
-            let cli = cli_side(bench, workload, &version).await;
-            (
-                slipway_side(bench, workload, &version, &mut memory).await,
-                cli,
-            )
-        };
+        let (mut sw, mut cli, mut bx) = (None, None, None);
+        for side in order(rep, bench.buildx.is_some()) {
+            match side {
+                Side::Slipway => {
+                    sw = Some(slipway_side(bench, workload, &version, &mut memory).await);
+                }
+                Side::Cli => cli = Some(cli_side(bench, workload, &version).await),
+                Side::Buildx => bx = buildx_side(bench, workload, &version).await,
+            }
+        }
+        let (sw, cli) = (sw.expect("Slipway ran"), cli.expect("the CLI ran"));
         let mut new_bytes = 0;
         for service in workload.services("names") {
             new_bytes += bench
@@ -464,12 +714,13 @@ async fn measure(bench: &Bench<'_>, workload: &Workload) -> (Runs, Memory) {
         let engine = secs(sw.engine_build().unwrap_or(cli.build));
         let limit = engine + new_bytes as f64 / bench.upload_rate;
         println!(
-            "  merge ({}, {}) run {}: slipway {:.2} s, CLI {:.2} s (build {:.2} s, push {:.2} s), \
-             limit {:.2} s (engine {:.2} s + {:.1} MB){}",
+            "  merge ({}, {}) run {}: slipway {:.2} s, buildx {}, CLI {:.2} s (build {:.2} s, \
+             push {:.2} s), limit {:.2} s (engine {:.2} s + {:.1} MB){}",
             workload.key,
             workload.builder.label(),
             rep + 1,
             secs(sw.total),
+            bx.map_or("-".into(), |b| format!("{:.2} s", secs(b))),
             secs(cli.total),
             secs(cli.build),
             secs(cli.push),
@@ -484,6 +735,9 @@ async fn measure(bench: &Bench<'_>, workload: &Workload) -> (Runs, Memory) {
         );
         runs.slipway.push(secs(sw.total));
         runs.cli.push(secs(cli.total));
+        if let Some(bx) = bx {
+            runs.buildx.push(secs(bx));
+        }
         runs.limit.push(limit);
         runs.engine.push(engine);
         runs.new_bytes.push(new_bytes as f64);
@@ -543,6 +797,23 @@ async fn cli_side(bench: &Bench<'_>, workload: &Workload, version: &str) -> CliR
         .expect("CLI run")
 }
 
+/// `docker buildx build --push` of the workload's services (2 at a time for
+/// the monorepo, as the CLI); None without buildx.
+async fn buildx_side(bench: &Bench<'_>, workload: &Workload, version: &str) -> Option<Duration> {
+    let buildx = bench.buildx?;
+    let services = workload.services(&nonce());
+    let parallel = if matches!(workload.kind, Kind::Mono { .. }) {
+        CLI_PARALLEL
+    } else {
+        1
+    };
+    let host = &bench.registry.host;
+    // Scoped threads in a blocking section: `buildx` is borrowed, not owned.
+    Some(tokio::task::block_in_place(|| {
+        buildx_run(buildx, &services, host, version, parallel)
+    }))
+}
+
 /// The workloads of one builder's round.
 fn workloads(mode: Mode, builder: Builder, cli_buildkit: bool, bases: &Bases) -> Vec<Workload> {
     let big_bytes: u64 = mode.pick(300_000_000, 5_000_000);
@@ -589,6 +860,10 @@ fn workloads(mode: Mode, builder: Builder, cli_buildkit: bool, bases: &Bases) ->
         out.truncate(1);
         return out;
     }
+    if quick() {
+        // (a) and the (d) workloads; `run` made only the 200 MB bases.
+        out.truncate(1);
+    }
     for (bytes, pushed_by, base) in &bases.images {
         let (who, short) = match pushed_by {
             BasePusher::Slipway => ("pushed before by Slipway", "Slipway's"),
@@ -628,42 +903,54 @@ struct Tables {
 }
 
 impl Tables {
-    fn new(upload_rate: f64) -> Self {
+    fn new(upload_rate: f64, engine: &str) -> Self {
         Self {
             results: Table::new(
-                "Merge to image (medians of runs; for (d) of the publishes after the first)",
+                &format!(
+                    "Merge to image, {engine} (medians of rounds; for (d) of the publishes after \
+                     the first)"
+                ),
                 &[
                     "workload",
                     "builder",
                     "Slipway",
+                    "buildx --push",
                     "docker CLI",
                     "limit",
+                    "Slipway / buildx",
                     "Slipway / CLI",
+                    "Slipway / faster of buildx and CLI",
                     "Slipway / limit",
-                    "target (Slipway / CLI)",
-                    "Slipway / CLI per run",
+                    "target (Slipway / faster)",
+                    "Slipway / faster per round",
+                    "faster side (rounds)",
                 ],
             ),
             first: Table::new(
-                "(d) The first publish on a base new to the registry, and the later ones",
+                &format!(
+                    "(d) The first publish on a base new to the registry, and the later ones, \
+                     {engine}"
+                ),
                 &[
                     "workload",
                     "builder",
                     "first: Slipway",
+                    "first: buildx --push",
                     "first: docker CLI",
                     "first: limit",
-                    "first: Slipway / CLI",
+                    "first: Slipway / faster",
                     "first: Slipway / limit",
                     "first: Slipway export+push",
                     "first: Slipway pushed",
-                    "later (median): Slipway / CLI",
+                    "later (median): Slipway / faster",
                     "later: Slipway / limit",
                     "target",
                 ],
             ),
             limit: Table::new(
                 &format!(
-                    "Limit: the engine's build plus the new bytes at {} (medians; for (d) of the later publishes)",
+                    "Limit: the engine's build plus the new bytes at {} (medians; for (d) of the \
+                     later publishes), {engine}",
                     fmt_upload_rate(upload_rate)
                 ),
                 &[
@@ -678,7 +965,10 @@ impl Tables {
                 ],
             ),
             breakdown: Table::new(
-                "Where the time goes (medians; for (d) of the later publishes; Slipway times are when its log lines arrived, counted from the 202)",
+                &format!(
+                    "Where the time goes (medians; for (d) of the later publishes; Slipway times \
+                     are when its log lines arrived, counted from the 202), {engine}"
+                ),
                 &[
                     "workload",
                     "builder",
@@ -697,8 +987,14 @@ impl Tables {
                 ],
             ),
             pushes: Table::new(
-                "What was pushed (last run), and how",
-                &["workload", "builder", "Slipway", "docker CLI", "Slipway's publish path"],
+                &format!("What was pushed (last run), and how, {engine}"),
+                &[
+                    "workload",
+                    "builder",
+                    "Slipway",
+                    "docker CLI",
+                    "Slipway's publish path",
+                ],
             ),
         }
     }
@@ -715,12 +1011,16 @@ impl Tables {
             workload.label.clone(),
             builder.clone(),
             fmt_s(runs.slipway(which)),
+            runs.buildx_cell(which),
             fmt_s(runs.cli(which)),
             fmt_s(runs.limit(which)),
+            runs.vs_buildx_cell(which),
             fmt_ratio(runs.vs_cli(which)),
+            fmt_ratio(runs.vs_anchor(which)),
             fmt_ratio(runs.vs_limit(which)),
-            workload.target.map_or("-".into(), |t| format!("≤ {t:.1}")),
-            each(&runs.ratios(which), fmt_ratio),
+            target_cell(workload, runs),
+            each(&runs.anchor_ratios(which), fmt_ratio),
+            runs.faster_sides(which),
         ]);
         if workload.first_apart() {
             self.add_first(workload, runs);
@@ -768,15 +1068,16 @@ impl Tables {
             workload.key.clone(),
             workload.builder.label().to_string(),
             fmt_s(runs.slipway(first)),
+            runs.buildx_cell(first),
             fmt_s(runs.cli(first)),
             fmt_s(runs.limit(first)),
-            fmt_ratio(runs.vs_cli(first)),
+            fmt_ratio(runs.vs_anchor(first)),
             fmt_ratio(runs.vs_limit(first)),
             fmt_s(Runs::of(&runs.export_push, first)),
             runs.slipway_blobs.first().cloned().unwrap_or_default(),
-            fmt_ratio(runs.vs_cli(Which::Later)),
+            fmt_ratio(runs.vs_anchor(Which::Later)),
             fmt_ratio(runs.vs_limit(Which::Later)),
-            workload.target.map_or("-".into(), |t| format!("≤ {t:.1}")),
+            target_cell(workload, runs),
         ]);
     }
 
@@ -788,6 +1089,16 @@ impl Tables {
             self.breakdown,
             self.pushes,
         ]);
+    }
+}
+
+/// The target column: against the faster of buildx and the CLI when buildx
+/// ran, else the CLI target of issue 6.
+fn target_cell(workload: &Workload, runs: &Runs) -> String {
+    match workload.target {
+        None => "-".into(),
+        Some(_) if runs.has_buildx() => format!("≤ {ANCHOR_TARGET:.1}"),
+        Some(t) => format!("≤ {t:.1} (vs CLI)"),
     }
 }
 
@@ -832,7 +1143,11 @@ pub async fn run(
     registry: &TestRegistry,
     memory: &mut MemoryReport,
 ) -> Section {
-    let mut section = Section::new("2. Merge to image: Slipway vs docker CLI", HOW);
+    let engine = engine_label();
+    let mut section = Section::new(
+        &format!("2. Merge to image: Slipway vs buildx and docker CLI, {engine}"),
+        HOW,
+    );
     let client = RegistryClient::new(registry);
     let (rate, rate_note) = upload_rate(mode, &client).await;
     println!("  {rate_note}");
@@ -840,7 +1155,16 @@ pub async fn run(
         .await
         .expect("probe the CLI's BuildKit");
     section.notes.push(cli_builder_note(&cli_buildkit));
-    let sizes: Vec<u64> = mode.pick(vec![200_000_000, 1_000_000_000], vec![5_000_000]);
+    let buildx = Buildx::setup(registry);
+    let buildx_note = buildx_note(&buildx, &engine);
+    println!("  {buildx_note}");
+    section.notes.push(buildx_note);
+    let buildx = buildx.ok();
+    let sizes: Vec<u64> = if quick() {
+        mode.pick(vec![200_000_000], vec![5_000_000])
+    } else {
+        mode.pick(vec![200_000_000, 1_000_000_000], vec![5_000_000])
+    };
     let host = registry.host.clone();
     let bases = tokio::task::spawn_blocking(move || Bases::make(&sizes, &host))
         .await
@@ -848,8 +1172,14 @@ pub async fn run(
     println!("  {}", bases.note);
     section.notes.push(bases.note.clone());
     section.notes.push(rate_note);
-    let mut tables = Tables::new(rate);
-    for builder in Builder::ALL {
+    let mut tables = Tables::new(rate, &engine);
+    // Quick: the BuildKit builder only (buildx builds with BuildKit anyway).
+    let builders: &[Builder] = if quick() {
+        &[Builder::BuildKit]
+    } else {
+        &Builder::ALL
+    };
+    for &builder in builders {
         let workloads = workloads(mode, builder, cli_buildkit.is_ok(), &bases);
         let slipway = Slipway::start(
             SlipwayOptions::new(github, registry)
@@ -857,7 +1187,7 @@ pub async fn run(
                 .env("SLIPWAY_BUILDER", builder.flag()),
         )
         .await;
-        let primed = prime(&slipway, github, registry, &workloads).await;
+        let primed = prime(&slipway, github, registry, &workloads, buildx.is_some()).await;
         println!("  {primed}");
         section.notes.push(primed);
         let bench = Bench {
@@ -867,12 +1197,13 @@ pub async fn run(
             client: &client,
             pid: slipway_pid(&slipway),
             upload_rate: rate,
+            buildx: buildx.as_ref(),
         };
         for workload in &workloads {
             let (runs, peak) = measure(&bench, workload).await;
             remember_memory(memory, workload, &peak);
             tables.add(workload, &runs, rate);
-            add_targets(&mut section, workload, &runs);
+            add_targets(&mut section, workload, &runs, &engine);
         }
         unprime_cli(registry, &workloads);
         keep_log(&slipway, &format!("merge-{}", builder.flag()));
@@ -884,6 +1215,29 @@ pub async fn run(
     section
 }
 
+/// What the buildx side runs, or why it does not run.
+fn buildx_note(buildx: &Result<Buildx, String>, engine: &str) -> String {
+    match buildx {
+        Ok(buildx) => format!(
+            "buildx: `docker buildx build --push --provenance=false --network none -t TAG \
+             CONTEXT` ({}, Debian 13's docker-buildx plugin; the command build-push-action \
+             runs), with the default docker driver on the same engine ({engine}) and into the \
+             same registry, from a DOCKER_CONFIG of its own that holds the plugin and its own \
+             `docker login`. `--provenance=false` makes it push a plain image like the other \
+             two sides (buildx would otherwise add a provenance attestation where the engine \
+             can store one); `--network none` as for the CLI. buildx always builds with the \
+             engine's BuildKit, so in the classic-builder rows it is the same command as in \
+             the BuildKit rows. The targets compare Slipway with the faster of buildx and the \
+             CLI in each round (issue 20) and take the median of those per-round ratios.",
+            buildx.version
+        ),
+        Err(why) => format!(
+            "buildx: not run ({why}); the buildx columns are empty and the targets compare \
+             Slipway with the CLI alone."
+        ),
+    }
+}
+
 const HOW: &str = "Slipway: time from the 202 to the record's `succeeded` (GET /builds/<id> \
 every 20 ms); it downloads the commit's tarball from the stand-in GitHub, builds on the engine \
 (SLIPWAY_MAX_CONCURRENT_BUILDS=2) and pushes itself. CLI: `docker build --network none` of the \
@@ -892,15 +1246,20 @@ loopback. Every workload runs twice: with Slipway's BuildKit builder (`--builder
 default; CLI `DOCKER_BUILDKIT=1` where the CLI can) and with the classic builder (`--builder \
 classic`; CLI `DOCKER_BUILDKIT=0`), each builder with its own Slipway process and its own \
 repositories. Every run starts with a fresh nonce as the first step (`RUN echo <nonce>`), so \
-neither side reuses a cached layer, and a fresh tag, so every push is real. For (a) to (c) and \
+no side reuses a cached layer, and a fresh tag, so every push is real. For (a) to (c) and \
 the (d) bases pushed by Slipway, both sides push into repositories primed with the base image by \
 themselves (Slipway: a service `FROM <base>`; CLI: `docker push` of the base), so both find the \
 base layers present; the two sides compress the base differently, so each primes its own \
 repositories. The mirrored (d) bases were pushed once by `docker push` into a repository of \
 their own, and both sides build `FROM` that registry reference into repositories new to them, \
 so their first publish is a team's first publish on a mirrored base. Each (d) base has its own \
-random layer. Runs alternate which side goes first (Slipway first in the first run); images \
-are removed after each run.";
+random layer. buildx: `docker buildx build --push --provenance=false --network none` of the same \
+context written to a local folder (see the buildx note below); its repositories are its own and \
+are primed with `docker push` of the base, as the CLI's (its docker driver pushes through the \
+same engine). The three sides rotate which goes first in each round (Slipway, CLI, buildx; then \
+CLI, buildx, Slipway; then buildx, Slipway, CLI; without buildx Slipway and the CLI alternate); \
+images are removed after each round. The engine is the one DOCKER_HOST names, for all three \
+sides; it labels this section.";
 
 const BREAKDOWN_NOTE: &str = "Slipway columns are points in time after the 202: `download` is \
 the duration its log reports for the tarball; `unpacked`, `contexts ready` (last service), \
@@ -913,6 +1272,15 @@ line (\"-\" when the build log has none, as on the relay path). CLI columns are 
 summed over services (with 2 at a time for (c) the sum exceeds the wall time).";
 
 fn reps_note(mode: Mode) -> String {
+    if quick() {
+        return format!(
+            "Quick run (`--quick`): the BuildKit builder only, workloads (a) ({} rounds) and (d) \
+             on the 200 MB bases ({} rounds: the first publish and {} later ones).",
+            mode.pick(5, 1),
+            mode.pick(4, 2),
+            mode.pick(3, 1)
+        );
+    }
     format!(
         "Runs per builder: (a) {}, (b) and (c) {}, (d) with the 200 MB bases {} (the first \
          publish and {} later ones), (d) with the 1 GB bases 3 (the first and 2 later: each \
@@ -959,38 +1327,54 @@ fn remember_memory(memory: &mut MemoryReport, workload: &Workload, peak: &Memory
     }
 }
 
-fn add_targets(section: &mut Section, workload: &Workload, runs: &Runs) {
+fn add_targets(section: &mut Section, workload: &Workload, runs: &Runs, engine: &str) {
     let Some(target) = workload.target else {
         return;
     };
-    if workload.first_apart() {
-        section
-            .targets
-            .push(merge_target(workload, target, runs, Which::First));
-        section
-            .targets
-            .push(merge_target(workload, target, runs, Which::Later));
+    // Issue 20: against the faster of buildx and the CLI, Slipway ≤ 1.0 on
+    // every workload; without buildx, the CLI targets of issue 6.
+    let target = if runs.has_buildx() {
+        ANCHOR_TARGET
     } else {
+        target
+    };
+    let whiches: &[Which] = if workload.first_apart() {
+        &[Which::First, Which::Later]
+    } else {
+        &[Which::All]
+    };
+    for &which in whiches {
         section
             .targets
-            .push(merge_target(workload, target, runs, Which::All));
+            .push(merge_target(workload, target, runs, which, engine));
     }
 }
 
-fn merge_target(workload: &Workload, target: f64, runs: &Runs, which: Which) -> Target {
-    let ratio = runs.vs_cli(which);
+fn merge_target(
+    workload: &Workload,
+    target: f64,
+    runs: &Runs,
+    which: Which,
+    engine: &str,
+) -> Target {
+    let ratio = runs.vs_anchor(which);
     let s = runs.slipway(which);
     let c = runs.cli(which);
     let build_cli = Runs::of(&runs.cli_build, which);
     let push_cli = Runs::of(&runs.cli_push, which);
     let mut evidence = vec![
         format!(
-            "Slipway {} in all, docker CLI {} (build {}, push {}); limit {} (engine build {} \
-             + {} at the loopback rate), Slipway / limit {}.",
+            "Slipway {} in all, buildx --push {}, docker CLI {} (build {}, push {}); the faster \
+             of the two per round: {}; Slipway / buildx {}, Slipway / CLI {} (ratios of \
+             medians). Limit {} (engine build {} + {} at the loopback rate), Slipway / limit {}.",
             fmt_s(s),
+            runs.buildx_cell(which),
             fmt_s(c),
             fmt_s(build_cli),
             fmt_s(push_cli),
+            runs.faster_sides(which),
+            runs.vs_buildx_cell(which),
+            fmt_ratio(runs.vs_cli(which)),
             fmt_s(runs.limit(which)),
             fmt_s(Runs::of(&runs.engine, which)),
             fmt_bytes(Runs::of(&runs.new_bytes, which)),
@@ -1016,24 +1400,31 @@ fn merge_target(workload: &Workload, target: f64, runs: &Runs, which: Which) -> 
     } else {
         closing_lines(workload, target, runs, which)
     };
-    let (name, measured) = match which {
-        Which::All => (String::new(), format!("{ratio:.3}")),
-        Which::First => (": first publish".into(), format!("{ratio:.3}")),
-        Which::Later => (
-            ": later publishes (median)".into(),
-            format!(
-                "{ratio:.3} (per run {})",
-                each(&runs.ratios(which), fmt_ratio)
-            ),
-        ),
+    let suffix = match which {
+        Which::All => "",
+        Which::First => ": first publish",
+        Which::Later => ": later publishes (median)",
+    };
+    let measured = if which == Which::First {
+        format!("{ratio:.3}")
+    } else {
+        format!(
+            "{ratio:.3} (per round {})",
+            each(&runs.anchor_ratios(which), fmt_ratio)
+        )
+    };
+    let against = if runs.has_buildx() {
+        "faster of buildx and CLI"
+    } else {
+        "CLI"
     };
     Target {
         name: format!(
-            "merge to image {}, {} builder{name}",
+            "merge to image {}, {} builder{suffix}, {engine}",
             workload.label,
             workload.builder.label()
         ),
-        target: format!("Slipway / CLI ≤ {target:.1}"),
+        target: format!("Slipway / {against} ≤ {target:.1} (median of per-round ratios)"),
         measured,
         met: ratio <= target,
         evidence,
@@ -1043,18 +1434,18 @@ fn merge_target(workload: &Workload, target: f64, runs: &Runs, which: Which) -> 
 
 fn closing_lines(workload: &Workload, target: f64, runs: &Runs, which: Which) -> Vec<String> {
     let mut closing = Vec::new();
-    let ratios = runs.ratios(which);
+    let ratios = runs.anchor_ratios(which);
     let (low, high) = (
         ratios.iter().copied().fold(f64::MAX, f64::min),
         max(&ratios),
     );
-    let (s, c) = (runs.slipway(which), runs.cli(which));
+    let (s, c, f) = (runs.slipway(which), runs.cli(which), runs.faster(which));
     if low <= target {
         closing.push(format!(
-            "Per-run ratios range from {low:.2} to {high:.2}: some runs meet the target, so \
+            "Per-round ratios range from {low:.2} to {high:.2}: some rounds meet the target, so \
              the gap ({}) is within run-to-run noise on this machine; more runs on a quiet \
              machine would settle it.",
-            fmt_s(s - c)
+            fmt_s(s - f)
         ));
     }
     let span = |name: &str| runs.phase_median(name).unwrap_or(0.0);
@@ -1086,6 +1477,16 @@ fn closing_lines(workload: &Workload, target: f64, runs: &Runs, which: Which) ->
             fmt_s(push_cli)
         ));
     }
+    if runs.has_buildx() {
+        closing.push(format!(
+            "`docker buildx build --push` took {} in all (one command: context upload, build, \
+             export and push through the engine); the faster of buildx and the CLI, round by \
+             round: {} ({}).",
+            runs.buildx_cell(which),
+            fmt_s(f),
+            runs.faster_sides(which)
+        ));
+    }
     closing
 }
 
@@ -1097,6 +1498,7 @@ async fn prime(
     github: &FakeGitHub,
     registry: &TestRegistry,
     workloads: &[Workload],
+    with_buildx: bool,
 ) -> String {
     let primed: Vec<&Workload> = workloads.iter().filter(|w| w.primed()).collect();
     // (service, the base to prime it with, the folder whose Dockerfile is FROM it)
@@ -1124,11 +1526,19 @@ async fn prime(
     assert_succeeded(slipway, &run).await;
     let (blobs, kib) = published_totals(&run);
     let host = registry.host.clone();
+    let count = services.len();
+    // buildx's repositories too: its docker driver pushes through the engine,
+    // as `docker push` does.
     let names: Vec<(String, String)> = services
         .iter()
-        .map(|(s, base, _)| (s.cli_name.clone(), base.clone()))
+        .flat_map(|(s, base, _)| {
+            let mut names = vec![(s.cli_name.clone(), base.clone())];
+            if with_buildx {
+                names.push((s.buildx_name.clone(), base.clone()));
+            }
+            names
+        })
         .collect();
-    let count = names.len();
     let (pushed, mounted) = tokio::task::spawn_blocking(move || cli_prime(&host, names))
         .await
         .expect("priming the CLI's repositories");
@@ -1138,8 +1548,13 @@ async fn prime(
          repositories per side: Slipway took {} and pushed {blobs} blobs ({kib} KiB), mounting \
          the layers it had pushed before into the other repositories; the docker CLI uploaded \
          {pushed} layer(s) and mounted or found {mounted} (cross-repository blob mount from \
-         another repository of the registry).",
-        fmt_s(secs(run.total))
+         another repository of the registry){}.",
+        fmt_s(secs(run.total)),
+        if with_buildx {
+            ", priming buildx's repositories as well as its own"
+        } else {
+            ""
+        }
     )
 }
 
@@ -1185,7 +1600,12 @@ fn unprime_cli(registry: &TestRegistry, workloads: &[Workload]) {
         .iter()
         .filter(|w| w.primed())
         .flat_map(|w| w.services("prime"))
-        .map(|s| format!("{}/{}:prime", registry.host, s.cli_name))
+        .flat_map(|s| {
+            [
+                format!("{}/{}:prime", registry.host, s.cli_name),
+                format!("{}/{}:prime", registry.host, s.buildx_name),
+            ]
+        })
         .collect();
     docker_rmi(&tags);
 }
@@ -1198,6 +1618,7 @@ fn cleanup(workload: &Workload, registry: &TestRegistry, version: &str) {
             [
                 format!("{}/{}:{version}", registry.host, s.slipway_name),
                 format!("{}/{}:{version}", registry.host, s.cli_name),
+                format!("{}/{}:{version}", registry.host, s.buildx_name),
             ]
         })
         .collect();

@@ -46,6 +46,8 @@ pub fn write(path: &Path, mode: Mode, machine: &Machine, sections: &[Section], e
          scripts/bench webhook              # only one of: webhook, merge, noop, context, instances (this file is left alone)\n\
          scripts/bench -- noop context      # several\n\
          SLIPWAY_BENCH_REPORT=/tmp/p.md scripts/bench merge   # write the report of a partial run elsewhere\n\
+         scripts/bench -- merge --quick     # merge to image, only (a) and (d) on the 200 MB bases, BuildKit builder\n\
+         scripts/bench --engines all -- merge --quick   # the same on Engine 20.10 and both Engine 26 (scripts/engines.sh); reports in target/bench-reports/\n\
          cargo test --release --bench slipway   # the smoke version (also part of `cargo test --all-targets`)\n\
          ```\n\n\
          The full suite runs in release mode, repeats each measurement (3 runs; 5 for the no-op \
@@ -65,13 +67,14 @@ pub fn write(path: &Path, mode: Mode, machine: &Machine, sections: &[Section], e
          | CPUs (nproc) | {} ({}) |\n\
          | memory | {} |\n\
          | kernel | {} |\n\
-         | Docker Engine | {} (storage driver {}; merge to image with both builders) |\n\
+         | Docker Engine | {} (`docker version` {}, storage driver {}; merge to image with both builders) |\n\
          | date (UTC) | {} |\n\
          | load average at the start | {} |\n",
         machine.cpus,
         machine.cpu_model,
         machine.memory,
         machine.kernel,
+        machine.engine,
         machine.docker,
         machine.storage_driver,
         machine.date,

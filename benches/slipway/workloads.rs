@@ -89,6 +89,8 @@ pub struct ServiceFiles {
     pub dir: String,
     pub slipway_name: String,
     pub cli_name: String,
+    /// The repository `docker buildx build --push` publishes to.
+    pub buildx_name: String,
     /// Paths relative to the context.
     pub files: Vec<(String, Vec<u8>)>,
 }
@@ -152,6 +154,7 @@ impl Workload {
             dir: dir.to_string(),
             slipway_name: format!("bench-{stem}{suffix}-{builder}"),
             cli_name: format!("bench-{stem}{suffix}-cli-{builder}"),
+            buildx_name: format!("bench-{stem}{suffix}-bx-{builder}"),
             files,
         }
     }
