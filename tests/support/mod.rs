@@ -163,13 +163,13 @@ impl Slipway {
             // Lets a bench run compare the push paths (`SLIPWAY_PUSH_PATH=export
             // scripts/bench merge`); a test that names one still wins.
             .envs(std::env::var("SLIPWAY_PUSH_PATH").map(|v| ("SLIPWAY_PUSH_PATH", v)))
+            // The engine under test (the engine matrix sets it); a test that names
+            // one, such as the engine without sessions, still wins.
+            .envs(std::env::var("DOCKER_HOST").map(|v| ("DOCKER_HOST", v)))
             .envs(self.args.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        if let Ok(host) = std::env::var("DOCKER_HOST") {
-            cmd.env("DOCKER_HOST", host);
-        }
         self.child = Some(cmd.spawn().expect("spawn slipway"));
         self.wait_healthy().await;
     }
@@ -517,6 +517,11 @@ pub fn docker(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether the engine under test keeps images in the containerd image store.
+pub fn engine_uses_containerd_store() -> bool {
+    docker(&["info", "--format", "{{json .DriverStatus}}"]).contains("io.containerd.snapshotter")
 }
 
 /// `docker run --rm` without networking (the test engine may have no bridge).
