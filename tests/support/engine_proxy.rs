@@ -1,6 +1,9 @@
 //! A stand-in for a Docker-compatible engine without BuildKit: a TCP proxy
 //! in front of the real engine's socket that answers `POST /session` with
 //! 404, as engines without BuildKit sessions do, and passes everything else.
+//! The engine behind it is the one the tests run against: `DOCKER_HOST` when
+//! it is a unix socket (the engine matrix, scripts/engines.sh), else the
+//! default socket.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,7 +11,14 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 
-const ENGINE_SOCKET: &str = "/var/run/docker.sock";
+const DEFAULT_ENGINE_SOCKET: &str = "/var/run/docker.sock";
+
+fn engine_socket() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|host| host.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| DEFAULT_ENGINE_SOCKET.to_string())
+}
 
 pub struct EngineWithoutSessions {
     /// For `DOCKER_HOST`.
@@ -23,9 +33,10 @@ impl EngineWithoutSessions {
         let addr = listener.local_addr().expect("addr");
         let refused = Arc::new(AtomicUsize::new(0));
         let counter = refused.clone();
+        let engine = engine_socket();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(relay(client, counter.clone()));
+                tokio::spawn(relay(client, engine.clone(), counter.clone()));
             }
         });
         Self {
@@ -43,7 +54,7 @@ impl EngineWithoutSessions {
 
 /// Judges a connection by its first request (a session always opens a
 /// connection of its own), then splices it to the engine.
-async fn relay(mut client: TcpStream, refused: Arc<AtomicUsize>) {
+async fn relay(mut client: TcpStream, engine_socket: String, refused: Arc<AtomicUsize>) {
     let mut head = Vec::new();
     let mut chunk = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -68,7 +79,7 @@ async fn relay(mut client: TcpStream, refused: Arc<AtomicUsize>) {
         let _ = client.write_all(answer.as_bytes()).await;
         return;
     }
-    let Ok(mut engine) = UnixStream::connect(ENGINE_SOCKET).await else {
+    let Ok(mut engine) = UnixStream::connect(&engine_socket).await else {
         return;
     };
     if engine.write_all(&head).await.is_err() {
