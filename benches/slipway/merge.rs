@@ -919,7 +919,7 @@ impl Tables {
                     "limit",
                     "Slipway / buildx",
                     "Slipway / CLI",
-                    "Slipway / faster of buildx and CLI",
+                    "Slipway / faster of buildx and CLI (median of rounds)",
                     "Slipway / limit",
                     "target (Slipway / faster)",
                     "Slipway / faster per round",
@@ -1269,7 +1269,10 @@ record says succeeded) are when those log lines / that status arrived. `export+p
 the first service's `built` to its `published` (the whole publish: `docker save`, gzip and \
 upload, or the engine's push through the loopback relay), `of which export` to its `exported` \
 line (\"-\" when the build log has none, as on the relay path). CLI columns are durations \
-summed over services (with 2 at a time for (c) the sum exceeds the wall time).";
+summed over services (with 2 at a time for (c) the sum exceeds the wall time). Slipway hands \
+its log to watchers in batches, one every 250 ms (`BATCH_WINDOW` in src/log.rs, since issue 13), \
+so the times of log lines (every Slipway column but `recorded`, which is polled, and so the \
+engine-build part of the limit) can be late by up to 250 ms and bunch on multiples of it.";
 
 fn reps_note(mode: Mode) -> String {
     if quick() {
