@@ -25,7 +25,7 @@
 #          buildx 0.13 and compose 2.26; its config.json is a link to ~/.docker/config.json, so
 #          `docker login` is shared either way.
 # Env:     SLIPWAY_ENGINES="e26-graph" limits start/stop/status/env to the engines named
-#          (SLIPWAY_ENGINES= : none, so a caller can skip the matrix).
+#          (SLIPWAY_ENGINES= : none; start then sets up only the packages and the plugins).
 set -euo pipefail
 
 TRIXIE=/opt/slipway-trixie
@@ -537,10 +537,6 @@ main() {
     for e in "${ENGINES[@]}"; do
         is_valid_engine "$e" || die "unknown engine $e in SLIPWAY_ENGINES (known: ${ALL_ENGINES[*]})"
     done
-    if [ ${#ENGINES[@]} -eq 0 ]; then
-        [ "${1:-start}" = env ] || say "SLIPWAY_ENGINES is empty: nothing to do"
-        return
-    fi
     case ${1:-start} in
         env)
             for e in "${ENGINES[@]}"; do echo "$e=$(host_of "$e")"; done
