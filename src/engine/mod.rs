@@ -238,25 +238,26 @@ impl Engine {
         }
     }
 
-    /// The image in the engine's store that `image` was built on most
-    /// closely (the most layers shared) and that the registry at
-    /// `registry_host` holds, as (repository, manifest digest). The closest
-    /// base holds every layer the farther ones do. `None` when the engine
-    /// cannot tell.
-    pub async fn closest_registry_base(
-        &self,
-        image: &str,
-        registry_host: &str,
-    ) -> Option<(String, String)> {
-        let layers = self.layers(image).await.ok()?;
+    /// The images in the engine's store that `image` was built on and that
+    /// the registry at `registry_host` may hold, as (repository, manifest
+    /// digest), closest (the most layers shared) first: the closest base
+    /// holds every layer the farther ones do. On the containerd image store
+    /// every image has a repository digest, pushed or not, so a caller tries
+    /// them in turn; `image` itself is never one.
+    pub async fn registry_bases(&self, image: &str, registry_host: &str) -> Vec<(String, String)> {
+        let Ok(inspect) = self.docker.inspect_image(image).await else {
+            return Vec::new();
+        };
+        let own_id = inspect.id.unwrap_or_default();
+        let layers = inspect.root_fs.and_then(|r| r.layers).unwrap_or_default();
         let listed = self
             .docker
             .list_images(Some(bollard::query_parameters::ListImagesOptions::default()))
             .await
             .unwrap_or_default();
         let prefix = format!("{registry_host}/");
-        let mut closest: Option<(usize, String, String)> = None;
-        for summary in listed {
+        let mut bases = Vec::new();
+        for summary in listed.into_iter().filter(|s| s.id != own_id) {
             let Some((repository, digest)) = summary
                 .repo_digests
                 .iter()
@@ -267,13 +268,16 @@ impl Engine {
             let Ok(base_layers) = self.layers(&summary.id).await else {
                 continue;
             };
-            let shared = base_layers.len();
-            let closer = closest.as_ref().is_none_or(|(best, _, _)| shared > *best);
-            if shared > 0 && layers.starts_with(&base_layers) && closer {
-                closest = Some((shared, repository.to_string(), digest.to_string()));
+            if !base_layers.is_empty() && layers.starts_with(&base_layers) {
+                bases.push((
+                    base_layers.len(),
+                    repository.to_string(),
+                    digest.to_string(),
+                ));
             }
         }
-        closest.map(|(_, repository, digest)| (repository, digest))
+        bases.sort_by_key(|b| std::cmp::Reverse(b.0));
+        bases.into_iter().map(|(_, r, d)| (r, d)).collect()
     }
 
     /// The image's layers by content digest (diff id), bottom first.

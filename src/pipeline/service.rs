@@ -377,17 +377,18 @@ impl ServiceJob {
     /// so they are mounted or skipped rather than compressed and uploaded.
     async fn learn_bases(&self, engine: &Engine, image_id: &str) {
         let registry = &self.pipeline.registry;
-        let Some((repository, digest)) = engine
-            .closest_registry_base(image_id, registry.host())
-            .await
-        else {
-            return;
-        };
-        match registry.learn_base(&repository, &digest).await {
-            Ok(learnt) => self.log.line(&format!(
-                "base {repository}@{digest} is in the registry: {learnt} of its layers need no upload"
-            )),
-            Err(err) => tracing::debug!(%err, "could not read the base image from the registry"),
+        for (repository, digest) in engine.registry_bases(image_id, registry.host()).await {
+            match registry.learn_base(&repository, &digest).await {
+                Ok(learnt) => {
+                    self.log.line(&format!(
+                        "base {repository}@{digest} is in the registry: {learnt} of its layers need no upload"
+                    ));
+                    return;
+                }
+                Err(err) => {
+                    tracing::debug!(%err, "could not read a base image from the registry")
+                }
+            }
         }
     }
 

@@ -56,10 +56,16 @@ impl LayerMap {
 
     /// A repository known to hold the compressed blob `digest`.
     pub fn holder(&self, digest: &str) -> Option<String> {
+        self.by_blob(digest).map(|layer| layer.repository)
+    }
+
+    /// The layer whose compressed blob is `digest`: how a layer the engine
+    /// exports gzipped already (the containerd image store does) is known.
+    pub fn by_blob(&self, digest: &str) -> Option<KnownLayer> {
         self.known()
             .values()
             .find(|layer| layer.digest == digest)
-            .map(|layer| layer.repository.clone())
+            .cloned()
     }
 
     pub fn insert_all(&self, layers: impl IntoIterator<Item = (String, KnownLayer)>) {

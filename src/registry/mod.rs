@@ -242,6 +242,17 @@ impl Registry {
         self.layers.holder(digest)
     }
 
+    /// Notes a blob the relay passed on, so a later push (after a restart,
+    /// from an engine that keeps no memory of the relay's pushes, such as
+    /// the containerd image store) mounts it instead of uploading it again.
+    pub fn remember_blob(&self, repository: &str, digest: &str, size: u64) {
+        let blob = Written {
+            digest: digest.to_string(),
+            size,
+        };
+        self.remember_layer(digest, &blob, repository);
+    }
+
     /// `[NAMESPACE/]NAME`: the repository's path in the registry.
     pub fn repository(&self, name: &ImageName) -> String {
         ImageName::within(self.namespace.as_ref(), name).to_string()
@@ -571,7 +582,11 @@ impl Registry {
         raw: &RawLayer,
         what: &str,
     ) -> Result<(Written, bool), RegistryError> {
-        if let Some(known) = self.layers.get(&raw.digest) {
+        let known = self
+            .layers
+            .get(&raw.digest)
+            .or_else(|| self.layers.by_blob(&raw.digest));
+        if let Some(known) = known {
             let present = self
                 .retrying(what, || self.blob_exists(reference, &known.digest))
                 .await?;

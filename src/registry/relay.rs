@@ -405,8 +405,10 @@ impl Relay {
         if let Ok(mut uploads) = self.uploads.lock() {
             uploads.remove(id);
         }
+        let size = before + counted.load(Ordering::Relaxed);
+        self.registry.remember_blob(repository, &digest, size);
         if let Some(stats) = self.stats_for(repository) {
-            stats.uploaded(&digest, before + counted.load(Ordering::Relaxed));
+            stats.uploaded(&digest, size);
         }
         Ok(blob_created(repository, &digest))
     }

@@ -519,11 +519,6 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Whether the engine under test keeps images in the containerd image store.
-pub fn engine_uses_containerd_store() -> bool {
-    docker(&["info", "--format", "{{json .DriverStatus}}"]).contains("io.containerd.snapshotter")
-}
-
 /// `docker run --rm` without networking (the test engine may have no bridge).
 pub fn docker_run(image: &str, command: &[&str]) -> String {
     let mut args = vec!["run", "--rm", "--network", "none", image];
