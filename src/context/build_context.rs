@@ -10,7 +10,7 @@ use futures::Stream;
 use sha2::{Digest, Sha256};
 
 use super::dockerignore::DockerIgnore;
-use super::source::{SourceEntry, SourceTree};
+use super::source::{resolve_link, SourceEntry, SourceTree};
 use super::sync_dir::SyncEntry;
 use crate::manifest::ServiceSpec;
 
@@ -173,26 +173,6 @@ fn entries_under<'a>(
     })
 }
 
-/// Resolves a symlink's target lexically from the link's own folder; None
-/// when it leaves the context root.
-pub(super) fn resolve_link(link_rel: &str, target: &str) -> Option<String> {
-    if target.starts_with('/') {
-        return None;
-    }
-    let mut parts: Vec<&str> = link_rel.split('/').collect();
-    parts.pop();
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            other => parts.push(other),
-        }
-    }
-    Some(parts.join("/"))
-}
-
 fn join(dir: &str, rel: &str) -> String {
     if dir.is_empty() {
         rel.to_string()
@@ -333,15 +313,6 @@ impl Write for ChannelWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn links_resolve_lexically_within_the_context() {
-        assert_eq!(resolve_link("a/link", "b").as_deref(), Some("a/b"));
-        assert_eq!(resolve_link("a/link", "../b").as_deref(), Some("b"));
-        assert_eq!(resolve_link("a/link", "../../b"), None);
-        assert_eq!(resolve_link("link", "/etc/passwd"), None);
-        assert_eq!(resolve_link("link", "./x/./y").as_deref(), Some("x/y"));
-    }
 
     #[test]
     fn syntax_directives_are_spotted_only_at_the_top() {

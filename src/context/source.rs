@@ -353,9 +353,39 @@ impl<R: Read> Read for CappedReader<R> {
     }
 }
 
+/// Resolves a symlink's target lexically from the link's own folder; None
+/// when it leaves the context root.
+pub fn resolve_link(link_rel: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = link_rel.split('/').collect();
+    parts.pop();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_resolve_lexically_within_the_context() {
+        assert_eq!(resolve_link("a/link", "b").as_deref(), Some("a/b"));
+        assert_eq!(resolve_link("a/link", "../b").as_deref(), Some("b"));
+        assert_eq!(resolve_link("a/link", "../../b"), None);
+        assert_eq!(resolve_link("link", "/etc/passwd"), None);
+        assert_eq!(resolve_link("link", "./x/./y").as_deref(), Some("x/y"));
+    }
+
     use flate2::write::GzEncoder;
     use std::io::Write;
 

@@ -14,7 +14,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use super::dockerignore::{DockerIgnore, DockerIgnoreError};
-use super::source::{SourceEntry, SourceTree};
+use super::source::{resolve_link, SourceEntry, SourceTree};
 
 /// How many links one follow path may go through before it is given up on,
 /// as the kernel's limit for nested links.
@@ -155,7 +155,7 @@ impl SyncDir {
             let Some(SourceEntry::Symlink { target }) = self.tree.get(&self.repo_path(last)) else {
                 break;
             };
-            match super::build_context::resolve_link(last, target) {
+            match resolve_link(last, target) {
                 Some(next) if !found.contains(&next) => found.push(next),
                 _ => break,
             }
