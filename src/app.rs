@@ -15,12 +15,12 @@ use crate::context::{ContextPolicy, Limits};
 use crate::engine::{BuildSecrets, EngineSettings};
 use crate::github::hook_keeper::{HookBoard, HookKeeper, PublicUrl};
 use crate::github::GitHub;
-use crate::log::LogHub;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::queue::{Queue, QueueSettings};
 use crate::registry::relay::{Relay, RelayAddresses};
 use crate::registry::{Registry, RegistrySettings};
+use crate::store::log::LogHub;
 use crate::store::{Notice, Store};
 use crate::types::Repository;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{BuilderKind, SecretSpec};
+pub use crate::secret::Secret;
 use crate::types::{ImageName, Repository};
 
 #[derive(Debug, Parser)]
@@ -164,32 +165,6 @@ pub enum PushPath {
     Relay,
     /// `docker save`, then Slipway's own upload.
     Export,
-}
-
-/// A secret that never shows in `Debug` output, logs or error messages.
-#[derive(Clone, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_string()))
-    }
 }
 
 #[derive(Debug, Clone, Args)]

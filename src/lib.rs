@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod registry;
 pub mod retry;
+pub mod secret;
 pub mod setup;
 pub mod signing;
 pub mod store;

@@ -18,7 +18,7 @@ use warp::{Filter, Reply};
 use super::builds::find;
 use super::ApiError;
 use crate::app::AppState;
-use crate::log::LogEvent;
+use crate::store::log::LogEvent;
 use crate::store::{BuildStatus, LogLine};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -9,8 +9,8 @@ use futures::StreamExt;
 use reqwest::{header, Method, StatusCode, Url};
 use tokio::io::AsyncWriteExt;
 
-use crate::config::Secret;
 use crate::retry::{with_backoff, Backoff};
+use crate::secret::Secret;
 use crate::types::{CommitSha, Repository};
 
 const USER_AGENT: &str = concat!("slipway/", env!("CARGO_PKG_VERSION"));

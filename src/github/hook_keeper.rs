@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::client::GitHub;
 use super::hooks::{webhook_url, HookError};
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::types::Repository;
 
 /// Where Slipway's public URL comes from.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::client::{GitHub, GitHubError};
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::types::Repository;
 
 /// Hooks listed per page, and pages read at most (GitHub allows 20 hooks per event).

@@ -19,10 +19,11 @@ use tracing::Instrument;
 use crate::context::{self, ContextPolicy, Limits, SourceTree};
 use crate::engine::{Engine, EngineError, EngineSettings};
 use crate::github::{CommitStatus, GitHub, GitHubError};
-use crate::log::{BuildLog, LogHub};
+use crate::log::BuildLog;
 use crate::manifest::{self, ServiceEntry, ServiceSpec};
 use crate::metrics::Metrics;
 use crate::registry::{Published, Registry};
+use crate::store::log::LogHub;
 use crate::store::{
     now_rfc3339, within, BuildRecord, BuildStatus, Claimed, Fence, ServiceRecord, ServiceStatus,
     Store, StoreError,
@@ -187,7 +188,7 @@ impl Pipeline {
         record.error = None;
         record.services.clear();
         let (log, writer) =
-            BuildLog::start(self.store.clone(), self.hub.clone(), Fence::of(&record));
+            crate::store::log::start(self.store.clone(), self.hub.clone(), Fence::of(&record));
         match taken_from {
             Some(other) if other != self.settings.instance_id => log.line(&format!(
                 "--- instance {other} stopped answering during this build; {} takes it over (attempt {}) ---",

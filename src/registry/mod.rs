@@ -21,8 +21,8 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use tokio_util::io::ReaderStream;
 
-use crate::config::Secret;
 use crate::retry::{with_backoff, Backoff};
+use crate::secret::Secret;
 use crate::types::{ImageName, Version};
 use compress::Written;
 use export::{ExportedImage, RawLayer, MANIFEST_MEDIA_TYPE};

@@ -1,6 +1,7 @@
 //! Build records and logs, behind a small interface so that a shared
 //! Postgres store can replace SQLite without touching the pipeline.
 
+pub mod log;
 mod postgres;
 mod record;
 mod sqlite;
@@ -13,7 +14,7 @@ pub use postgres::PostgresStore;
 pub use record::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Trigger};
 pub use sqlite::SqliteStore;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
