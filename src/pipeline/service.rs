@@ -10,7 +10,6 @@ use futures::TryStreamExt;
 use tokio::sync::Mutex;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::sign::Signed;
 use super::{save, Pipeline, TagLease};
 use crate::context::{self, PreparedContext, SourceTree, SyncDir};
 use crate::engine::{BuildRequest, ContextTar, Engine};
@@ -441,6 +440,22 @@ async fn export_image(
         .await
         .map_err(|e| format!("reading the exported image crashed: {e}"))?
         .map_err(|e| e.to_string())
+}
+
+/// Where an image's signature and attestation are.
+#[derive(Debug, Clone)]
+pub(super) struct Signed {
+    pub(super) signature: String,
+    pub(super) attestation: Option<String>,
+}
+
+impl Signed {
+    pub(super) fn record(signed: &Option<Signed>, service: &mut ServiceRecord) {
+        if let Some(signed) = signed {
+            service.signature = Some(signed.signature.clone());
+            service.attestation = signed.attestation.clone();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,27 +4,11 @@
 
 use std::time::Instant;
 
-use super::service::{Done, ServiceJob};
+use super::service::{Done, ServiceJob, Signed};
 use crate::engine::Engine;
 use crate::signing::base_images;
 use crate::signing::provenance::{BaseImage, Provenance};
-use crate::store::{now_rfc3339, BuildRecord, ServiceRecord};
-
-/// Where an image's signature and attestation are.
-#[derive(Debug, Clone)]
-pub(super) struct Signed {
-    pub(super) signature: String,
-    pub(super) attestation: Option<String>,
-}
-
-impl Signed {
-    pub(super) fn record(signed: &Option<Signed>, service: &mut ServiceRecord) {
-        if let Some(signed) = signed {
-            service.signature = Some(signed.signature.clone());
-            service.attestation = signed.attestation.clone();
-        }
-    }
-}
+use crate::store::{now_rfc3339, BuildRecord};
 
 impl ServiceJob {
     /// Signs the image pushed as `digest` and attests its provenance; the
