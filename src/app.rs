@@ -13,16 +13,15 @@ use crate::admission::Admissions;
 use crate::config::{PushPath, Secret, ServeArgs};
 use crate::context::{ContextPolicy, Limits};
 use crate::engine::{BuildSecrets, EngineSettings};
-use crate::github::hook_keeper::{HookBoard, HookKeeper, PublicUrl};
+use crate::github::hook_keeper::{HookKeeper, PublicUrl};
 use crate::github::GitHub;
-use crate::metrics::Metrics;
+use crate::intake::Intake;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::queue::{Queue, QueueSettings};
 use crate::registry::relay::{Relay, RelayAddresses};
 use crate::registry::{Registry, RegistrySettings};
-use crate::store::log::LogHub;
+use crate::state::AppState;
 use crate::store::{Notice, Store};
-use crate::types::Repository;
 
 /// Why the service cannot start: each is a one-line reason for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -104,52 +103,6 @@ fn engine_settings(args: &ServeArgs) -> Result<EngineSettings, StartError> {
     Ok(settings)
 }
 
-/// What request handlers share.
-pub struct AppState {
-    pub webhook_secret: Secret,
-    pub branches: Vec<String>,
-    pub max_queued_builds: u64,
-    pub store: Arc<dyn Store>,
-    /// Every new build goes through it: the webhook, retries and catch-up.
-    pub admissions: Admissions,
-    pub queue: Queue,
-    pub pipeline: Arc<Pipeline>,
-    pub metrics: Arc<Metrics>,
-    pub hub: Arc<LogHub>,
-    pub api_token: Option<Secret>,
-    pub ngrok_api: Option<String>,
-    /// `--repositories`; empty serves every repository.
-    pub repositories: Vec<Repository>,
-    /// The hooks `--manage-hooks` keeps, for the page.
-    pub hooks: Arc<HookBoard>,
-}
-
-impl AppState {
-    /// Whether `--repositories` lets this repository publish (GitHub's names ignore case).
-    pub fn serves(&self, repo: &Repository) -> bool {
-        self.repositories.is_empty()
-            || self
-                .repositories
-                .iter()
-                .any(|r| r.as_str().eq_ignore_ascii_case(repo.as_str()))
-    }
-
-    /// Whether `--branches` lets merges into `base` publish.
-    pub fn branch_publishes(&self, base: &str) -> bool {
-        self.branches.is_empty() || self.branches.iter().any(|b| b == base)
-    }
-
-    /// The public URL of the tunnel in front of the service, when known.
-    pub async fn tunnel_url(&self) -> Option<String> {
-        let api = self.ngrok_api.as_deref()?;
-        let lookup = crate::setup::tunnel::public_url(api);
-        match tokio::time::timeout(Duration::from_secs(2), lookup).await {
-            Ok(Ok(url)) => Some(url),
-            _ => None,
-        }
-    }
-}
-
 /// A started service: bound, with its queue running.
 pub struct App {
     pub addr: SocketAddr,
@@ -196,7 +149,7 @@ impl Watch {
         if let Some((public_url, interval)) = self.hooks {
             let keeper = HookKeeper {
                 github: state.pipeline.github.clone(),
-                repos: state.repositories.clone(),
+                repos: state.intake.repositories().to_vec(),
                 public_url,
                 secret: self.webhook_secret,
                 interval,
@@ -205,7 +158,7 @@ impl Watch {
             tokio::spawn(keeper.run());
         }
         if let Some(interval) = self.catch_up_interval {
-            let repos = state.repositories.clone();
+            let repos = state.intake.repositories().to_vec();
             tokio::spawn(crate::github::catch_up::run(state.clone(), repos, interval));
         }
     }
@@ -293,14 +246,13 @@ impl App {
         })?;
         let state = Arc::new(AppState {
             webhook_secret: args.webhook_secret.clone(),
-            branches: args
-                .branches
-                .iter()
-                .map(|b| b.trim().to_string())
-                .filter(|b| !b.is_empty())
-                .collect(),
-            max_queued_builds: args.max_queued_builds,
-            admissions: Admissions::start(store.clone(), args.max_queued_builds),
+            intake: Intake::new(
+                &args.branches,
+                args.repositories.0.clone(),
+                Admissions::start(store.clone(), args.max_queued_builds),
+                queue.clone(),
+                args.max_queued_builds,
+            ),
             store,
             queue,
             metrics: pipeline.metrics.clone(),
@@ -308,7 +260,6 @@ impl App {
             pipeline,
             api_token: args.api_token.clone(),
             ngrok_api: args.ngrok_api.clone(),
-            repositories: args.repositories.0.clone(),
             hooks: Arc::default(),
         });
         warn_if_exposed(addr, args.api_token.is_some());

@@ -21,6 +21,13 @@ pub enum Decision {
     Ignore(String),
 }
 
+/// Why merges into `base` do not publish under `--branches`, or `None`
+/// when they do (`branches` empty: every branch publishes).
+pub fn branch_refusal(branches: &[String], base: &str) -> Option<String> {
+    (!branches.is_empty() && !branches.iter().any(|b| b == base))
+        .then(|| format!("base branch `{}` is not in --branches", short(base)))
+}
+
 /// Decides what to do with one delivery. `branches` empty means every base branch.
 pub fn decide(event: &str, json: &[u8], branches: &[String]) -> Result<Decision, PayloadError> {
     if event != "pull_request" {
@@ -49,11 +56,8 @@ pub fn decide(event: &str, json: &[u8], branches: &[String]) -> Result<Decision,
         ));
     }
     let merged = merged_pull_request(event)?;
-    if !branches.is_empty() && !branches.iter().any(|b| b == &merged.base_ref) {
-        return Ok(Decision::Ignore(format!(
-            "base branch `{}` is not in --branches",
-            short(&merged.base_ref)
-        )));
+    if let Some(reason) = branch_refusal(branches, &merged.base_ref) {
+        return Ok(Decision::Ignore(reason));
     }
     Ok(Decision::Build(merged))
 }

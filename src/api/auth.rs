@@ -9,7 +9,7 @@ use warp::http::{header, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 const COOKIE: &str = "slipway_token";
 

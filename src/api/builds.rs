@@ -9,9 +9,9 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::{short, ApiError};
-use crate::app::AppState;
-use crate::store::{now_rfc3339, BuildRecord, BuildStatus, ListFilter, Trigger};
-use crate::webhook::{admit_record, json_reply};
+use crate::reply::{self, json_reply};
+use crate::state::AppState;
+use crate::store::{BuildRecord, BuildStatus, ListFilter};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
@@ -112,20 +112,6 @@ async fn retry(id: String, state: Arc<AppState>) -> Response {
         Ok(record) => record,
         Err(err) => return err.into_response(),
     };
-    let record = BuildRecord {
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        status: BuildStatus::Queued,
-        delivery: None,
-        created_at: now_rfc3339(),
-        started_at: None,
-        finished_at: None,
-        error: None,
-        services: vec![],
-        retry_of: Some(original.id.clone()),
-        instance: None,
-        trigger: Trigger::Retry,
-        attempt: 0,
-        ..original
-    };
-    admit_record(&state, record).await.0
+    let admitted = state.intake.admit(BuildRecord::retry(original)).await;
+    reply::admission(admitted, state.intake.max_queued_builds()).0
 }

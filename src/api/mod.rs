@@ -14,8 +14,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use crate::app::AppState;
-use crate::webhook::{error_reply, json_reply};
+use crate::reply::{error_reply, json_reply};
+use crate::state::AppState;
 
 pub use auth::Unauthorized;
 

@@ -11,7 +11,7 @@ use warp::{Filter, Reply};
 
 use super::builds::{find, list_filter};
 use super::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::{BuildRecord, ServiceRecord};
 
 pub fn routes(

@@ -17,7 +17,7 @@ use warp::{Filter, Reply};
 
 use super::builds::find;
 use super::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::log::LogEvent;
 use crate::store::{BuildStatus, LogLine};
 

@@ -18,8 +18,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::client::{GitHub, GitHubError};
-use crate::app::AppState;
-use crate::store::{now_rfc3339, Admission, Trigger};
+use crate::state::AppState;
+use crate::store::{now_rfc3339, Admission, BuildRecord, Trigger};
 use crate::trigger::MergedPullRequest;
 use crate::types::{CommitSha, Repository};
 
@@ -176,21 +176,13 @@ pub async fn round(state: &AppState, repo: &Repository) -> Result<usize, CatchUp
     let merges = state.pipeline.github.merged_since(repo, since).await?;
     let mut admitted = 0;
     for merge in merges {
-        if !state.branch_publishes(&merge.pull.base_ref) {
+        if state.intake.refusal(&merge.pull).is_some() {
             continue;
         }
-        let mut record = crate::webhook::new_record(merge.pull, None);
-        record.trigger = Trigger::CatchUp;
-        let (repository, pull_request, commit) = (
-            record.repository.clone(),
-            record.pull_request,
-            record.commit.clone(),
-        );
-        match state.admissions.admit(record).await? {
-            Admission::Created(id) => {
-                tracing::info!(build = %id, %repository, pull_request, %commit, "missed merge found; build queued");
+        let record = BuildRecord::queued(merge.pull, None, Trigger::CatchUp);
+        match state.intake.admit(record).await? {
+            Admission::Created(_) => {
                 state.metrics.catch_up_build();
-                state.queue.wake();
                 admitted += 1;
             }
             Admission::Duplicate(_) => {}

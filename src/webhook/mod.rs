@@ -12,11 +12,12 @@ use futures::{Stream, StreamExt};
 use serde_json::json;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
-use warp::{Filter, Reply};
+use warp::Filter;
 
-use crate::app::AppState;
-use crate::store::{now_rfc3339, Admission, BuildRecord, BuildStatus, Trigger};
-use crate::trigger::{self, Decision, MergedPullRequest};
+use crate::reply::{self, error_reply, json_reply};
+use crate::state::AppState;
+use crate::store::{BuildRecord, Trigger};
+use crate::trigger::{self, Decision};
 
 /// GitHub caps payloads at 25 MB; anything larger is not from GitHub.
 pub const MAX_BODY_BYTES: usize = 25 << 20;
@@ -30,14 +31,6 @@ pub fn route(
         .and(warp::body::stream())
         .and(warp::any().map(move || state.clone()))
         .then(handle)
-}
-
-pub fn json_reply(status: StatusCode, body: serde_json::Value) -> Response {
-    warp::reply::with_status(warp::reply::json(&body), status).into_response()
-}
-
-pub fn error_reply(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    json_reply(status, json!({ "error": message.to_string() }))
 }
 
 async fn handle<S, B>(method: Method, headers: HeaderMap, body: S, state: Arc<AppState>) -> Response
@@ -110,7 +103,7 @@ where
         .get("x-github-delivery")
         .and_then(|v| v.to_str().ok())
         .map(|d| d.chars().take(100).collect::<String>());
-    match trigger::decide(event, json.bytes(), &state.branches) {
+    match trigger::decide(event, json.bytes(), state.intake.branches()) {
         Err(err) => (
             error_reply(StatusCode::BAD_REQUEST, err),
             "rejected_payload",
@@ -119,14 +112,17 @@ where
             json_reply(StatusCode::OK, json!({ "ignored": reason })),
             "ignored",
         ),
-        Ok(Decision::Build(pr)) if !state.serves(&pr.repository) => {
-            let reason = format!("repository {} is not in --repositories", pr.repository);
-            (
+        Ok(Decision::Build(pr)) => match state.intake.refusal(&pr) {
+            Some(reason) => (
                 json_reply(StatusCode::OK, json!({ "ignored": reason })),
                 "ignored",
-            )
-        }
-        Ok(Decision::Build(pr)) => admit(state, pr, delivery).await,
+            ),
+            None => {
+                let record = BuildRecord::queued(pr, delivery, Trigger::Webhook);
+                let admitted = state.intake.admit(record).await;
+                reply::admission(admitted, state.intake.max_queued_builds())
+            }
+        },
     }
 }
 
@@ -165,75 +161,4 @@ where
         }
     }
     Ok(buf.to_vec())
-}
-
-async fn admit(state: &AppState, pr: MergedPullRequest, delivery: Option<String>) -> Answer {
-    admit_record(state, new_record(pr, delivery)).await
-}
-
-/// Stores a new build (unless it duplicates one) and queues it.
-pub async fn admit_record(state: &AppState, record: BuildRecord) -> Answer {
-    let (repository, commit) = (record.repository.clone(), record.commit.clone());
-    match state.admissions.admit(record).await {
-        Ok(Admission::Created(id)) => {
-            tracing::info!(build = %id, %repository, %commit, "build queued");
-            state.queue.wake();
-            let body =
-                json!({ "build_id": id, "status": "queued", "url": format!("/builds/{id}") });
-            (json_reply(StatusCode::ACCEPTED, body), "accepted")
-        }
-        Ok(Admission::Duplicate(id)) => {
-            let body = json!({ "build_id": id, "duplicate": true, "url": format!("/builds/{id}") });
-            (json_reply(StatusCode::OK, body), "duplicate")
-        }
-        Ok(Admission::QueueFull) => {
-            tracing::warn!(
-                limit = state.max_queued_builds,
-                "queue full; delivery refused with 503"
-            );
-            let message = format!(
-                "{} builds are already waiting; redeliver later",
-                state.max_queued_builds
-            );
-            (redeliver_later(message), "rejected_queue_full")
-        }
-        Err(err) => {
-            tracing::error!(%err, "could not store the delivery; refused with 503");
-            let message = "could not record the build; redeliver later";
-            (redeliver_later(message), "error")
-        }
-    }
-}
-
-/// Nothing was stored: 503 with `Retry-After`, so the sender knows the same
-/// delivery can come again, and a monitor does not count a server bug.
-fn redeliver_later(message: impl std::fmt::Display) -> Response {
-    let mut reply = error_reply(StatusCode::SERVICE_UNAVAILABLE, message);
-    reply
-        .headers_mut()
-        .insert("retry-after", warp::http::HeaderValue::from_static("60"));
-    reply
-}
-
-pub fn new_record(pr: MergedPullRequest, delivery: Option<String>) -> BuildRecord {
-    BuildRecord {
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        status: BuildStatus::Queued,
-        repository: pr.repository.to_string(),
-        pull_request: pr.number,
-        commit: pr.commit.to_string(),
-        base_ref: pr.base_ref,
-        delivery,
-        created_at: now_rfc3339(),
-        started_at: None,
-        finished_at: None,
-        error: None,
-        services: vec![],
-        source_url: pr.source_url,
-        retry_of: None,
-        instance: None,
-        trigger: Trigger::Webhook,
-        pr_comment: None,
-        attempt: 0,
-    }
 }
