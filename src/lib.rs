@@ -1,10 +1,20 @@
 //! Slipway publishes container images when pull requests are merged.
 //!
-//! The modules follow the data: a delivery arrives at the [`webhook`], the
-//! [`trigger`] decides, [`github`] supplies the source, [`context`] turns it
-//! into build contexts, the [`engine`] builds, the [`registry`] publishes, and
-//! the [`store`] records. The [`queue`] and [`pipeline`] drive a build through
-//! those steps; [`api`] shows the results.
+//! The modules follow the data, in this order:
+//! 1. intake: a delivery arrives at the [`webhook`] (or a missed merge is
+//!    found by [`github::catch_up`]); [`trigger`] reads it, [`intake`]
+//!    decides whether it becomes a build and admits it ([`admission`]);
+//! 2. queue: [`queue`] claims builds from the [`store`] and runs them;
+//! 3. source: [`github`] supplies the merge commit's tarball;
+//! 4. context: [`context`] turns it into each service's build context;
+//! 5. build: the [`engine`] builds, with BuildKit or the classic builder;
+//! 6. publish: the [`registry`] receives the image, [`signing`] signs it;
+//! 7. record: the [`store`] keeps records and logs; [`api`] shows them.
+//!
+//! [`pipeline`] drives one build through steps 3 to 7. [`state`] is what the
+//! handlers share; [`app`] wires everything and is imported by nothing.
+//! Leaf types ([`secret`], [`types`], [`digest`]) import nothing from the
+//! crate. `scripts/import-cycles.py` keeps the imports free of circles.
 
 pub mod admission;
 pub mod api;

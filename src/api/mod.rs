@@ -1,5 +1,8 @@
 //! The results API and the pages people watch: build records, logs (plain
 //! or live), retry, health, metrics, and `--api-token` in front of them.
+//!
+//! Owns the HTTP read side; imports the store, the shared state and replies,
+//! never the pipeline's steps or the webhook.
 
 mod auth;
 mod builds;

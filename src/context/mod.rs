@@ -1,5 +1,8 @@
 //! From a commit's tarball to one build context per service: the tar reading
 //! with its safety checks, `.dockerignore`, and the inputs digest.
+//!
+//! Owns the files a build sees; imports only leaf types (manifest, types,
+//! digest), never the engine, the registry or the store.
 
 mod build_context;
 pub mod dockerignore;

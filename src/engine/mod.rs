@@ -1,6 +1,9 @@
 //! The Docker Engine: images are built by one of two builders behind
 //! [`ImageBuilder`] (BuildKit, as today's `docker build`, or the classic
 //! builder), then exported in docker-save format for the registry push.
+//!
+//! An adapter: owns every Engine API call; imports the context it sends and
+//! the log handle it writes to, never the store, the registry or the pipeline.
 
 mod address;
 mod buildkit;
@@ -48,6 +51,12 @@ pub enum EngineError {
     SessionClosed,
     #[error("the Dockerfile asks for build secret `{0}`, which is not configured: start Slipway with --build-secret {0}=PATH")]
     MissingSecret(String),
+    /// The engine could not dial the registry it was told to push to
+    /// (nothing listens on that address where the engine is, as with a
+    /// loopback relay seen from another network namespace). Says what the
+    /// engine said.
+    #[error(transparent)]
+    RegistryUnreachable(Box<EngineError>),
 }
 
 impl From<bollard::errors::Error> for EngineError {
@@ -63,6 +72,17 @@ impl From<bollard::errors::Error> for EngineError {
             }
             other => EngineError::Api(other.to_string()),
         }
+    }
+}
+
+/// A push's failure, as [`EngineError::RegistryUnreachable`] when the
+/// engine's own dialing of the registry failed.
+fn registry_unreachable(err: EngineError) -> EngineError {
+    let message = err.to_string();
+    if message.contains("dial tcp") || message.contains("connection refused") {
+        EngineError::RegistryUnreachable(Box::new(err))
+    } else {
+        err
     }
 }
 
@@ -335,7 +355,7 @@ impl Engine {
             })
             .await;
         self.forget_name(&format!("{repository}:{tag}")).await;
-        pushed
+        pushed.map_err(registry_unreachable)
     }
 
     /// Drops a name of an image (`NAME:TAG` or `NAME@DIGEST`), never the image.
@@ -355,5 +375,30 @@ impl Engine {
         image: &str,
     ) -> impl Stream<Item = Result<Bytes, EngineError>> + Send + 'static {
         self.docker.export_image(image).map_err(EngineError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_the_engine_cannot_dial_is_recognised() {
+        // As Engine 20.10 words it when nothing listens on its own loopback.
+        let refused = EngineError::Api(
+            "Get \"http://127.0.0.1:41234/v2/\": dial tcp 127.0.0.1:41234: connect: connection refused".into(),
+        );
+        let text = refused.to_string();
+        let classified = registry_unreachable(refused);
+        assert!(matches!(
+            classified,
+            EngineError::RegistryUnreachable(_)
+        ));
+        assert_eq!(classified.to_string(), text);
+        let other = EngineError::Api("received unexpected HTTP status: 502 Bad Gateway".into());
+        assert!(matches!(
+            registry_unreachable(other),
+            EngineError::Api(_)
+        ));
     }
 }

@@ -1,9 +1,15 @@
 //! One build, start to end: source → context → build → publish → record.
 //! Each service is its own span and fails on its own.
+//!
+//! Owns the order of the steps; imports every step's module, and nothing
+//! imports it but the wiring, the queue and the shared state.
 
 mod comment;
+mod error;
 mod service;
 mod sign;
+
+pub use error::PipelineError;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -211,7 +217,7 @@ impl Pipeline {
         let shared = Arc::new(Mutex::new(record));
         if let Err(error) = self.execute(&shared, &log).await {
             log.line(&format!("build failed: {error}"));
-            shared.lock().await.error = Some(error);
+            shared.lock().await.error = Some(error.to_string());
         }
         let mut record = shared.lock().await;
         for service in record
@@ -277,11 +283,11 @@ impl Pipeline {
         self: &Arc<Self>,
         shared: &Arc<Mutex<BuildRecord>>,
         log: &BuildLog,
-    ) -> Result<(), String> {
+    ) -> Result<(), PipelineError> {
         let (repo, commit, source_url) = {
             let r = shared.lock().await;
-            let repo = Repository::parse(&r.repository).map_err(|e| e.to_string())?;
-            let commit = CommitSha::parse(&r.commit).map_err(|e| e.to_string())?;
+            let repo = Repository::parse(&r.repository)?;
+            let commit = CommitSha::parse(&r.commit)?;
             (repo, commit, r.source_url.clone())
         };
         let entries = self.read_manifest(&repo, &commit).await?;
@@ -338,9 +344,12 @@ impl Pipeline {
 
     /// What the registry holds at `NAME:VERSION`, with the error as the
     /// service's message.
-    async fn lookup(&self, name: &ImageName, version: &Version) -> Result<Published, String> {
-        let published = self.registry.lookup(name, version).await;
-        published.map_err(|e| e.to_string())
+    async fn lookup(
+        &self,
+        name: &ImageName,
+        version: &Version,
+    ) -> Result<Published, PipelineError> {
+        Ok(self.registry.lookup(name, version).await?)
     }
 
     /// Starts asking the registry for `NAME:VERSION` now; the answer is
@@ -353,7 +362,8 @@ impl Pipeline {
         ));
         async move {
             task.await
-                .unwrap_or_else(|e| Err(format!("registry lookup stopped: {e}")))
+                .unwrap_or_else(|e| Err(PipelineError::LookupStopped(e)))
+                .map_err(Arc::new)
         }
         .boxed()
         .shared()
@@ -363,15 +373,28 @@ impl Pipeline {
         &self,
         repo: &Repository,
         commit: &CommitSha,
-    ) -> Result<Vec<ServiceEntry>, String> {
+    ) -> Result<Vec<ServiceEntry>, PipelineError> {
         let path = &self.settings.manifest_path;
-        let bytes = self.github.file_at(repo, commit, path).await.map_err(|e| match e {
-            GitHubError::NotFound { .. } => format!(
-                "no manifest: `{path}` not found at commit {commit} of {repo} (add it, or set --manifest)"
-            ),
-            other => format!("could not read the manifest `{path}`: {other}"),
-        })?;
-        manifest::parse(&bytes).map_err(|e| format!("`{path}` at commit {commit}: {e}"))
+        let bytes = self
+            .github
+            .file_at(repo, commit, path)
+            .await
+            .map_err(|e| match e {
+                GitHubError::NotFound { .. } => PipelineError::NoManifest {
+                    path: path.clone(),
+                    commit: commit.to_string(),
+                    repo: repo.to_string(),
+                },
+                source => PipelineError::ManifestUnreadable {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
+        manifest::parse(&bytes).map_err(|source| PipelineError::Manifest {
+            path: path.clone(),
+            commit: commit.to_string(),
+            source,
+        })
     }
 
     fn service_records(&self, entries: &[ServiceEntry]) -> Vec<ServiceRecord> {
@@ -405,18 +428,18 @@ impl Pipeline {
         repo: &Repository,
         commit: &CommitSha,
         log: &BuildLog,
-    ) -> Result<SourceTree, String> {
+    ) -> Result<SourceTree, PipelineError> {
         let work = tempfile::Builder::new()
             .prefix("tarball-")
             .tempdir_in(&self.settings.work_dir)
-            .map_err(|e| format!("temporary space unusable: {e}"))?;
+            .map_err(PipelineError::TempSpace)?;
         let tarball = work.path().join("source.tar.gz");
         let started = Instant::now();
         let size = self
             .github
             .download_tarball(repo, commit, &tarball, self.settings.limits.max_bytes)
             .await
-            .map_err(|e| format!("could not download the commit's files: {e}"))?;
+            .map_err(PipelineError::Download)?;
         log.line(&format!(
             "downloaded {} KiB of sources in {:?}",
             size / 1024,
@@ -430,8 +453,11 @@ impl Pipeline {
             context::unpack(file, &commit, limits, &work_dir).map_err(std::io::Error::other)
         })
         .await
-        .map_err(|e| format!("unpacking the sources crashed: {e}"))?
-        .map_err(|e| format!("could not read the commit's files: {e}"))?;
+        .map_err(|source| PipelineError::Crashed {
+            what: "unpacking the sources",
+            source,
+        })?
+        .map_err(PipelineError::Unpack)?;
         log.line(&format!("unpacked {} entries", tree.entries().len()));
         Ok(tree)
     }

@@ -1,6 +1,9 @@
 //! The team's registry, spoken to directly over the distribution API: look a
 //! tag up, push blobs the registry lacks, then the manifest. The Docker
 //! Engine needs no registry configuration; the private CA is trusted here.
+//!
+//! An adapter: owns every registry call (publish policy aside); imports only
+//! leaf types and retry, never the engine, the store or the pipeline.
 
 mod bases;
 pub mod compress;

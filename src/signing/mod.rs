@@ -1,6 +1,9 @@
 //! Signatures and provenance for published images, in cosign's layout:
 //! beside the registry push, which pushes the image by digest first so that
 //! these go up before its tag does.
+//!
+//! Owns cosign's formats and keys; imports the registry client to attach
+//! them, never the engine, the store or the pipeline.
 
 pub mod attach;
 pub mod base_images;

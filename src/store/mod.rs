@@ -1,5 +1,8 @@
 //! Build records and logs, behind a small interface so that a shared
 //! Postgres store can replace SQLite without touching the pipeline.
+//!
+//! Owns persistence (records, queue, logs and their live fan-out); imports
+//! only leaf types and the log handle, never an adapter or the pipeline.
 
 pub mod log;
 mod postgres;

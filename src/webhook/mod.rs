@@ -1,6 +1,9 @@
 //! `POST /webhook`: read the body under a cap, check the signature before
 //! anything else, decide, admit, answer. No call to GitHub or Docker happens
 //! before the answer goes out.
+//!
+//! Owns GitHub's delivery format and signature; hands merges to the intake,
+//! never to the queue, the store's writer or the pipeline directly.
 
 pub mod payload;
 pub mod signature;
