@@ -390,15 +390,9 @@ mod tests {
         );
         let text = refused.to_string();
         let classified = registry_unreachable(refused);
-        assert!(matches!(
-            classified,
-            EngineError::RegistryUnreachable(_)
-        ));
+        assert!(matches!(classified, EngineError::RegistryUnreachable(_)));
         assert_eq!(classified.to_string(), text);
         let other = EngineError::Api("received unexpected HTTP status: 502 Bad Gateway".into());
-        assert!(matches!(
-            registry_unreachable(other),
-            EngineError::Api(_)
-        ));
+        assert!(matches!(registry_unreachable(other), EngineError::Api(_)));
     }
 }

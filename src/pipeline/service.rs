@@ -10,19 +10,15 @@ use futures::TryStreamExt;
 use tokio::sync::Mutex;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::{save, Pipeline, TagLease};
+use super::{save, Pipeline, PipelineError, TagLease};
 use crate::context::{self, PreparedContext, SourceTree, SyncDir};
-use crate::engine::{BuildRequest, ContextTar, Engine};
+use crate::engine::{BuildRequest, ContextTar, Engine, EngineError};
 use crate::log::BuildLog;
 use crate::manifest::ServiceSpec;
 use crate::registry::relay::RelayedManifest;
 use crate::registry::{self, export, Published, PushStats};
 use crate::store::{now_rfc3339, BuildRecord, Fence, ServiceRecord, ServiceStatus};
 use futures::future::{BoxFuture, Shared};
-
-/// Why a service stops short of its push when the build changed hands.
-pub(super) const LEASE_LOST: &str =
-    "this instance lost the build's lease; the instance that took it over publishes it";
 
 #[derive(Clone)]
 pub(super) struct BuildLabels {
@@ -44,7 +40,7 @@ pub(super) struct ServiceJob {
 }
 
 /// A registry lookup already under way; every copy yields the same answer.
-pub(super) type PendingLookup = Shared<BoxFuture<'static, Result<Published, String>>>;
+pub(super) type PendingLookup = Shared<BoxFuture<'static, Result<Published, Arc<PipelineError>>>>;
 
 /// How a service ended, short of failing.
 pub(super) enum Done {
@@ -79,7 +75,7 @@ impl ServiceJob {
                 }
                 Err(error) => {
                     s.status = ServiceStatus::Failed;
-                    s.error = Some(error.clone());
+                    s.error = Some(error.to_string());
                 }
             }
         })
@@ -116,12 +112,12 @@ impl ServiceJob {
 
     /// Re-checked just before anything is tagged in the registry: the build
     /// and the tag are still this instance's, their leases renewed.
-    async fn still_holds(&self, fence: &Fence, tag: &TagLease) -> Result<(), String> {
+    async fn still_holds(&self, fence: &Fence, tag: &TagLease) -> Result<(), PipelineError> {
         let lease = self.pipeline.settings.lease;
         if self.pipeline.holds(fence).await && tag.still_held(lease).await {
             Ok(())
         } else {
-            Err(LEASE_LOST.into())
+            Err(PipelineError::LeaseLost)
         }
     }
 
@@ -139,11 +135,11 @@ impl ServiceJob {
         let _saved = save(&self.pipeline.store, &record).await;
     }
 
-    async fn publish(&self) -> Result<Done, String> {
+    async fn publish(&self) -> Result<Done, PipelineError> {
         let work = tempfile::Builder::new()
             .prefix("service-")
             .tempdir_in(&self.pipeline.settings.work_dir)
-            .map_err(|e| format!("temporary space unusable: {e}"))?;
+            .map_err(PipelineError::TempSpace)?;
         let context = self.prepare_context().await?;
         self.log.line(&format!(
             "context: {} files, inputs {}",
@@ -160,50 +156,54 @@ impl ServiceJob {
             .service_slots
             .acquire()
             .await
-            .map_err(|_| "the service is shutting down".to_string())?;
+            .map_err(|_| PipelineError::ShuttingDown)?;
         let timeout = self.pipeline.settings.build_timeout;
         tokio::time::timeout(
             timeout,
             self.build_and_push(&context, work.path().to_path_buf(), slot),
         )
         .await
-        .map_err(|_| {
-            format!(
-                "timed out after {} (--build-timeout)",
-                humantime::format_duration(timeout)
-            )
-        })?
+        .map_err(|_| PipelineError::TimedOut(timeout))?
     }
 
-    async fn prepare_context(&self) -> Result<PreparedContext, String> {
+    async fn prepare_context(&self) -> Result<PreparedContext, PipelineError> {
         let tree = self.tree.clone();
         let spec = self.spec.clone();
         let policy = self.pipeline.settings.policy;
         tokio::task::spawn_blocking(move || context::prepare(&tree, &spec, policy))
             .await
-            .map_err(|e| format!("preparing the context crashed: {e}"))?
-            .map_err(|e| e.to_string())
+            .map_err(|source| PipelineError::Crashed {
+                what: "preparing the context",
+                source,
+            })?
+            .map_err(PipelineError::from)
     }
 
-    async fn lookup(&self) -> Result<Published, String> {
+    async fn lookup(&self) -> Result<Published, PipelineError> {
         self.pipeline
             .lookup(&self.spec.name, &self.spec.version)
             .await
     }
 
     /// Published versions are immutable: same inputs → skip, other inputs → refuse.
-    fn immutable(&self, published: Published, inputs: &str) -> Result<Option<Done>, String> {
+    fn immutable(&self, published: Published, inputs: &str) -> Result<Option<Done>, PipelineError> {
         match published {
             Published::Absent => Ok(None),
-            Published::Present { digest, inputs: Some(existing) } if existing == inputs => {
-                Ok(Some(Done::Skipped { digest, signed: None }))
-            }
-            Published::Present { inputs: existing, .. } => Err(format!(
-                "{} is already published from other sources ({}); published versions are immutable: bump `version` of `{}` in the manifest",
-                self.image(),
-                existing.map(|e| format!("inputs {e}, these are {inputs}")).unwrap_or_else(|| "not built by Slipway".into()),
-                self.spec.name
-            )),
+            Published::Present {
+                digest,
+                inputs: Some(existing),
+            } if existing == inputs => Ok(Some(Done::Skipped {
+                digest,
+                signed: None,
+            })),
+            Published::Present {
+                inputs: existing, ..
+            } => Err(PipelineError::Immutable {
+                image: self.image(),
+                service: self.spec.name.to_string(),
+                existing,
+                inputs: inputs.to_string(),
+            }),
         }
     }
 
@@ -212,9 +212,9 @@ impl ServiceJob {
         context: &PreparedContext,
         work_dir: PathBuf,
         slot: tokio::sync::SemaphorePermit<'_>,
-    ) -> Result<Done, String> {
+    ) -> Result<Done, PipelineError> {
         self.update(|s| s.status = ServiceStatus::Building).await;
-        let engine = self.pipeline.engine().await.map_err(|e| e.to_string())?;
+        let engine = self.pipeline.engine().await?;
         let image = self.image();
         let sync_dir = SyncDir::new(self.tree.clone(), self.spec.context.as_str());
         let classic_tar = || -> ContextTar { Box::pin(context.classic_tar()) };
@@ -228,10 +228,7 @@ impl ServiceJob {
             network: self.pipeline.settings.build_network.as_deref(),
         };
         let build_started = Instant::now();
-        let image_id = engine
-            .build(request, &self.log)
-            .await
-            .map_err(|e| e.to_string())?;
+        let image_id = engine.build(request, &self.log).await?;
         drop(slot);
         self.log.line(&format!(
             "built {image_id} in {:.2?}",
@@ -247,7 +244,7 @@ impl ServiceJob {
         // published the tag while this one built.
         let fence = self.fence().await;
         let Some(tag_lease) = self.pipeline.lock_tag(&image, &fence).await else {
-            return Err(LEASE_LOST.into());
+            return Err(PipelineError::LeaseLost);
         };
         if let Some(done) = self.immutable(self.lookup().await?, &context.inputs_digest)? {
             return Ok(done);
@@ -269,15 +266,12 @@ impl ServiceJob {
                 (untagged, relayed.stats)
             }
         };
-        let untagged = untagged.map_err(|e| e.to_string())?;
+        let untagged = untagged?;
         self.still_holds(&fence, &tag_lease).await?;
         // Signed before the tag goes up: no tag is ever visible unsigned.
         let signed = self.sign_pushed(&untagged.digest, engine).await?;
         self.still_holds(&fence, &tag_lease).await?;
-        let digest = registry
-            .tag(name, version, &untagged)
-            .await
-            .map_err(|e| e.to_string())?;
+        let digest = registry.tag(name, version, &untagged).await?;
         self.pipeline.metrics.pushed(
             push_started.elapsed(),
             stats.bytes_pushed,
@@ -300,7 +294,7 @@ impl ServiceJob {
         image_id: &str,
         work_dir: PathBuf,
         labels: &BTreeMap<String, String>,
-    ) -> Result<Ready, String> {
+    ) -> Result<Ready, PipelineError> {
         if let Some(relayed) = self.through_relay(engine, image_id).await {
             return Ok(Ready::Relayed(relayed));
         }
@@ -310,7 +304,7 @@ impl ServiceJob {
             self.learn_bases(engine, image_id)
         );
         let mut exported = exported?;
-        exported.add_labels(labels).map_err(|e| e.to_string())?;
+        exported.add_labels(labels)?;
         self.log.line(&format!(
             "exported {} layers in {:.2?}",
             exported.layers.len(),
@@ -358,7 +352,7 @@ impl ServiceJob {
                 self.log.line("the engine's push through the loopback relay sent no manifest; exporting the image instead");
                 None
             }
-            (Err(err), _) if engine_cannot_reach(&err) => {
+            (Err(err @ EngineError::RegistryUnreachable(_)), _) => {
                 relay.give_up();
                 self.log.line(&format!("the engine cannot reach Slipway's loopback relay ({err}): it runs in another network namespace, so images are exported from now on"));
                 None
@@ -421,25 +415,21 @@ enum Ready {
     Relayed(RelayedManifest),
 }
 
-/// The engine's own dialing failed: nothing listens on the relay's port
-/// where the engine is.
-fn engine_cannot_reach(err: &crate::engine::EngineError) -> bool {
-    let message = err.to_string();
-    message.contains("dial tcp") || message.contains("connection refused")
-}
-
 /// Streams the engine's export into blobs on disk, never holding a layer in memory.
 async fn export_image(
     engine: &Engine,
     image_id: &str,
     work_dir: PathBuf,
-) -> Result<export::ExportedImage, String> {
+) -> Result<export::ExportedImage, PipelineError> {
     let stream = engine.export(image_id).map_err(std::io::Error::other);
     let reader = SyncIoBridge::new(StreamReader::new(stream));
     tokio::task::spawn_blocking(move || export::read_docker_save(reader, &work_dir))
         .await
-        .map_err(|e| format!("reading the exported image crashed: {e}"))?
-        .map_err(|e| e.to_string())
+        .map_err(|source| PipelineError::Crashed {
+            what: "reading the exported image",
+            source,
+        })?
+        .map_err(PipelineError::from)
 }
 
 /// Where an image's signature and attestation are.
@@ -455,22 +445,5 @@ impl Signed {
             service.signature = Some(signed.signature.clone());
             service.attestation = signed.attestation.clone();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::EngineError;
-
-    #[test]
-    fn an_engine_in_another_network_namespace_is_recognised() {
-        // As Engine 20.10 words it when nothing listens on its own loopback.
-        let refused = EngineError::Api(
-            "Get \"http://127.0.0.1:41234/v2/\": dial tcp 127.0.0.1:41234: connect: connection refused".into(),
-        );
-        assert!(engine_cannot_reach(&refused));
-        let other = EngineError::Api("received unexpected HTTP status: 502 Bad Gateway".into());
-        assert!(!engine_cannot_reach(&other));
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::service::{Done, ServiceJob, Signed};
+use super::PipelineError;
 use crate::engine::Engine;
 use crate::signing::base_images;
 use crate::signing::provenance::{BaseImage, Provenance};
@@ -17,7 +18,7 @@ impl ServiceJob {
         &self,
         digest: &str,
         engine: &Engine,
-    ) -> Result<Option<Signed>, String> {
+    ) -> Result<Option<Signed>, PipelineError> {
         if self.pipeline.settings.signer.is_none() {
             return Ok(None);
         }
@@ -46,9 +47,9 @@ impl ServiceJob {
         build: &BuildRecord,
         digest: &str,
         engine: &Engine,
-    ) -> Result<String, String> {
+    ) -> Result<String, PipelineError> {
         let Some(signer) = &self.pipeline.settings.signer else {
-            return Err("no signing key".into());
+            return Err(PipelineError::NoSigningKey);
         };
         let base_images = self.base_images(engine).await;
         let finished_on = now_rfc3339();
@@ -77,7 +78,7 @@ impl ServiceJob {
         let attestation = signer
             .attest(&self.pipeline.registry, &self.spec.name, &provenance)
             .await
-            .map_err(|e| format!("attesting {image}: {e}"))?;
+            .map_err(|source| PipelineError::Attest { image, source })?;
         self.pipeline.metrics.signed("attestation");
         Ok(attestation)
     }
@@ -85,7 +86,10 @@ impl ServiceJob {
     /// A skipped image keeps its signature; one published before signing
     /// was on gets one now. Its provenance is left as it is: this build did
     /// not make the image, so it has none to give.
-    pub(super) async fn keep_signed(&self, outcome: Result<Done, String>) -> Result<Done, String> {
+    pub(super) async fn keep_signed(
+        &self,
+        outcome: Result<Done, PipelineError>,
+    ) -> Result<Done, PipelineError> {
         let (Ok(Done::Skipped { digest, .. }), Some(signer)) =
             (&outcome, &self.pipeline.settings.signer)
         else {
@@ -96,7 +100,10 @@ impl ServiceJob {
         let attestation = signer
             .attestation(&self.pipeline.registry, &self.spec.name, digest)
             .await
-            .map_err(|e| format!("reading the attestation of {}: {e}", self.image()))?;
+            .map_err(|source| PipelineError::ReadAttestation {
+                image: self.image(),
+                source,
+            })?;
         if added {
             self.log.line(&format!(
                 "signed {}, which was unsigned: signature {signature}",
@@ -114,9 +121,13 @@ impl ServiceJob {
 
     /// Makes sure the `.sig` signs this image's reference; says whether a
     /// signature was added.
-    async fn signature(&self, build: &BuildRecord, digest: &str) -> Result<(String, bool), String> {
+    async fn signature(
+        &self,
+        build: &BuildRecord,
+        digest: &str,
+    ) -> Result<(String, bool), PipelineError> {
         let Some(signer) = &self.pipeline.settings.signer else {
-            return Err("no signing key".into());
+            return Err(PipelineError::NoSigningKey);
         };
         let optional = serde_json::json!({
             "repository": build.repository,
@@ -132,7 +143,7 @@ impl ServiceJob {
             .pipeline
             .lock_tag(&format!("{}@{digest}.sig", self.spec.name), &fence)
             .await
-            .ok_or_else(|| super::service::LEASE_LOST.to_string())?;
+            .ok_or(PipelineError::LeaseLost)?;
         let (signature, added) = signer
             .sign(
                 &self.pipeline.registry,
@@ -142,7 +153,10 @@ impl ServiceJob {
                 &optional,
             )
             .await
-            .map_err(|e| format!("signing {image}: {e}"))?;
+            .map_err(|source| PipelineError::Sign {
+                image: image.clone(),
+                source,
+            })?;
         if added {
             self.pipeline.metrics.signed("signature");
         }
