@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,19 +30,63 @@ fn env_example() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The compose tools on this machine: Debian's `docker-compose` (1.29) and
-/// the `docker compose` plugin, each where present.
-fn compose_tools() -> Vec<Vec<&'static str>> {
-    [vec!["docker-compose"], vec!["docker", "compose"]]
-        .into_iter()
-        .filter(|tool| {
-            Command::new(tool[0])
-                .args(&tool[1..])
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect()
+/// Where the Debian 13 Docker packages are unpacked (scripts/engines.sh),
+/// compose v2's plugin among them.
+const TRIXIE_DOCKER_CONFIG: &str = "/opt/slipway-trixie/docker-config";
+
+/// A compose tool: Debian 12's `docker-compose` (1.29), or the `docker
+/// compose` plugin (v2) found through the default CLI config or Debian 13's.
+#[derive(Debug, Clone)]
+struct ComposeTool {
+    program: &'static str,
+    args: &'static [&'static str],
+    docker_config: Option<&'static str>,
+}
+
+impl ComposeTool {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(self.program);
+        cmd.args(self.args);
+        if let Some(dir) = self.docker_config {
+            cmd.env("DOCKER_CONFIG", dir);
+        }
+        cmd
+    }
+
+    fn is_v2(&self) -> bool {
+        self.program == "docker"
+    }
+
+    fn version(&self) -> Option<String> {
+        let out = self.command().arg("version").output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+/// The compose tools on this machine, each where present.
+fn compose_tools() -> Vec<ComposeTool> {
+    [
+        ComposeTool {
+            program: "docker-compose",
+            args: &[],
+            docker_config: None,
+        },
+        ComposeTool {
+            program: "docker",
+            args: &["compose"],
+            docker_config: None,
+        },
+        ComposeTool {
+            program: "docker",
+            args: &["compose"],
+            docker_config: Some(TRIXIE_DOCKER_CONFIG),
+        },
+    ]
+    .into_iter()
+    .filter(|tool| tool.version().is_some())
+    .collect()
 }
 
 /// `config` of the stack by every compose tool present, from a copy of the
@@ -62,8 +106,8 @@ fn compose_configs() -> Vec<Yaml> {
     tools
         .iter()
         .map(|tool| {
-            let output = Command::new(tool[0])
-                .args(&tool[1..])
+            let output = tool
+                .command()
                 .arg("-f")
                 .arg(&file)
                 .arg("config")
@@ -90,16 +134,57 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `(host IP, published, target)` of each port, from either form compose
+/// prints (`127.0.0.1:8080:8080/tcp`, or a mapping).
+fn published_ports(value: &Yaml) -> Vec<(String, u64, u64)> {
+    let number = |v: &Yaml| v.as_u64().or_else(|| v.as_str()?.parse().ok());
+    value
+        .as_sequence()
+        .map(|ports| {
+            ports
+                .iter()
+                .filter_map(|port| match port.as_str() {
+                    Some(text) => {
+                        let text = text.split('/').next()?;
+                        let parts: Vec<&str> = text.split(':').collect();
+                        let (ip, published, target) = match parts.as_slice() {
+                            [ip, published, target] => (ip.to_string(), *published, *target),
+                            [published, target] => (String::new(), *published, *target),
+                            _ => return None,
+                        };
+                        Some((ip, published.parse().ok()?, target.parse().ok()?))
+                    }
+                    None => Some((
+                        port["host_ip"].as_str().unwrap_or_default().to_string(),
+                        number(&port["published"])?,
+                        number(&port["target"])?,
+                    )),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A sequence's items as text; a volume compose v2 prints in long form
+/// (`source`, `target`, `read_only`) reads `SOURCE:TARGET[:ro]`, as v1 prints it.
 fn strings(value: &Yaml) -> Vec<String> {
     value
         .as_sequence()
         .map(|s| {
             s.iter()
-                .map(|v| {
-                    serde_yaml::to_string(v)
+                .map(|v| match (v["source"].as_str(), v["target"].as_str()) {
+                    (Some(source), Some(target)) => {
+                        let ro = if v["read_only"].as_bool() == Some(true) {
+                            ":ro"
+                        } else {
+                            ""
+                        };
+                        format!("{source}:{target}{ro}")
+                    }
+                    _ => serde_yaml::to_string(v)
                         .unwrap_or_default()
                         .trim()
-                        .to_string()
+                        .to_string(),
                 })
                 .collect()
         })
@@ -175,6 +260,45 @@ fn wires_the_stack(config: &Yaml) {
         environment.get("SLIPWAY_REGISTRY").and_then(Yaml::as_str),
         Some("registry:5443")
     );
+
+    // Nothing to set for the socket's group: the image's entrypoint joins it.
+    for name in ["slipway", "slipway-worker"] {
+        assert!(
+            services[name].get("group_add").is_none(),
+            "{name} needs no group_add: {:?}",
+            services[name]["group_add"]
+        );
+    }
+    // The host's engine pushes through the relay on the host's loopback,
+    // and only there.
+    assert_eq!(
+        environment
+            .get("SLIPWAY_RELAY_LISTEN")
+            .and_then(Yaml::as_str),
+        Some("0.0.0.0:5444")
+    );
+    assert_eq!(
+        environment
+            .get("SLIPWAY_RELAY_ADVERTISE")
+            .and_then(Yaml::as_str),
+        Some("127.0.0.1:5444")
+    );
+    let slipway_ports = published_ports(&slipway["ports"]);
+    assert!(
+        slipway_ports.contains(&("127.0.0.1".to_string(), 5444, 5444)),
+        "{slipway_ports:?}"
+    );
+    for (host_ip, _, _) in &slipway_ports {
+        assert_eq!(host_ip, "127.0.0.1", "{slipway_ports:?}");
+    }
+    // (compose v2 leaves the scale profile's services out of `config`.)
+    if let Some(worker) = services.get("slipway-worker") {
+        assert_eq!(
+            worker["environment"]["SLIPWAY_PUSH_PATH"].as_str(),
+            Some("export"),
+            "workers do not share the relay's port"
+        );
+    }
 
     // Signing is on by default, with a key the setup step makes once.
     assert_eq!(
@@ -762,4 +886,675 @@ fn serve_refuses_to_start_with_a_clear_reason() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     }
+}
+
+// ===== The README's command, for real =====
+
+/// The compose tool the README's command runs with here: compose v2 where
+/// present (Debian 13's plugin), else Debian 12's docker-compose 1.29.
+/// SLIPWAY_TEST_COMPOSE=v1 (or v2) picks one where both are present.
+fn readme_compose_tool() -> ComposeTool {
+    let tools = compose_tools();
+    let wanted = std::env::var("SLIPWAY_TEST_COMPOSE").unwrap_or_default();
+    let v2 = tools.iter().find(|tool| tool.is_v2());
+    let v1 = tools.iter().find(|tool| !tool.is_v2());
+    match wanted.as_str() {
+        "v1" => v1,
+        "v2" => v2,
+        _ => v2.or(v1),
+    }
+    .cloned()
+    .unwrap_or_else(|| panic!("no compose tool ({wanted:?}) is installed"))
+}
+
+/// The only change the test makes to the stack: containers here have no
+/// route out, so the image's build reaches crates.io and Debian through the
+/// host's network.
+const BUILD_NETWORK_OVERRIDE: &str = "\
+services:
+  setup:
+    build:
+      network: host
+  slipway:
+    build:
+      network: host
+";
+
+/// The ports the stack publishes on this machine.
+const STACK_PORTS: [u16; 4] = [5443, 5444, 8080, 4040];
+
+/// A copy of the repository as a fresh clone has it (the work tree's files
+/// that git tracks or would: no target/, no compose/.env), and the compose
+/// project started from it; `down -v` when dropped.
+struct ComposeStack {
+    tool: ComposeTool,
+    dir: tempfile::TempDir,
+    project: String,
+    env: Vec<(String, String)>,
+}
+
+impl ComposeStack {
+    fn new(tool: ComposeTool, project: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clone = dir.path().join("slipway");
+        let listed = Command::new("git")
+            .args(["-C", ROOT, "ls-files", "-z", "--cached", "--others"])
+            .arg("--exclude-standard")
+            .output()
+            .expect("git ls-files");
+        assert!(listed.status.success(), "the repository is a git work tree");
+        for path in listed.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()) {
+            let path = String::from_utf8_lossy(path).into_owned();
+            let from = Path::new(ROOT).join(&path);
+            let to = clone.join(&path);
+            let Ok(meta) = std::fs::symlink_metadata(&from) else {
+                continue; // deleted in the work tree
+            };
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&from).expect("link");
+                std::os::unix::fs::symlink(target, &to).expect("symlink");
+            } else {
+                std::fs::copy(&from, &to).expect("copy");
+            }
+        }
+        assert!(!clone.join("target").exists() && !clone.join("compose/.env").exists());
+        std::fs::write(dir.path().join("build-network.yml"), BUILD_NETWORK_OVERRIDE)
+            .expect("override");
+        Self {
+            tool,
+            dir,
+            project: project.to_string(),
+            env: Vec::new(),
+        }
+    }
+
+    fn clone(&self) -> PathBuf {
+        self.dir.path().join("slipway")
+    }
+
+    /// `compose -f compose/docker-compose.yml ARGS` in the clone, with no
+    /// SLIPWAY_*, DOCKER_GID or NGROK_AUTHTOKEN of this process's.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.tool.command();
+        cmd.current_dir(self.clone())
+            .args(["-f", "compose/docker-compose.yml", "-f"])
+            .arg(self.dir.path().join("build-network.yml"))
+            .args(args)
+            .env("COMPOSE_PROJECT_NAME", &self.project)
+            .env_remove("DOCKER_GID")
+            .env_remove("NGROK_AUTHTOKEN")
+            .stdin(Stdio::null());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SLIPWAY_") {
+                cmd.env_remove(key);
+            }
+        }
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        cmd
+    }
+
+    /// Runs ARGS to its end; its output goes to `log` in the temp folder,
+    /// whose end a failure shows.
+    fn run(&self, args: &[&str]) -> String {
+        let log = self.dir.path().join("compose.log");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
+        writeln!(file, "\n$ compose {}", args.join(" ")).expect("log");
+        let out = tokio::task::block_in_place(|| self.command(args).output()).expect("compose");
+        file.write_all(&out.stdout).expect("log");
+        file.write_all(&out.stderr).expect("log");
+        if !out.status.success() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            panic!(
+                "compose {args:?} failed ({}):\n{}\n{}",
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                self.logs()
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn exec(&self, service: &str, command: &[&str]) -> String {
+        let mut args = vec!["exec", "-T", service];
+        args.extend_from_slice(command);
+        self.run(&args)
+    }
+
+    fn logs(&self) -> String {
+        self.command(&["logs", "--no-color", "--tail", "80"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr)
+            })
+            .unwrap_or_default()
+    }
+
+    fn down(&self) {
+        let _ = self
+            .command(&["down", "-v", "--remove-orphans", "--timeout", "10"])
+            .output();
+    }
+}
+
+impl Drop for ComposeStack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("compose logs:\n{}", self.logs());
+        }
+        self.down();
+    }
+}
+
+/// The Docker socket's group, changed for as long as this lives.
+struct SocketGroup {
+    path: PathBuf,
+    original: u32,
+}
+
+impl SocketGroup {
+    fn change(path: &Path, gid: u32) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let original = std::fs::metadata(path).expect("socket").gid();
+        std::os::unix::fs::chown(path, None, Some(gid)).expect("chgrp the socket");
+        Self {
+            path: path.to_path_buf(),
+            original,
+        }
+    }
+}
+
+impl Drop for SocketGroup {
+    fn drop(&mut self) {
+        if let Err(err) = std::os::unix::fs::chown(&self.path, None, Some(self.original)) {
+            eprintln!(
+                "could not give {} its group {} back: {err}",
+                self.path.display(),
+                self.original
+            );
+        }
+    }
+}
+
+fn socket_gid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/var/run/docker.sock")
+        .expect("/var/run/docker.sock")
+        .gid()
+}
+
+/// `/healthz` of the stack's Slipway once it answers with the engine and the
+/// registry reachable.
+async fn stack_healthy(stack: &ComposeStack) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let last = match reqwest::get("http://127.0.0.1:8080/healthz").await {
+            Ok(answer) => {
+                let health: serde_json::Value = answer.json().await.unwrap_or_default();
+                if health["engine"] == "ok" && health["registry"] == "ok" {
+                    return health;
+                }
+                health.to_string()
+            }
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "the stack's Slipway is not healthy: {last}\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `Uid` and `Groups` of the stack's Slipway process (pid 1 of its container).
+fn slipway_ids(stack: &ComposeStack) -> (u32, Vec<u32>) {
+    let status = stack.exec("slipway", &["cat", "/proc/1/status"]);
+    let field = |name: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    };
+    let uid = field("Uid:").first().copied().expect("uid");
+    (uid, field("Groups:"))
+}
+
+/// Merges `sha` of acme/stack through the stack's webhook, signed with the
+/// secret the setup step generated; answers the finished build's record.
+async fn merge_through_the_stack(
+    stack: &ComposeStack,
+    webhook_secret: &str,
+    token: &str,
+    sha: &str,
+    number: u64,
+) -> (String, serde_json::Value) {
+    let body = merged_pr_payload("acme/stack", sha, number, "main").to_string();
+    let signature = slipway::webhook::signature::sign(webhook_secret.as_bytes(), body.as_bytes());
+    let client = reqwest::Client::new();
+    let answer = client
+        .post("http://127.0.0.1:8080/webhook")
+        .header("content-type", "application/json")
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", uuid())
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("webhook answered");
+    assert_eq!(answer.status().as_u16(), 202);
+    let answer: serde_json::Value = answer.json().await.expect("json");
+    let id = answer["build_id"].as_str().expect("build id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let record: serde_json::Value = client
+            .get(format!("http://127.0.0.1:8080/builds/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("record")
+            .json()
+            .await
+            .expect("json");
+        if matches!(record["status"].as_str(), Some("succeeded" | "failed")) {
+            return (id, record);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "build {id} did not end: {record}\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn stack_build_log(token: &str, id: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("http://127.0.0.1:8080/builds/{id}/log"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("log")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The test-only cosign verifier (sigstore-rs, tests/cosign-verify).
+fn cosign_verifier() -> PathBuf {
+    let dir = Path::new(ROOT).join("tests/cosign-verify");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(dir.join("target"))
+        .status()
+        .expect("cargo builds the verifier");
+    assert!(status.success(), "tests/cosign-verify builds");
+    dir.join("target/debug/cosign-verify")
+}
+
+fn publish_files(sha: &str, version: &str, github: &FakeGitHub) {
+    github.add_commit_files(
+        "acme/stack",
+        sha,
+        &[
+            (
+                "dockerInfo.json",
+                &format!(r#"{{"service_name":"stacked","version":"{version}"}}"#),
+            ),
+            (
+                "Dockerfile",
+                "FROM slipway-test-base:1\nCMD [\"echo\", \"from the compose stack\"]\n",
+            ),
+        ],
+    );
+}
+
+/// The README's `docker compose -f compose/docker-compose.yml up -d --build`,
+/// for real, on a copy of the repository as a fresh clone has it: the images
+/// it names are stand-ins made from Debian's packages (scripts/stand-ins.sh),
+/// since none can be pulled here, and the build network is the host's; no
+/// DOCKER_GID or other variable is set. Slipway's image is built (the engine's
+/// layer cache keeps the compiled dependencies between runs), setup generates
+/// the secrets and certificates, and a merge delivered to the stack is
+/// published through the relay, signed, and pulled back from
+/// localhost:5443. Then the socket's group changes and Slipway, restarted,
+/// still reaches the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_compose_command_starts_a_stack_that_publishes_signed_merges() {
+    // The stack mounts /var/run/docker.sock: it runs on that engine only.
+    if let Ok(host) = std::env::var("DOCKER_HOST") {
+        if !host.is_empty() && host != "unix:///var/run/docker.sock" {
+            eprintln!("skipped: the stack runs on the engine of /var/run/docker.sock, not {host}");
+            return;
+        }
+    }
+    let started = Instant::now();
+    let stand_ins = Command::new("bash")
+        .arg(Path::new(ROOT).join("scripts/stand-ins.sh"))
+        .output()
+        .expect("stand-ins");
+    assert!(
+        stand_ins.status.success(),
+        "scripts/stand-ins.sh: {}{}",
+        String::from_utf8_lossy(&stand_ins.stdout),
+        String::from_utf8_lossy(&stand_ins.stderr)
+    );
+    let stand_ins_took = started.elapsed();
+    assert!(
+        Command::new("docker")
+            .args(["image", "inspect", "slipway-test-base:1"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "the merged repository builds FROM slipway-test-base:1 (scripts/test-env.sh makes it)"
+    );
+
+    let tool = readme_compose_tool();
+    eprintln!("stack: {}", tool.version().unwrap_or_default());
+    let mut stack = ComposeStack::new(tool, "slipway-stack-test");
+    stack.down(); // what a run that was killed left
+    for port in STACK_PORTS {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is taken on this machine: the stack publishes it"
+        );
+    }
+    let original_gid = socket_gid();
+
+    let up = Instant::now();
+    stack.run(&["up", "-d", "--build"]);
+    let up_took = up.elapsed();
+    eprintln!("stack: stand-ins {stand_ins_took:.1?}, `up -d --build` {up_took:.1?}");
+    stack_healthy(&stack).await;
+
+    // The setup step's secrets, certificates and registry user.
+    let secret = |name: &str| stack.exec("slipway", &["cat", &format!("/secrets/{name}")]);
+    let (webhook_secret, token, password) = (
+        secret("webhook_secret"),
+        secret("api_token"),
+        secret("registry_password"),
+    );
+    for value in [&webhook_secret, &token, &password] {
+        assert!(
+            value.len() == 64 && value.chars().all(|c| c.is_ascii_hexdigit()),
+            "{value}"
+        );
+    }
+    let clone = stack.clone();
+    let ca = clone.join("certs/ca.crt");
+    let htpasswd =
+        std::fs::read_to_string(clone.join("registry-config/htpasswd")).expect("htpasswd");
+    assert!(htpasswd.starts_with("slipway:$2"), "{htpasswd}");
+    assert!(clone.join("signing/cosign.pub").exists());
+
+    // The registry answers on localhost:5443 with a certificate of the generated CA.
+    let registry = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&ca).expect("ca")).expect("pem"),
+        )
+        .build()
+        .expect("client");
+    let v2 = registry
+        .get("https://localhost:5443/v2/")
+        .basic_auth("slipway", Some(&password))
+        .send()
+        .await
+        .expect("the registry answers with the generated CA's certificate");
+    assert_eq!(v2.status().as_u16(), 200);
+    let anonymous = registry
+        .get("https://localhost:5443/v2/")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(anonymous.status().as_u16(), 401);
+
+    // Non-root, in the socket's group, with nothing set by hand.
+    let (uid, groups) = slipway_ids(&stack);
+    assert_eq!(uid, 10001, "Slipway runs as the user slipway");
+    assert!(
+        groups.contains(&original_gid),
+        "in the socket's group {original_gid}: {groups:?}"
+    );
+
+    // GitHub: a server on this machine, at the stack network's gateway
+    // (this host, as the stack's containers reach it); the stack is pointed
+    // at it as at a GitHub Enterprise server, and compose recreates Slipway.
+    let network = format!("{}_default", stack.project);
+    let gateway = docker(&[
+        "network",
+        "inspect",
+        &network,
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+    ]);
+    let gateway: std::net::IpAddr = gateway.trim().parse().expect("the network's gateway");
+    let github = FakeGitHub::start_on(gateway).await;
+    stack.env = vec![("SLIPWAY_GITHUB_API".into(), github.api_url())];
+    stack.run(&["up", "-d"]);
+    stack_healthy(&stack).await;
+
+    let sha1 = sha();
+    publish_files(&sha1, "1.0.0", &github);
+    let (id, record) = merge_through_the_stack(&stack, &webhook_secret, &token, &sha1, 1).await;
+    let log = stack_build_log(&token, &id).await;
+    assert_eq!(record["status"], "succeeded", "{record}\n{log}");
+    assert!(
+        log.contains("pushed by the engine through the loopback relay"),
+        "the relay push path: {log}"
+    );
+    let digest = service(&record, "stacked")["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+
+    // Pulled back from localhost:5443, with credentials kept apart.
+    let docker_config = tempfile::tempdir().expect("docker config");
+    let docker_as_user = |args: &[&str], input: Option<&str>| {
+        let mut child = Command::new("docker")
+            .arg("--config")
+            .arg(docker_config.path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker");
+        if let Some(input) = input {
+            writeln!(child.stdin.take().expect("stdin"), "{input}").expect("stdin");
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().expect("docker");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    docker_as_user(
+        &[
+            "login",
+            "localhost:5443",
+            "-u",
+            "slipway",
+            "--password-stdin",
+        ],
+        Some(&password),
+    );
+    let image = "localhost:5443/stacked:1.0.0";
+    let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+    docker_as_user(&["pull", image], None);
+    assert_eq!(docker_run(image, &[]).trim(), "from the compose stack");
+    let pulled = docker(&[
+        "image",
+        "inspect",
+        image,
+        "--format",
+        "{{json .RepoDigests}}",
+    ]);
+    assert!(
+        pulled.contains(&format!("localhost:5443/stacked@{digest}")),
+        "{pulled}"
+    );
+    let _ = Command::new("docker").args(["rmi", image]).output();
+
+    // Signed: the .sig manifest is there, and cosign's verification passes.
+    let sig_tag = format!("{}.sig", digest.replace(':', "-"));
+    let sig = registry
+        .get(format!("https://localhost:5443/v2/stacked/manifests/{sig_tag}"))
+        .basic_auth("slipway", Some(&password))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        sig.status().as_u16(),
+        200,
+        "the signature manifest {sig_tag}"
+    );
+    let verified = Command::new(cosign_verifier())
+        .arg(format!("localhost:5443/stacked@{digest}"))
+        .arg(&ca)
+        .arg(clone.join("signing/cosign.pub"))
+        .env("REGISTRY_USER", "slipway")
+        .env("REGISTRY_PASSWORD", &password)
+        .output()
+        .expect("cosign-verify");
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verified.stdout).contains(&digest));
+
+    // Another host's socket group: Slipway, restarted, joins that one.
+    let other_gid = 47_000 + std::process::id() % 1000;
+    {
+        let _changed = SocketGroup::change(Path::new("/var/run/docker.sock"), other_gid);
+        stack.run(&["restart", "slipway"]);
+        let health = stack_healthy(&stack).await;
+        assert_eq!(health["engine"], "ok");
+        let (uid, groups) = slipway_ids(&stack);
+        assert_eq!(uid, 10001);
+        assert!(groups.contains(&other_gid), "{groups:?}");
+        let sha2 = sha();
+        publish_files(&sha2, "1.0.1", &github);
+        let (id, record) = merge_through_the_stack(&stack, &webhook_secret, &token, &sha2, 2).await;
+        let log = stack_build_log(&token, &id).await;
+        assert_eq!(record["status"], "succeeded", "{record}\n{log}");
+        assert!(
+            log.contains("pushed by the engine through the loopback relay"),
+            "{log}"
+        );
+    }
+    assert_eq!(socket_gid(), original_gid, "the socket's group is back");
+    let entrypoint = stack.run(&["logs", "--no-color", "slipway"]);
+    assert!(
+        entrypoint.contains(&format!(
+            "in the group of /var/run/docker.sock ({other_gid})"
+        )),
+        "{entrypoint}"
+    );
+    eprintln!("stack: the whole test {:.1?}", started.elapsed());
+}
+
+/// `slipway serve` as a user outside the group of the engine's socket: its
+/// `/healthz` names the socket and the group to run in; in that group, the
+/// permission problem is gone.
+#[tokio::test]
+async fn an_engine_socket_slipway_may_not_open_is_named_with_its_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !is_root {
+        eprintln!("skipped: needs root to give a socket a group and run Slipway as nobody");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = dir.path().join("docker.sock");
+    // Accepts, never answers: enough to tell a permission problem from none.
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+    let gid = 47_999;
+    std::os::unix::fs::chown(&socket, Some(0), Some(gid)).expect("chown");
+
+    let health_as = |groups: &'static str| {
+        let data = dir.path().join(format!("data-{groups}"));
+        std::fs::create_dir_all(&data).expect("data dir");
+        std::os::unix::fs::chown(&data, Some(65534), Some(65534)).expect("chown");
+        let port = free_port();
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534"]);
+        if groups.is_empty() {
+            cmd.arg("--clear-groups");
+        } else {
+            cmd.arg(format!("--groups={groups}"));
+        }
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SLIPWAY_") {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_slipway"))
+            .args([
+                "serve",
+                "--webhook-secret",
+                "s",
+                "--registry",
+                "127.0.0.1:9",
+            ])
+            .args(["--push-path", "export", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data)
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("slipway as nobody");
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let health = loop {
+                if let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await {
+                    break answer.json::<serde_json::Value>().await.expect("json");
+                }
+                assert!(Instant::now() < deadline, "slipway serve did not answer");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            health["engine"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    let outside = health_as("").await;
+    assert_eq!(
+        outside,
+        format!(
+            "cannot reach the Docker Engine at unix://{}: permission denied (the socket belongs to group {gid}; run Slipway in that group)",
+            socket.display()
+        )
+    );
+    let inside = health_as("47999").await;
+    assert!(!inside.contains("permission denied"), "{inside}");
 }

@@ -101,8 +101,14 @@ pub struct FakeGitHub {
 
 impl FakeGitHub {
     pub async fn start() -> FakeGitHub {
-        let api = bind().await;
-        let codeload = bind().await;
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Listens on `ip` (an address of this machine that a client elsewhere,
+    /// a container say, reaches it at), and names it in its URLs.
+    pub async fn start_on(ip: std::net::IpAddr) -> FakeGitHub {
+        let api = bind(ip).await;
+        let codeload = bind(ip).await;
         let shared = Arc::new(Shared {
             api_url: base_url(&api),
             codeload_url: base_url(&codeload),
@@ -453,10 +459,10 @@ impl Commit {
 
 // ===== servers =====
 
-async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0")
+async fn bind(ip: std::net::IpAddr) -> TcpListener {
+    TcpListener::bind((ip, 0))
         .await
-        .expect("bind a loopback port for the fake GitHub")
+        .expect("bind a port for the fake GitHub")
 }
 
 fn base_url(listener: &TcpListener) -> String {
