@@ -207,6 +207,24 @@ async fn diagnosed(
     }
 }
 
+/// Only the images named after the registry: the containerd image store lists
+/// slowly (over a second for 200 images), and the others cannot be bases the
+/// registry holds. A pattern's `*` stops at `/`, so each depth of repository
+/// path has its own; a digest reference (`HOST/base@sha256:…`) matches too.
+fn images_of_registry(registry_host: &str) -> bollard::query_parameters::ListImagesOptions {
+    const DEEPEST_PATH: usize = 4;
+    let patterns = (1..=DEEPEST_PATH)
+        .map(|depth| format!("{registry_host}{}", "/*".repeat(depth)))
+        .collect();
+    bollard::query_parameters::ListImagesOptions {
+        filters: Some(std::collections::HashMap::from([(
+            "reference".to_string(),
+            patterns,
+        )])),
+        ..Default::default()
+    }
+}
+
 impl Engine {
     /// Finds the engine as the Docker CLI does (DOCKER_HOST, else the local
     /// socket) and agrees on an API version, so Engine 20.10 (API 1.41) and
@@ -272,7 +290,7 @@ impl Engine {
         let layers = inspect.root_fs.and_then(|r| r.layers).unwrap_or_default();
         let listed = self
             .docker
-            .list_images(Some(bollard::query_parameters::ListImagesOptions::default()))
+            .list_images(Some(images_of_registry(registry_host)))
             .await
             .unwrap_or_default();
         let prefix = format!("{registry_host}/");
