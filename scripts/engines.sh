@@ -27,6 +27,8 @@
 # Env:     SLIPWAY_ENGINES="e26-graph" limits start/stop/status/env to the engines named
 #          (SLIPWAY_ENGINES= : none; start then sets up only the packages and the plugins).
 set -euo pipefail
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 
 TRIXIE=/opt/slipway-trixie
 ROOT=$TRIXIE/root
@@ -425,19 +427,8 @@ BASE_TAR=
 base_tar() {
     [ -n "$BASE_TAR" ] && return
     [ -x /bin/busybox ] || die "no /bin/busybox (busybox-static); run scripts/test-env.sh first"
-    local root applet
-    root=$(mktemp -d)
     BASE_TAR=$(mktemp --suffix=.tar)
-    mkdir -p "$root/bin" "$root/etc" "$root/root" "$root/tmp"
-    chmod 1777 "$root/tmp"
-    echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
-    echo 'root:x:0:' >"$root/etc/group"
-    cp /bin/busybox "$root/bin/busybox"
-    for applet in $("$root/bin/busybox" --list); do
-        [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
-    done
-    tar -C "$root" -c . >"$BASE_TAR"
-    rm -rf "$root"
+    busybox_root_tar /bin/busybox "$BASE_TAR"
 }
 
 # Docker Hub is out of reach: the tests' base image is busybox-static imported from a tar,
@@ -450,7 +441,7 @@ ensure_base_image() {
         return
     fi
     base_tar
-    DOCKER_HOST=$host docker import --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' \
+    DOCKER_HOST=$host docker import "${BUSYBOX_IMPORT_CHANGES[@]}" \
         "$BASE_TAR" "$BASE_IMAGE" >/dev/null
     say "$name: base image $BASE_IMAGE imported from busybox-static"
 }

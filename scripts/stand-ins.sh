@@ -15,6 +15,8 @@
 # /usr/local/share/ca-certificates), and the Debian ones the host's apt
 # settings (Acquire::* lines of /etc/apt/apt.conf.d, and http_proxy if set).
 set -euo pipefail
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 
 MIRROR=${SLIPWAY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${SLIPWAY_STAND_IN_CACHE:-/var/cache/slipway-stand-ins}
@@ -29,18 +31,6 @@ present() { docker image inspect "$1" >/dev/null 2>&1; }
 WORK=$(mktemp -d /var/tmp/slipway-stand-in.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
-need_packages() {
-    local missing=() pkg
-    for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-    done
-    [ ${#missing[@]} -eq 0 ] && return
-    [ "$(id -u)" -eq 0 ] || die "missing packages ${missing[*]} and not root to install them"
-    say "installing ${missing[*]}"
-    local apt=(apt-get -qq -o DPkg::Lock::Timeout=600)
-    "${apt[@]}" update >/dev/null
-    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null
-}
 
 # The host's trust store, so TLS through the machine's proxy verifies inside.
 host_trust() {
@@ -133,7 +123,7 @@ busybox_root() {
 debian_slim() {
     local name=debian:bookworm-slim root="$WORK/debian"
     if present "$name"; then say "$name: present"; return; fi
-    need_packages debootstrap
+    apt_install_missing debootstrap
     bootstrap "$root"
     import "$root" "$name" "ENV PATH=$STD_PATH" 'CMD ["bash"]'
     rm -rf "$root"
@@ -142,7 +132,7 @@ debian_slim() {
 rust_slim() {
     local name=rust:1-slim-bookworm root="$WORK/rust"
     if present "$name"; then say "$name: present"; return; fi
-    need_packages debootstrap
+    apt_install_missing debootstrap
     command -v rustup >/dev/null || die "no rustup on this machine to copy a toolchain from"
     local rustup_home toolchain version
     rustup_home=$(rustup show home)
@@ -173,7 +163,7 @@ rust_slim() {
 registry_2() {
     local name=registry:2 root="$WORK/registry"
     if present "$name"; then say "$name: present"; return; fi
-    need_packages docker-registry busybox-static
+    apt_install_missing docker-registry busybox-static
     busybox_root "$root"
     cp /usr/bin/docker-registry "$root/bin/registry"
     # Its shared libraries (Debian builds it with cgo).
@@ -223,7 +213,7 @@ EOF
 ngrok_latest() {
     local name=ngrok/ngrok:latest root="$WORK/ngrok"
     if present "$name"; then say "$name: present"; return; fi
-    need_packages busybox-static
+    apt_install_missing busybox-static
     busybox_root "$root"
     # A shell, and an `ngrok` that says it is none.
     cat >"$root/bin/ngrok" <<'EOF'

@@ -4,6 +4,8 @@
 # (which starts one itself), a running Docker Engine and the offline base image
 # slipway-test-base:1. Idempotent; does nothing slow when everything is there already.
 set -euo pipefail
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 
 BASE_IMAGE=slipway-test-base:1
 DOCKERD_LOG=/var/log/slipway-dockerd.log
@@ -11,30 +13,13 @@ DOCKERD_LOG=/var/log/slipway-dockerd.log
 say() { echo "test-env: $*"; }
 die() { echo "test-env: error: $*" >&2; exit 1; }
 
-is_installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
-}
-
 install_packages() {
     local wanted=(docker-registry busybox-static apache2-utils openssl ca-certificates curl chromium chromium-driver skopeo postgresql)
     # Any docker CLI will do (one may come from outside Debian); docker.io only when there is none.
     command -v docker >/dev/null || wanted+=(docker.io)
     # The compose file is validated by whichever compose is present; Debian's when none is.
     command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || wanted+=(docker-compose)
-    local missing=() pkg
-    for pkg in "${wanted[@]}"; do
-        is_installed "$pkg" || missing+=("$pkg")
-    done
-    if [ ${#missing[@]} -eq 0 ]; then
-        say "packages: all present"
-        return
-    fi
-    [ "$(id -u)" -eq 0 ] || die "missing packages ${missing[*]} and not root to install them"
-    say "packages: installing ${missing[*]}"
-    # Lock::Timeout: wait for an apt/dpkg run that may still be going on in the background.
-    local apt=(apt-get -qq -o DPkg::Lock::Timeout=600)
-    "${apt[@]}" update >/dev/null
-    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null
+    apt_install_missing "${wanted[@]}"
 }
 
 # dockerd refuses a flag that daemon.json also sets, so pass only those it does not.
@@ -76,19 +61,11 @@ ensure_base_image() {
         say "base image $BASE_IMAGE: present"
         return
     fi
-    local root applet
-    root=$(mktemp -d)
-    mkdir -p "$root/bin" "$root/etc" "$root/root" "$root/tmp"
-    chmod 1777 "$root/tmp"
-    echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
-    echo 'root:x:0:' >"$root/etc/group"
-    cp /bin/busybox "$root/bin/busybox"
-    for applet in $("$root/bin/busybox" --list); do
-        [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
-    done
-    tar -C "$root" -c . | docker import \
-        --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' - "$BASE_IMAGE" >/dev/null
-    rm -rf "$root"
+    local tar
+    tar=$(mktemp --suffix=.tar)
+    busybox_root_tar /bin/busybox "$tar"
+    docker import "${BUSYBOX_IMPORT_CHANGES[@]}" "$tar" "$BASE_IMAGE" >/dev/null
+    rm -f "$tar"
     say "base image $BASE_IMAGE: built from busybox-static"
 }
 
