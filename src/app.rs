@@ -13,6 +13,7 @@ use crate::admission::Admissions;
 use crate::config::{PushPath, Secret, ServeArgs};
 use crate::context::{ContextPolicy, Limits};
 use crate::engine::{BuildSecrets, EngineSettings};
+use crate::forge::Forges;
 use crate::github::hook_keeper::{HookKeeper, PublicUrl};
 use crate::github::GitHub;
 use crate::intake::Intake;
@@ -22,6 +23,7 @@ use crate::registry::relay::{Relay, RelayAddresses};
 use crate::registry::{Registry, RegistrySettings};
 use crate::state::AppState;
 use crate::store::{Notice, Store};
+use crate::types::Forge;
 
 /// Why the service cannot start: each is a one-line reason for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +33,7 @@ pub enum StartError {
     #[error("{0}")]
     Registry(#[from] crate::registry::RegistryError),
     #[error("{0}")]
-    GitHub(#[from] crate::github::GitHubError),
+    GitHub(#[from] crate::github::ForgeError),
     #[error("{0}")]
     BuildSecret(#[from] crate::engine::SecretError),
     #[error("{0}")]
@@ -148,7 +150,7 @@ impl Watch {
     fn start(self, state: &Arc<AppState>) {
         if let Some((public_url, interval)) = self.hooks {
             let keeper = HookKeeper {
-                github: state.pipeline.github.clone(),
+                github: state.pipeline.forges.github().clone(),
                 repos: state.intake.repositories().to_vec(),
                 public_url,
                 secret: self.webhook_secret,
@@ -189,11 +191,7 @@ impl App {
         release_own_builds(store.as_ref(), &instance_id).await;
         let registry = Registry::new(&registry_settings(&args))?
             .keep_layers_in(&args.data_dir.join("registry-layers.json"));
-        let github = GitHub::new(
-            &args.github_api,
-            args.github_token.clone(),
-            args.github_timeout,
-        )?;
+        let forges = forges(&args)?;
         let settings = PipelineSettings {
             manifest_path: args.manifest.clone(),
             limits: Limits {
@@ -207,7 +205,6 @@ impl App {
                 allow_syntax_directive: args.allow_syntax_directive,
             },
             work_dir,
-            post_statuses: args.github_token.is_some(),
             public_url: args.public_url.clone(),
             pr_comment: args.pr_comment && args.github_token.is_some(),
             signer,
@@ -218,7 +215,7 @@ impl App {
         let slots = args.max_concurrent_builds as usize;
         let pipeline = Arc::new(Pipeline::new(
             store.clone(),
-            github,
+            forges,
             registry,
             settings,
             slots,
@@ -249,6 +246,7 @@ impl App {
             intake: Intake::new(
                 &args.branches,
                 args.repositories.0.clone(),
+                pipeline.forges.configured(),
                 Admissions::start(store.clone(), args.max_queued_builds),
                 queue.clone(),
                 args.max_queued_builds,
@@ -428,4 +426,23 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+/// GitHub always; Gitea/Forgejo and GitLab when their API is given.
+fn forges(args: &ServeArgs) -> Result<Forges, StartError> {
+    let client = |site: Forge, api: &str, token: &Option<crate::secret::Secret>| {
+        GitHub::for_site(site, api, token.clone(), args.github_timeout)
+    };
+    let github = client(Forge::GitHub, &args.github_api, &args.github_token)?;
+    let gitea = args
+        .gitea_api
+        .as_deref()
+        .map(|api| client(Forge::Gitea, api, &args.gitea_token))
+        .transpose()?;
+    let gitlab = args
+        .gitlab_api
+        .as_deref()
+        .map(|api| client(Forge::GitLab, api, &args.gitlab_token))
+        .transpose()?;
+    Ok(Forges::new(github, gitea, gitlab))
 }

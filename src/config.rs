@@ -193,6 +193,22 @@ pub struct ServeArgs {
     #[arg(long, env = "SLIPWAY_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<Secret>,
 
+    /// A Gitea or Forgejo server's API (https://HOST/api/v1) whose deliveries Slipway also takes.
+    #[arg(long, env = "SLIPWAY_GITEA_API")]
+    pub gitea_api: Option<String>,
+
+    /// Gitea/Forgejo token (read the repository, write commit statuses).
+    #[arg(long, env = "SLIPWAY_GITEA_TOKEN", hide_env_values = true)]
+    pub gitea_token: Option<Secret>,
+
+    /// A GitLab server's API (https://HOST/api/v4) whose merge request deliveries Slipway also takes.
+    #[arg(long, env = "SLIPWAY_GITLAB_API")]
+    pub gitlab_api: Option<String>,
+
+    /// GitLab token (scopes `read_repository` and `api`, for commit statuses).
+    #[arg(long, env = "SLIPWAY_GITLAB_TOKEN", hide_env_values = true)]
+    pub gitlab_token: Option<Secret>,
+
     /// host[:port] of the registry.
     #[arg(long, env = "SLIPWAY_REGISTRY")]
     pub registry: String,
@@ -363,6 +379,10 @@ impl ServeArgs {
             value.filter(|v| !v.expose().is_empty())
         }
         self.github_token = secret(self.github_token);
+        self.gitea_token = secret(self.gitea_token);
+        self.gitlab_token = secret(self.gitlab_token);
+        self.gitea_api = text(self.gitea_api);
+        self.gitlab_api = text(self.gitlab_api);
         self.registry_password = secret(self.registry_password);
         self.api_token = secret(self.api_token);
         self.database = secret(self.database);

@@ -7,13 +7,15 @@ use crate::admission::{AdmissionError, Admissions};
 use crate::queue::Queue;
 use crate::store::{now_rfc3339, Admission, BuildRecord, BuildStatus, Trigger};
 use crate::trigger::{self, MergedPullRequest};
-use crate::types::Repository;
+use crate::types::{Forge, Repository};
 
 pub struct Intake {
     /// `--branches`; empty publishes merges into every branch.
     branches: Vec<String>,
     /// `--repositories`; empty serves every repository.
     repositories: Vec<Repository>,
+    /// The forges this instance was given an API for.
+    forges: Vec<Forge>,
     admissions: Admissions,
     queue: Queue,
     max_queued_builds: u64,
@@ -23,6 +25,7 @@ impl Intake {
     pub fn new(
         branches: &[String],
         repositories: Vec<Repository>,
+        forges: Vec<Forge>,
         admissions: Admissions,
         queue: Queue,
         max_queued_builds: u64,
@@ -35,6 +38,7 @@ impl Intake {
         Self {
             branches,
             repositories,
+            forges,
             admissions,
             queue,
             max_queued_builds,
@@ -51,6 +55,11 @@ impl Intake {
 
     pub fn max_queued_builds(&self) -> u64 {
         self.max_queued_builds
+    }
+
+    /// Whether this instance can build merges from `forge`.
+    pub fn takes(&self, forge: Forge) -> bool {
+        self.forges.contains(&forge)
     }
 
     /// Why this merge does not publish here, or `None` when it does.
@@ -110,6 +119,7 @@ impl BuildRecord {
             trigger,
             pr_comment: None,
             attempt: 0,
+            forge: merge.forge,
         }
     }
 

@@ -5,7 +5,8 @@
 //!    found by [`github::catch_up`]); [`trigger`] reads it, [`intake`]
 //!    decides whether it becomes a build and admits it ([`admission`]);
 //! 2. queue: [`queue`] claims builds from the [`store`] and runs them;
-//! 3. source: [`github`] supplies the merge commit's tarball;
+//! 3. source: the merge's [`forge`] (GitHub, Gitea/Forgejo, GitLab; one REST
+//!    client in [`github`]) supplies the merge commit's tarball;
 //! 4. context: [`context`] turns it into each service's build context;
 //! 5. build: the [`engine`] builds, with BuildKit or the classic builder;
 //! 6. publish: the [`registry`] receives the image, [`signing`] signs it;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod context;
 pub mod digest;
 pub mod engine;
+pub mod forge;
 pub mod github;
 pub mod intake;
 pub mod log;

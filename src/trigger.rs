@@ -1,7 +1,7 @@
 //! The decision: does this delivery publish images, and if not, why not.
 
-use crate::types::{CommitSha, Repository};
-use crate::webhook::payload::{self, PayloadError, PullRequestEvent};
+use crate::types::{CommitSha, Forge, Repository};
+use crate::webhook::payload::{self, MergeRequestEvent, PayloadError, PullRequestEvent};
 
 /// A merged pull request, validated: everything a build needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +13,8 @@ pub struct MergedPullRequest {
     pub base_ref: String,
     /// The repository's web URL, for the `org.opencontainers.image.source` label.
     pub source_url: String,
+    /// Where the sources are read and the statuses go.
+    pub forge: Forge,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +30,29 @@ pub fn branch_refusal(branches: &[String], base: &str) -> Option<String> {
         .then(|| format!("base branch `{}` is not in --branches", short(base)))
 }
 
-/// Decides what to do with one delivery. `branches` empty means every base branch.
-pub fn decide(event: &str, json: &[u8], branches: &[String]) -> Result<Decision, PayloadError> {
+/// Decides what to do with one delivery from `forge`. `branches` empty means
+/// every base branch. Gitea and Forgejo send GitHub's `pull_request` payload
+/// for what Slipway reads; GitLab sends its own.
+pub fn decide(
+    forge: Forge,
+    event: &str,
+    json: &[u8],
+    branches: &[String],
+) -> Result<Decision, PayloadError> {
+    let decision = match forge {
+        Forge::GitLab => decide_gitlab(event, json)?,
+        Forge::GitHub | Forge::Gitea | Forge::Forgejo => decide_github(forge, event, json)?,
+    };
+    Ok(match decision {
+        Decision::Build(merged) => match branch_refusal(branches, &merged.base_ref) {
+            Some(reason) => Decision::Ignore(reason),
+            None => Decision::Build(merged),
+        },
+        ignored => ignored,
+    })
+}
+
+fn decide_github(forge: Forge, event: &str, json: &[u8]) -> Result<Decision, PayloadError> {
     if event != "pull_request" {
         payload::check_json(json)?;
         return Ok(Decision::Ignore(if event == "ping" {
@@ -55,11 +78,74 @@ pub fn decide(event: &str, json: &[u8], branches: &[String]) -> Result<Decision,
             "pull request closed without merging".to_string(),
         ));
     }
-    let merged = merged_pull_request(event)?;
-    if let Some(reason) = branch_refusal(branches, &merged.base_ref) {
-        return Ok(Decision::Ignore(reason));
+    Ok(Decision::Build(merged_pull_request(forge, event)?))
+}
+
+/// GitLab's `Merge Request Hook`: built when `object_attributes.action` is
+/// `merge`. A fast-forward merge makes no merge commit (`merge_commit_sha`
+/// null): the target branch then stands at the squash commit when there is
+/// one, else at the merge request's last commit.
+fn decide_gitlab(event: &str, json: &[u8]) -> Result<Decision, PayloadError> {
+    if event != "Merge Request Hook" {
+        payload::check_json(json)?;
+        return Ok(Decision::Ignore(format!(
+            "event `{}` is not handled",
+            short(event)
+        )));
     }
-    Ok(Decision::Build(merged))
+    let event: MergeRequestEvent = payload::parse_merge_request_event(json)?;
+    let attributes = event
+        .object_attributes
+        .ok_or(PayloadError::MissingField("object_attributes"))?;
+    let action = attributes
+        .action
+        .as_deref()
+        .ok_or(PayloadError::MissingField("object_attributes.action"))?;
+    if action != "merge" {
+        return Ok(Decision::Ignore(format!(
+            "action `{}` is not `merge`",
+            short(action)
+        )));
+    }
+    let project = event.project.ok_or(PayloadError::MissingField("project"))?;
+    let path = project
+        .path_with_namespace
+        .ok_or(PayloadError::MissingField("project.path_with_namespace"))?;
+    let repository =
+        Repository::parse_nested(&path).map_err(|e| invalid("project.path_with_namespace", e))?;
+    let (sha, field) = match (
+        attributes.merge_commit_sha,
+        attributes.squash_commit_sha,
+        attributes.last_commit.and_then(|c| c.id),
+    ) {
+        (Some(sha), _, _) => (sha, "object_attributes.merge_commit_sha"),
+        (None, Some(sha), _) => (sha, "object_attributes.squash_commit_sha"),
+        (None, None, Some(sha)) => (sha, "object_attributes.last_commit.id"),
+        (None, None, None) => {
+            return Err(PayloadError::MissingField(
+                "object_attributes.merge_commit_sha",
+            ))
+        }
+    };
+    let commit = CommitSha::parse(&sha).map_err(|e| invalid(field, e))?;
+    let number = attributes
+        .iid
+        .ok_or(PayloadError::MissingField("object_attributes.iid"))?;
+    let base_ref = attributes.target_branch.ok_or(PayloadError::MissingField(
+        "object_attributes.target_branch",
+    ))?;
+    let source_url = project
+        .web_url
+        .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
+        .ok_or(PayloadError::MissingField("project.web_url"))?;
+    Ok(Decision::Build(MergedPullRequest {
+        repository,
+        number,
+        commit,
+        base_ref,
+        source_url,
+        forge: Forge::GitLab,
+    }))
 }
 
 fn merged_flag(event: &PullRequestEvent) -> Result<bool, PayloadError> {
@@ -71,7 +157,10 @@ fn merged_flag(event: &PullRequestEvent) -> Result<bool, PayloadError> {
         .ok_or(PayloadError::MissingField("pull_request.merged"))
 }
 
-fn merged_pull_request(event: PullRequestEvent) -> Result<MergedPullRequest, PayloadError> {
+fn merged_pull_request(
+    forge: Forge,
+    event: PullRequestEvent,
+) -> Result<MergedPullRequest, PayloadError> {
     let pr = event
         .pull_request
         .ok_or(PayloadError::MissingField("pull_request"))?;
@@ -104,6 +193,7 @@ fn merged_pull_request(event: PullRequestEvent) -> Result<MergedPullRequest, Pay
         commit,
         base_ref,
         source_url,
+        forge,
     })
 }
 
@@ -131,7 +221,7 @@ mod tests {
     #[test]
     fn merged_fixture_builds_the_merge_commit_not_the_head() {
         let json = fixture("pull_request.closed.merged.ailisp-reallyfastci.json");
-        let Ok(Decision::Build(pr)) = decide("pull_request", &json, &[]) else {
+        let Ok(Decision::Build(pr)) = decide(Forge::GitHub, "pull_request", &json, &[]) else {
             panic!("expected a build");
         };
         assert_eq!(
@@ -151,7 +241,7 @@ mod tests {
     fn closed_without_merge_is_ignored_despite_its_merge_commit_sha() {
         let json = fixture("pull_request.closed.not_merged.octokit-webhooks.json");
         assert!(matches!(
-            decide("pull_request", &json, &[]),
+            decide(Forge::GitHub, "pull_request", &json, &[]),
             Ok(Decision::Ignore(_))
         ));
     }
@@ -163,20 +253,20 @@ mod tests {
             "pull_request.synchronize.octokit-webhooks.json",
         ] {
             assert!(matches!(
-                decide("pull_request", &fixture(name), &[]),
+                decide(Forge::GitHub, "pull_request", &fixture(name), &[]),
                 Ok(Decision::Ignore(_))
             ));
         }
         let ping = fixture("ping.octokit-webhooks.json");
         assert_eq!(
-            decide("ping", &ping, &[]),
+            decide(Forge::GitHub, "ping", &ping, &[]),
             Ok(Decision::Ignore("ping".into()))
         );
         assert!(matches!(
-            decide("push", b"{}", &[]),
+            decide(Forge::GitHub, "push", b"{}", &[]),
             Ok(Decision::Ignore(_))
         ));
-        assert!(decide("push", b"{", &[]).is_err());
+        assert!(decide(Forge::GitHub, "push", b"{", &[]).is_err());
     }
 
     #[test]
@@ -184,12 +274,12 @@ mod tests {
         let json = fixture("pull_request.closed.merged.ailisp-reallyfastci.json");
         let only_main = vec!["main".to_string()];
         assert!(matches!(
-            decide("pull_request", &json, &only_main),
+            decide(Forge::GitHub, "pull_request", &json, &only_main),
             Ok(Decision::Ignore(_))
         ));
         let with_master = vec!["main".to_string(), "master".to_string()];
         assert!(matches!(
-            decide("pull_request", &json, &with_master),
+            decide(Forge::GitHub, "pull_request", &json, &with_master),
             Ok(Decision::Build(_))
         ));
     }
@@ -200,7 +290,12 @@ mod tests {
         ))
         .expect("fixture is JSON");
         edit(&mut value);
-        decide("pull_request", value.to_string().as_bytes(), &[])
+        decide(
+            Forge::GitHub,
+            "pull_request",
+            value.to_string().as_bytes(),
+            &[],
+        )
     }
 
     #[test]
@@ -225,5 +320,95 @@ mod tests {
         );
         assert!(merged_with(|v| v["repository"]["full_name"] = "../../etc".into()).is_err());
         assert!(merged_with(|v| v["repository"]["full_name"] = "a/..".into()).is_err());
+    }
+
+    #[test]
+    fn gitea_merges_read_as_github_ones_do() {
+        let json = fixture("forges/gitea.pull_request.closed.merged.woodpecker.json");
+        let Ok(Decision::Build(pr)) = decide(Forge::Gitea, "pull_request", &json, &[]) else {
+            panic!("expected a build");
+        };
+        assert_eq!(
+            pr.commit.as_str(),
+            "f2440f050054df0f8ecabcace648f1683509064c"
+        );
+        assert_eq!(pr.repository.as_str(), "anbraten/test-repo");
+        assert_eq!(pr.source_url, "https://gitea.com/anbraten/test-repo");
+        assert_eq!(pr.forge, Forge::Gitea);
+        let closed = fixture("forges/gitea.pull_request.closed.not_merged.woodpecker.json");
+        assert!(matches!(
+            decide(Forge::Forgejo, "pull_request", &closed, &[]),
+            Ok(Decision::Ignore(_))
+        ));
+        let push = fixture("forges/gitea.push.woodpecker.json");
+        assert!(matches!(
+            decide(Forge::Gitea, "push", &push, &[]),
+            Ok(Decision::Ignore(_))
+        ));
+    }
+
+    #[test]
+    fn gitlab_merges_build_the_merge_commit() {
+        let json = fixture("forges/gitlab.merge_request.merge.woodpecker.json");
+        let Ok(Decision::Build(mr)) = decide(Forge::GitLab, "Merge Request Hook", &json, &[])
+        else {
+            panic!("expected a build");
+        };
+        assert_eq!(
+            mr.commit.as_str(),
+            "43411b53d670203e887c4985c4e58e8e6b7c109e"
+        );
+        assert_eq!(mr.repository.as_str(), "anbraten/woodpecker-test");
+        assert_eq!(mr.number, 4);
+        assert_eq!(mr.base_ref, "main");
+        assert_eq!(mr.forge, Forge::GitLab);
+        let only_release = vec!["release".to_string()];
+        assert!(matches!(
+            decide(Forge::GitLab, "Merge Request Hook", &json, &only_release),
+            Ok(Decision::Ignore(_))
+        ));
+        let closed = fixture("forges/gitlab.merge_request.close.woodpecker.json");
+        assert!(matches!(
+            decide(Forge::GitLab, "Merge Request Hook", &closed, &[]),
+            Ok(Decision::Ignore(_))
+        ));
+        let push = fixture("forges/gitlab.push.woodpecker.json");
+        assert!(matches!(
+            decide(Forge::GitLab, "Push Hook", &push, &[]),
+            Ok(Decision::Ignore(_))
+        ));
+    }
+
+    #[test]
+    fn a_gitlab_fast_forward_merge_builds_where_the_target_now_stands() {
+        let mut value: serde_json::Value = serde_json::from_slice(&fixture(
+            "forges/gitlab.merge_request.merge.woodpecker.json",
+        ))
+        .expect("fixture is JSON");
+        value["object_attributes"]["merge_commit_sha"] = serde_json::Value::Null;
+        value["project"]["path_with_namespace"] = "group/sub/project".into();
+        let Ok(Decision::Build(mr)) = decide(
+            Forge::GitLab,
+            "Merge Request Hook",
+            value.to_string().as_bytes(),
+            &[],
+        ) else {
+            panic!("expected a build");
+        };
+        assert_eq!(
+            Some(mr.commit.as_str()),
+            value["object_attributes"]["last_commit"]["id"].as_str()
+        );
+        assert_eq!(mr.repository.as_str(), "group/sub/project");
+        value["object_attributes"]["squash_commit_sha"] = "b".repeat(40).into();
+        let Ok(Decision::Build(squashed)) = decide(
+            Forge::GitLab,
+            "Merge Request Hook",
+            value.to_string().as_bytes(),
+            &[],
+        ) else {
+            panic!("expected a build");
+        };
+        assert_eq!(squashed.commit.as_str(), "b".repeat(40));
     }
 }

@@ -89,6 +89,16 @@ impl Repository {
         }
     }
 
+    /// GitLab's project paths: a group, any subgroups, then the project.
+    pub fn parse_nested(raw: &str) -> Result<Self, InvalidValue> {
+        let parts: Vec<&str> = raw.split('/').collect();
+        if parts.len() >= 2 && raw.len() <= 255 && parts.iter().all(|p| is_github_slug(p)) {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(InvalidValue::Repository(truncate(raw)))
+        }
+    }
+
     pub fn owner(&self) -> &str {
         self.split().0
     }
@@ -98,8 +108,9 @@ impl Repository {
     }
 
     fn split(&self) -> (&str, &str) {
-        // parse() guarantees exactly one '/'.
-        self.0.split_once('/').unwrap_or((&self.0, ""))
+        // parse() guarantees one '/'; parse_nested() at least one, and the
+        // owner of a nested path is its groups.
+        self.0.rsplit_once('/').unwrap_or((&self.0, ""))
     }
 }
 
@@ -198,6 +209,62 @@ fn truncate(raw: &str) -> String {
     } else {
         let head: String = raw.chars().take(MAX).collect();
         format!("{head}…")
+    }
+}
+
+/// The forge a merge came from: where its sources are read and its statuses go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forge {
+    #[default]
+    GitHub,
+    Gitea,
+    Forgejo,
+    GitLab,
+}
+
+impl Forge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forge::GitHub => "github",
+            Forge::Gitea => "gitea",
+            Forge::Forgejo => "forgejo",
+            Forge::GitLab => "gitlab",
+        }
+    }
+
+    /// The forge's name as people write it, for messages.
+    pub fn title(self) -> &'static str {
+        match self {
+            Forge::GitHub => "GitHub",
+            Forge::Gitea => "Gitea",
+            Forge::Forgejo => "Forgejo",
+            Forge::GitLab => "GitLab",
+        }
+    }
+
+    /// The option that gives Slipway this forge's API.
+    pub fn api_option(self) -> &'static str {
+        match self {
+            Forge::GitHub => "--github-api",
+            Forge::Gitea | Forge::Forgejo => "--gitea-api",
+            Forge::GitLab => "--gitlab-api",
+        }
+    }
+
+    /// The option that gives Slipway a token for this forge.
+    pub fn token_option(self) -> &'static str {
+        match self {
+            Forge::GitHub => "--github-token",
+            Forge::Gitea | Forge::Forgejo => "--gitea-token",
+            Forge::GitLab => "--gitlab-token",
+        }
+    }
+}
+
+impl fmt::Display for Forge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.title())
     }
 }
 

@@ -32,6 +32,7 @@ fn record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
         instance: None,
         trigger: Default::default(),
         pr_comment: None,
+        forge: Default::default(),
         attempt: 0,
     }
 }

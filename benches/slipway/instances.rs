@@ -156,6 +156,7 @@ fn queued(id: String) -> BuildRecord {
         instance: None,
         attempt: 0,
         pr_comment: None,
+        forge: Default::default(),
     }
 }
 

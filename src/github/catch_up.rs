@@ -17,11 +17,11 @@ use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::client::{GitHub, GitHubError};
+use super::client::{ForgeError, GitHub};
 use crate::state::AppState;
 use crate::store::{now_rfc3339, Admission, BuildRecord, Trigger};
 use crate::trigger::MergedPullRequest;
-use crate::types::{CommitSha, Repository};
+use crate::types::{CommitSha, Forge, Repository};
 
 const PER_PAGE: usize = 50;
 /// A round reads at most this many pages per repository; older merges than
@@ -78,6 +78,7 @@ impl ListedPull {
                 commit,
                 base_ref: self.base.branch,
                 source_url,
+                forge: Forge::GitHub,
             },
             merged_at,
         })
@@ -91,7 +92,7 @@ impl GitHub {
         &self,
         repo: &Repository,
         since: OffsetDateTime,
-    ) -> Result<Vec<Merge>, GitHubError> {
+    ) -> Result<Vec<Merge>, ForgeError> {
         let what = format!("closed pull requests of {repo}");
         let mut merges = Vec::new();
         for page in 1..=MAX_PAGES {
@@ -104,7 +105,8 @@ impl GitHub {
                 .append_pair("page", &page.to_string());
             let value = self.call(Method::GET, url, None, &what).await?;
             let pulls: Vec<ListedPull> =
-                serde_json::from_value(value).map_err(|e| GitHubError::Http {
+                serde_json::from_value(value).map_err(|e| ForgeError::Http {
+                    site: crate::types::Forge::GitHub,
                     status: 200,
                     what: what.clone(),
                     message: format!("unexpected listing: {e}"),
@@ -152,7 +154,7 @@ pub async fn run(state: Arc<AppState>, repos: Vec<Repository>, interval: Duratio
 #[derive(Debug, thiserror::Error)]
 pub enum CatchUpError {
     #[error("{0}")]
-    GitHub(#[from] GitHubError),
+    GitHub(#[from] ForgeError),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
@@ -173,7 +175,12 @@ pub async fn round(state: &AppState, repo: &Repository) -> Result<usize, CatchUp
     let since = parse_time(&since)
         .and_then(|t| t.replace_nanosecond(0).ok())
         .ok_or(CatchUpError::BadTime(since))?;
-    let merges = state.pipeline.github.merged_since(repo, since).await?;
+    let merges = state
+        .pipeline
+        .forges
+        .github()
+        .merged_since(repo, since)
+        .await?;
     let mut admitted = 0;
     for merge in merges {
         if state.intake.refusal(&merge.pull).is_some() {

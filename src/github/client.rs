@@ -11,30 +11,37 @@ use tokio::io::AsyncWriteExt;
 
 use crate::retry::{with_backoff, Backoff};
 use crate::secret::Secret;
-use crate::types::{CommitSha, Repository};
+use crate::types::{CommitSha, Forge, Repository};
 
 const USER_AGENT: &str = concat!("slipway/", env!("CARGO_PKG_VERSION"));
 const MAX_REDIRECTS: usize = 5;
 
+/// A failed call to a forge's API. Gitea, Forgejo and GitLab are spoken to by
+/// the same client, so each message names the forge and the token option.
 #[derive(Debug, thiserror::Error)]
-pub enum GitHubError {
-    #[error("{what} not found on GitHub (a private repository needs --github-token)")]
-    NotFound { what: String },
-    #[error("GitHub rejected the token (401 Bad credentials): check --github-token")]
-    Unauthorized,
-    #[error("GitHub API rate limit exhausted{}; set --github-token for a higher limit", reset_note(.reset))]
-    RateLimited { reset: Option<String> },
-    #[error("GitHub refused access (403): {0}")]
-    Forbidden(String),
-    #[error("GitHub answered {status} for {what}: {message}")]
+pub enum ForgeError {
+    #[error("{what} not found on {site} (a private repository needs {})", .site.token_option())]
+    NotFound { site: Forge, what: String },
+    #[error("{site} rejected the token (401 Bad credentials): check {}", .site.token_option())]
+    Unauthorized { site: Forge },
+    #[error("{site} API rate limit exhausted{}; set {} for a higher limit", reset_note(.reset), .site.token_option())]
+    RateLimited { site: Forge, reset: Option<String> },
+    #[error("{site} refused access (403): {message}")]
+    Forbidden { site: Forge, message: String },
+    #[error("{site} answered {status} for {what}: {message}")]
     Http {
+        site: Forge,
         status: u16,
         what: String,
         message: String,
     },
-    #[error("GitHub unreachable for {what}: {reason}")]
-    Unreachable { what: String, reason: String },
-    #[error("GitHub sent too many redirects for {0}")]
+    #[error("{site} unreachable for {what}: {reason}")]
+    Unreachable {
+        site: Forge,
+        what: String,
+        reason: String,
+    },
+    #[error("too many redirects for {0}")]
     TooManyRedirects(String),
     #[error(
         "tarball is larger than {0} bytes compressed; raise --max-source-bytes if this is expected"
@@ -42,8 +49,8 @@ pub enum GitHubError {
     TarballTooLarge(u64),
     #[error("could not write the tarball to temporary space: {0}")]
     Disk(#[from] std::io::Error),
-    #[error("invalid --github-api URL `{0}`")]
-    BadBaseUrl(String),
+    #[error("invalid {option} URL `{url}`")]
+    BadBaseUrl { option: &'static str, url: String },
 }
 
 fn reset_note(reset: &Option<String>) -> String {
@@ -53,25 +60,41 @@ fn reset_note(reset: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-impl GitHubError {
+impl ForgeError {
     fn is_transient(&self) -> bool {
-        matches!(self, GitHubError::Unreachable { .. })
-            || matches!(self, GitHubError::Http { status, .. } if *status >= 500 || *status == 429)
+        matches!(self, ForgeError::Unreachable { .. })
+            || matches!(self, ForgeError::Http { status, .. } if *status >= 500 || *status == 429)
     }
 }
 
+/// GitHub's REST client. Gitea and Forgejo speak the same API for what
+/// Slipway needs, and GitLab's calls share its transport (retries, redirects,
+/// the token kept on the API host, typed errors), so the other forges' adapters
+/// (`crate::forge`) hold one of these made for their site.
 #[derive(Clone)]
 pub struct GitHub {
     http: reqwest::Client,
     api: Url,
     token: Option<Secret>,
     timeout: Duration,
+    site: Forge,
 }
 
 impl GitHub {
     /// `timeout` bounds connecting, each read of a download, and a whole API call.
-    pub fn new(api: &str, token: Option<Secret>, timeout: Duration) -> Result<Self, GitHubError> {
-        let api = Url::parse(api).map_err(|_| GitHubError::BadBaseUrl(api.to_string()))?;
+    pub fn new(api: &str, token: Option<Secret>, timeout: Duration) -> Result<Self, ForgeError> {
+        Self::for_site(Forge::GitHub, api, token, timeout)
+    }
+
+    pub fn for_site(
+        site: Forge,
+        api: &str,
+        token: Option<Secret>,
+        timeout: Duration,
+    ) -> Result<Self, ForgeError> {
+        let option = site.api_option();
+        let bad_url = |url: String| ForgeError::BadBaseUrl { option, url };
+        let api = Url::parse(api).map_err(|_| bad_url(api.to_string()))?;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             // Redirects are followed by hand so the token never leaves the API host.
@@ -79,16 +102,17 @@ impl GitHub {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .read_timeout(timeout)
             .build()
-            .map_err(|e| GitHubError::BadBaseUrl(e.to_string()))?;
+            .map_err(|e| bad_url(e.to_string()))?;
         Ok(Self {
             http,
             api,
             token,
             timeout,
+            site,
         })
     }
 
-    pub(super) fn url(&self, segments: &[&str]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.api.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -103,7 +127,14 @@ impl GitHub {
             .header("X-GitHub-Api-Version", "2022-11-28");
         if let Some(token) = &self.token {
             if same_origin(&url, &self.api) {
-                req = req.bearer_auth(token.expose());
+                req = match self.site {
+                    Forge::GitHub => req.bearer_auth(token.expose()),
+                    // Gitea's documented form; Forgejo takes it too.
+                    Forge::Gitea | Forge::Forgejo => {
+                        req.header(header::AUTHORIZATION, format!("token {}", token.expose()))
+                    }
+                    Forge::GitLab => req.header("PRIVATE-TOKEN", token.expose()),
+                };
             }
         }
         req
@@ -115,13 +146,13 @@ impl GitHub {
 
     /// One JSON call (`body` sent as JSON when given), retried while GitHub
     /// is unreachable or answers 5xx; an empty answer (204) is `Null`.
-    pub(super) async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         url: Url,
         body: Option<&serde_json::Value>,
         what: &str,
-    ) -> Result<serde_json::Value, GitHubError> {
+    ) -> Result<serde_json::Value, ForgeError> {
         with_backoff(
             Backoff::GITHUB,
             what,
@@ -133,18 +164,22 @@ impl GitHub {
                 if let Some(body) = body {
                     req = req.json(body);
                 }
-                let resp = classify(req.send().await, what).await?;
-                let bytes = resp.bytes().await.map_err(|e| unreachable(what, &e))?;
+                let resp = classify(self.site, req.send().await, what).await?;
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| unreachable(self.site, what, &e))?;
                 if bytes.is_empty() {
                     return Ok(serde_json::Value::Null);
                 }
-                serde_json::from_slice(&bytes).map_err(|e| GitHubError::Http {
+                serde_json::from_slice(&bytes).map_err(|e| ForgeError::Http {
+                    site: self.site,
                     status: 200,
                     what: what.to_string(),
                     message: format!("answer is not JSON: {e}"),
                 })
             },
-            GitHubError::is_transient,
+            ForgeError::is_transient,
         )
         .await
     }
@@ -155,15 +190,38 @@ impl GitHub {
         repo: &Repository,
         commit: &CommitSha,
         path: &str,
-    ) -> Result<Vec<u8>, GitHubError> {
-        let mut segments = vec!["repos", repo.owner(), repo.name(), "contents"];
-        segments.extend(path.split('/').filter(|s| !s.is_empty()));
-        let mut url = self.url(&segments);
-        url.query_pairs_mut().append_pair("ref", commit.as_str());
+    ) -> Result<Vec<u8>, ForgeError> {
+        let url = match self.site {
+            // One segment, so the path's slashes are encoded as GitLab wants.
+            Forge::GitLab => {
+                let mut url = self.url(&[
+                    "projects",
+                    repo.as_str(),
+                    "repository",
+                    "files",
+                    path.trim_start_matches('/'),
+                    "raw",
+                ]);
+                url.query_pairs_mut().append_pair("ref", commit.as_str());
+                url
+            }
+            Forge::GitHub | Forge::Gitea | Forge::Forgejo => {
+                let mut segments = vec!["repos", repo.owner(), repo.name(), "contents"];
+                segments.extend(path.split('/').filter(|s| !s.is_empty()));
+                let mut url = self.url(&segments);
+                url.query_pairs_mut().append_pair("ref", commit.as_str());
+                url
+            }
+        };
         let what = format!("`{path}` at commit {commit} of {repo}");
+        self.fetch_file(url, &what).await
+    }
+
+    /// A file's bytes from `url`: raw, or the contents API's base64 JSON decoded.
+    pub(crate) async fn fetch_file(&self, url: Url, what: &str) -> Result<Vec<u8>, ForgeError> {
         let body = with_backoff(
             Backoff::GITHUB,
-            &what,
+            what,
             || async {
                 let resp = self
                     .request(Method::GET, url.clone())
@@ -171,13 +229,13 @@ impl GitHub {
                     .timeout(self.timeout)
                     .send()
                     .await;
-                classify(resp, &what)
+                classify(self.site, resp, what)
                     .await?
                     .bytes()
                     .await
-                    .map_err(|e| unreachable(&what, &e))
+                    .map_err(|e| unreachable(self.site, what, &e))
             },
-            GitHubError::is_transient,
+            ForgeError::is_transient,
         )
         .await?;
         Ok(decode_contents(body.to_vec()))
@@ -191,20 +249,46 @@ impl GitHub {
         commit: &CommitSha,
         dest: &Path,
         max_bytes: u64,
-    ) -> Result<u64, GitHubError> {
-        let url = self.url(&[
-            "repos",
-            repo.owner(),
-            repo.name(),
-            "tarball",
-            commit.as_str(),
-        ]);
+    ) -> Result<u64, ForgeError> {
+        let url = match self.site {
+            Forge::GitHub => self.url(&[
+                "repos",
+                repo.owner(),
+                repo.name(),
+                "tarball",
+                commit.as_str(),
+            ]),
+            Forge::Gitea | Forge::Forgejo => self.url(&[
+                "repos",
+                repo.owner(),
+                repo.name(),
+                "archive",
+                &format!("{commit}.tar.gz"),
+            ]),
+            Forge::GitLab => {
+                let mut url =
+                    self.url(&["projects", repo.as_str(), "repository", "archive.tar.gz"]);
+                url.query_pairs_mut().append_pair("sha", commit.as_str());
+                url
+            }
+        };
         let what = format!("tarball of commit {commit} of {repo}");
+        self.download(url, &what, dest, max_bytes).await
+    }
+
+    /// Downloads `url` into `dest`, following redirects (the token stays on the API host).
+    pub(crate) async fn download(
+        &self,
+        url: Url,
+        what: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<u64, ForgeError> {
         with_backoff(
             Backoff::GITHUB,
-            &what,
-            || self.try_download(url.clone(), &what, dest, max_bytes),
-            GitHubError::is_transient,
+            what,
+            || self.try_download(url.clone(), what, dest, max_bytes),
+            ForgeError::is_transient,
         )
         .await
     }
@@ -215,20 +299,33 @@ impl GitHub {
         repo: &Repository,
         commit: &CommitSha,
         status: &CommitStatus,
-    ) -> Result<(), GitHubError> {
-        let url = self.url(&[
-            "repos",
-            repo.owner(),
-            repo.name(),
-            "statuses",
-            commit.as_str(),
-        ]);
+    ) -> Result<(), ForgeError> {
         let what = format!("commit status on {commit} of {repo}");
-        let mut body = serde_json::json!({
-            "state": status.state,
-            "context": "slipway",
-            "description": status.description.chars().take(140).collect::<String>(),
-        });
+        let description: String = status.description.chars().take(140).collect();
+        let (url, mut body) = match self.site {
+            Forge::GitHub | Forge::Gitea | Forge::Forgejo => (
+                self.url(&[
+                    "repos",
+                    repo.owner(),
+                    repo.name(),
+                    "statuses",
+                    commit.as_str(),
+                ]),
+                serde_json::json!({
+                    "state": status.state,
+                    "context": "slipway",
+                    "description": description,
+                }),
+            ),
+            Forge::GitLab => (
+                self.url(&["projects", repo.as_str(), "statuses", commit.as_str()]),
+                serde_json::json!({
+                    "state": gitlab_state(status.state),
+                    "name": "slipway",
+                    "description": description,
+                }),
+            ),
+        };
         if let Some(target) = &status.target_url {
             body["target_url"] = serde_json::Value::String(target.clone());
         }
@@ -243,9 +340,9 @@ impl GitHub {
                     .timeout(self.timeout)
                     .send()
                     .await;
-                classify(resp, &what).await.map(|_| ())
+                classify(self.site, resp, &what).await.map(|_| ())
             },
-            GitHubError::is_transient,
+            ForgeError::is_transient,
         )
         .await
     }
@@ -256,23 +353,24 @@ impl GitHub {
         what: &str,
         dest: &Path,
         max_bytes: u64,
-    ) -> Result<u64, GitHubError> {
+    ) -> Result<u64, ForgeError> {
         for _ in 0..=MAX_REDIRECTS {
             let resp = self.request(Method::GET, url.clone()).send().await;
             let resp = match resp {
                 Ok(r) if r.status().is_redirection() => {
-                    url = redirect_target(&url, &r).ok_or_else(|| GitHubError::Http {
+                    url = redirect_target(&url, &r).ok_or_else(|| ForgeError::Http {
+                        site: self.site,
                         status: r.status().as_u16(),
                         what: what.to_string(),
                         message: "redirect without a usable Location".into(),
                     })?;
                     continue;
                 }
-                other => classify(other, what).await?,
+                other => classify(self.site, other, what).await?,
             };
-            return stream_to_file(resp, what, dest, max_bytes).await;
+            return stream_to_file(self.site, resp, what, dest, max_bytes).await;
         }
-        Err(GitHubError::TooManyRedirects(what.to_string()))
+        Err(ForgeError::TooManyRedirects(what.to_string()))
     }
 }
 
@@ -283,6 +381,15 @@ pub struct CommitStatus {
     pub state: &'static str,
     pub description: String,
     pub target_url: Option<String>,
+}
+
+/// GitLab's commit states: `pending`, `running`, `success`, `failed`, `canceled`.
+fn gitlab_state(state: &str) -> &'static str {
+    match state {
+        "success" => "success",
+        "failure" | "error" => "failed",
+        _ => "running",
+    }
 }
 
 fn same_origin(a: &Url, b: &Url) -> bool {
@@ -297,19 +404,20 @@ fn redirect_target(from: &Url, resp: &reqwest::Response) -> Option<Url> {
 }
 
 async fn stream_to_file(
+    site: Forge,
     resp: reqwest::Response,
     what: &str,
     dest: &Path,
     max_bytes: u64,
-) -> Result<u64, GitHubError> {
+) -> Result<u64, ForgeError> {
     let mut file = tokio::fs::File::create(dest).await?;
     let mut written: u64 = 0;
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| unreachable(what, &e))?;
+        let chunk = chunk.map_err(|e| unreachable(site, what, &e))?;
         written += chunk.len() as u64;
         if written > max_bytes {
-            return Err(GitHubError::TarballTooLarge(max_bytes));
+            return Err(ForgeError::TarballTooLarge(max_bytes));
         }
         file.write_all(&chunk).await?;
     }
@@ -319,10 +427,11 @@ async fn stream_to_file(
 
 /// Turns an answer into the body's response or a typed error.
 async fn classify(
+    site: Forge,
     resp: Result<reqwest::Response, reqwest::Error>,
     what: &str,
-) -> Result<reqwest::Response, GitHubError> {
-    let resp = resp.map_err(|e| unreachable(what, &e))?;
+) -> Result<reqwest::Response, ForgeError> {
+    let resp = resp.map_err(|e| unreachable(site, what, &e))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -343,15 +452,17 @@ async fn classify(
         });
     let message = error_message(resp).await;
     Err(match status {
-        StatusCode::NOT_FOUND => GitHubError::NotFound {
+        StatusCode::NOT_FOUND => ForgeError::NotFound {
+            site,
             what: what.to_string(),
         },
-        StatusCode::UNAUTHORIZED => GitHubError::Unauthorized,
+        StatusCode::UNAUTHORIZED => ForgeError::Unauthorized { site },
         StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS if rate_limited => {
-            GitHubError::RateLimited { reset }
+            ForgeError::RateLimited { site, reset }
         }
-        StatusCode::FORBIDDEN => GitHubError::Forbidden(message),
-        _ => GitHubError::Http {
+        StatusCode::FORBIDDEN => ForgeError::Forbidden { site, message },
+        _ => ForgeError::Http {
+            site,
             status: status.as_u16(),
             what: what.to_string(),
             message,
@@ -373,7 +484,7 @@ async fn error_message(resp: reqwest::Response) -> String {
     text.chars().take(200).collect()
 }
 
-fn unreachable(what: &str, err: &reqwest::Error) -> GitHubError {
+fn unreachable(site: Forge, what: &str, err: &reqwest::Error) -> ForgeError {
     let reason = if err.is_timeout() {
         "timed out".to_string()
     } else if err.is_connect() {
@@ -381,7 +492,8 @@ fn unreachable(what: &str, err: &reqwest::Error) -> GitHubError {
     } else {
         err.without_url_string()
     };
-    GitHubError::Unreachable {
+    ForgeError::Unreachable {
+        site,
         what: what.to_string(),
         reason,
     }

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use super::client::{GitHub, GitHubError};
+use super::client::{ForgeError, GitHub};
 use crate::types::Repository;
 
 impl GitHub {
@@ -16,7 +16,7 @@ impl GitHub {
         number: u64,
         existing: Option<u64>,
         body: &str,
-    ) -> Result<u64, GitHubError> {
+    ) -> Result<u64, ForgeError> {
         let payload = json!({ "body": body });
         let what = format!("the Slipway comment on {repo}#{number}");
         if let Some(id) = existing {
@@ -32,7 +32,7 @@ impl GitHub {
             match self.call(Method::PATCH, url, Some(&payload), &what).await {
                 Ok(_) => return Ok(id),
                 // Deleted by someone: a new one takes its place.
-                Err(GitHubError::NotFound { .. }) => {}
+                Err(ForgeError::NotFound { .. }) => {}
                 Err(err) => return Err(err),
             }
         }
@@ -46,7 +46,8 @@ impl GitHub {
             "comments",
         ]);
         let created = self.call(Method::POST, url, Some(&payload), &what).await?;
-        created["id"].as_u64().ok_or_else(|| GitHubError::Http {
+        created["id"].as_u64().ok_or_else(|| ForgeError::Http {
+            site: crate::types::Forge::GitHub,
             status: 201,
             what,
             message: "the created comment has no id".into(),

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::client::{GitHub, GitHubError};
+use super::client::{ForgeError, GitHub};
 use crate::secret::Secret;
 use crate::types::Repository;
 
@@ -25,15 +25,15 @@ pub enum HookError {
     #[error("`{0}` is not an http(s) URL; give Slipway's public base URL, e.g. https://example.ngrok.app")]
     BadUrl(String),
     #[error("{0}")]
-    GitHub(GitHubError),
+    GitHub(ForgeError),
     #[error("GitHub's answer about the hooks of {repo} is not what its API documents: {reason}")]
     Unexpected { repo: Repository, reason: String },
 }
 
 impl HookError {
-    fn from_github(repo: &Repository, err: GitHubError) -> Self {
+    fn from_github(repo: &Repository, err: ForgeError) -> Self {
         match err {
-            GitHubError::NotFound { .. } => HookError::NoAccess(repo.clone()),
+            ForgeError::NotFound { .. } => HookError::NoAccess(repo.clone()),
             other => HookError::GitHub(other),
         }
     }
@@ -241,7 +241,7 @@ impl GitHub {
         match created {
             Ok(value) => Ok((Self::decode(repo, value)?, Installed::Created)),
             // A hook made meanwhile, or one `ours` did not recognise.
-            Err(HookError::GitHub(GitHubError::Http { status: 422, .. })) => {
+            Err(HookError::GitHub(ForgeError::Http { status: 422, .. })) => {
                 let hooks = self.list_hooks(repo).await?;
                 let Some(existing) = hooks.iter().find(|h| h.config.url.as_deref() == Some(url))
                 else {

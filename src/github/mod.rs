@@ -11,4 +11,4 @@ pub mod comments;
 pub mod hook_keeper;
 pub mod hooks;
 
-pub use client::{CommitStatus, GitHub, GitHubError};
+pub use client::{CommitStatus, ForgeError, GitHub};

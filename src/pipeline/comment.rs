@@ -13,7 +13,8 @@ impl Pipeline {
     /// Creates or updates the sticky comment; a failure is logged, never
     /// fails the build.
     pub(super) async fn update_pr_comment(&self, record: &mut BuildRecord) {
-        if !self.settings.pr_comment {
+        // Sticky comments are written on GitHub only, for now.
+        if !self.settings.pr_comment || record.forge != crate::types::Forge::GitHub {
             return;
         }
         let Ok(repo) = Repository::parse(&record.repository) else {
@@ -21,7 +22,8 @@ impl Pipeline {
         };
         let body = render(record, self.settings.public_url.as_deref());
         let written = self
-            .github
+            .forges
+            .github()
             .upsert_pr_comment(&repo, record.pull_request, record.pr_comment, &body)
             .await;
         match written {
@@ -122,6 +124,7 @@ mod tests {
             instance: None,
             trigger: Default::default(),
             pr_comment: None,
+            forge: Default::default(),
             attempt: 0,
         };
         let text = render(&record, Some("https://x.example/"));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::context::ContextError;
 use crate::engine::EngineError;
-use crate::github::GitHubError;
+use crate::github::ForgeError;
 use crate::manifest::ManifestError;
 use crate::registry::export::ExportError;
 use crate::registry::RegistryError;
@@ -19,6 +19,10 @@ pub enum PipelineError {
     /// The build's record names no valid repository or commit.
     #[error(transparent)]
     InvalidRecord(#[from] InvalidValue),
+    /// The build came from a forge this instance was not given (a record
+    /// written by another instance, or before a restart without the option).
+    #[error("the build comes from {0}, but this instance has no {api}: set it to build it", api = .0.api_option())]
+    ForgeNotConfigured(crate::types::Forge),
     /// The commit has no manifest at `--manifest`.
     #[error(
         "no manifest: `{path}` not found at commit {commit} of {repo} (add it, or set --manifest)"
@@ -28,9 +32,9 @@ pub enum PipelineError {
         commit: String,
         repo: String,
     },
-    /// GitHub did not give the manifest's file.
+    /// The forge did not give the manifest's file.
     #[error("could not read the manifest `{path}`: {source}")]
-    ManifestUnreadable { path: String, source: GitHubError },
+    ManifestUnreadable { path: String, source: ForgeError },
     /// The manifest is there and wrong.
     #[error("`{path}` at commit {commit}: {source}")]
     Manifest {
@@ -41,9 +45,9 @@ pub enum PipelineError {
     /// `--work-dir` could not hold a temporary directory.
     #[error("temporary space unusable: {0}")]
     TempSpace(std::io::Error),
-    /// GitHub did not give the commit's tarball.
+    /// The forge did not give the commit's tarball.
     #[error("could not download the commit's files: {0}")]
-    Download(GitHubError),
+    Download(ForgeError),
     /// The commit's tarball could not be unpacked.
     #[error("could not read the commit's files: {0}")]
     Unpack(std::io::Error),

@@ -24,7 +24,8 @@ use tracing::Instrument;
 
 use crate::context::{self, ContextPolicy, Limits, SourceTree};
 use crate::engine::{Engine, EngineError, EngineSettings};
-use crate::github::{CommitStatus, GitHub, GitHubError};
+use crate::forge::Forges;
+use crate::github::{CommitStatus, ForgeError, GitHub};
 use crate::log::BuildLog;
 use crate::manifest::{self, ServiceEntry, ServiceSpec};
 use crate::metrics::Metrics;
@@ -34,7 +35,7 @@ use crate::store::{
     now_rfc3339, within, BuildRecord, BuildStatus, Claimed, Fence, ServiceRecord, ServiceStatus,
     Store, StoreError,
 };
-use crate::types::{CommitSha, ImageName, Repository, Version};
+use crate::types::{CommitSha, Forge, ImageName, Repository, Version};
 use service::{BuildLabels, PendingLookup, ServiceJob};
 
 /// What the pipeline needs that is fixed for the life of the service.
@@ -47,8 +48,6 @@ pub struct PipelineSettings {
     pub policy: ContextPolicy,
     /// Temporary space for tarballs, contexts and exported layers.
     pub work_dir: PathBuf,
-    /// Post commit statuses (a GitHub token is set).
-    pub post_statuses: bool,
     /// `--public-url`, for links to build pages.
     pub public_url: Option<String>,
     /// `--pr-comment`: keep a comment on the merged PR listing the images.
@@ -66,7 +65,7 @@ pub struct PipelineSettings {
 
 pub struct Pipeline {
     pub store: Arc<dyn Store>,
-    pub github: GitHub,
+    pub forges: Forges,
     pub registry: Registry,
     pub settings: PipelineSettings,
     pub hub: Arc<LogHub>,
@@ -82,14 +81,14 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(
         store: Arc<dyn Store>,
-        github: GitHub,
+        forges: Forges,
         registry: Registry,
         settings: PipelineSettings,
         max_concurrent_builds: usize,
     ) -> Self {
         Self {
             store,
-            github,
+            forges,
             registry,
             settings,
             hub: Arc::new(LogHub::default()),
@@ -256,13 +255,8 @@ impl Pipeline {
 
     /// A failure to post never fails the build: it is logged and left.
     async fn post_status(&self, record: &BuildRecord, state: &'static str, description: String) {
-        if !self.settings.post_statuses {
-            return;
-        }
-        let (Ok(repo), Ok(commit)) = (
-            Repository::parse(&record.repository),
-            CommitSha::parse(&record.commit),
-        ) else {
+        let (Ok(repo), Ok(commit)) = (record_repository(record), CommitSha::parse(&record.commit))
+        else {
             return;
         };
         let status =
@@ -273,7 +267,13 @@ impl Pipeline {
                     format!("{}/builds/{}/page", base.trim_end_matches('/'), record.id)
                 }),
             };
-        if let Err(err) = self.github.post_status(&repo, &commit, &status).await {
+        let Some(forge) = self.forges.client(record.forge) else {
+            return;
+        };
+        if !forge.has_token() {
+            return;
+        }
+        if let Err(err) = forge.post_status(&repo, &commit, &status).await {
             tracing::warn!(%err, state, "could not post the commit status");
         }
     }
@@ -284,13 +284,17 @@ impl Pipeline {
         shared: &Arc<Mutex<BuildRecord>>,
         log: &BuildLog,
     ) -> Result<(), PipelineError> {
-        let (repo, commit, source_url) = {
+        let (repo, commit, source_url, forge) = {
             let r = shared.lock().await;
-            let repo = Repository::parse(&r.repository)?;
+            let repo = record_repository(&r)?;
             let commit = CommitSha::parse(&r.commit)?;
-            (repo, commit, r.source_url.clone())
+            let forge = self
+                .forges
+                .client(r.forge)
+                .ok_or(PipelineError::ForgeNotConfigured(r.forge))?;
+            (repo, commit, r.source_url.clone(), forge)
         };
-        let entries = self.read_manifest(&repo, &commit).await?;
+        let entries = self.read_manifest(forge, &repo, &commit).await?;
         let services = self.service_records(&entries);
         {
             let mut r = shared.lock().await;
@@ -313,7 +317,7 @@ impl Pipeline {
             .iter()
             .map(|(_, spec)| self.start_lookup(spec))
             .collect();
-        let tree = Arc::new(self.fetch_source(&repo, &commit, log).await?);
+        let tree = Arc::new(self.fetch_source(forge, &repo, &commit, log).await?);
         let labels_base = BuildLabels {
             revision: commit.to_string(),
             source: source_url,
@@ -371,16 +375,16 @@ impl Pipeline {
 
     async fn read_manifest(
         &self,
+        forge: &GitHub,
         repo: &Repository,
         commit: &CommitSha,
     ) -> Result<Vec<ServiceEntry>, PipelineError> {
         let path = &self.settings.manifest_path;
-        let bytes = self
-            .github
+        let bytes = forge
             .file_at(repo, commit, path)
             .await
             .map_err(|e| match e {
-                GitHubError::NotFound { .. } => PipelineError::NoManifest {
+                ForgeError::NotFound { .. } => PipelineError::NoManifest {
                     path: path.clone(),
                     commit: commit.to_string(),
                     repo: repo.to_string(),
@@ -425,6 +429,7 @@ impl Pipeline {
     /// Downloads the commit's tarball once for all its services, and unpacks it.
     async fn fetch_source(
         &self,
+        forge: &GitHub,
         repo: &Repository,
         commit: &CommitSha,
         log: &BuildLog,
@@ -435,8 +440,7 @@ impl Pipeline {
             .map_err(PipelineError::TempSpace)?;
         let tarball = work.path().join("source.tar.gz");
         let started = Instant::now();
-        let size = self
-            .github
+        let size = forge
             .download_tarball(repo, commit, &tarball, self.settings.limits.max_bytes)
             .await
             .map_err(PipelineError::Download)?;
@@ -461,6 +465,14 @@ impl Pipeline {
         log.line(&format!("unpacked {} entries", tree.entries().len()));
         Ok(tree)
     }
+}
+
+/// The record's repository: GitLab's may have subgroups.
+fn record_repository(record: &BuildRecord) -> Result<Repository, PipelineError> {
+    Ok(match record.forge {
+        Forge::GitLab => Repository::parse_nested(&record.repository)?,
+        Forge::GitHub | Forge::Gitea | Forge::Forgejo => Repository::parse(&record.repository)?,
+    })
 }
 
 /// The one-line summary of a finished build, for its commit status.

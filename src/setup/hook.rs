@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use crate::config::HookInstallArgs;
 use crate::github::hooks::{webhook_url, HookError, Installed};
-use crate::github::{GitHub, GitHubError};
+use crate::github::{ForgeError, GitHub};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     #[error("{0}")]
     Hook(#[from] HookError),
     #[error("{0}")]
-    GitHub(#[from] GitHubError),
+    GitHub(#[from] ForgeError),
     #[error("no public URL for Slipway: give --url, or --public-url, or start the tunnel ({0})")]
     NoUrl(crate::setup::tunnel::TunnelError),
 }

@@ -278,6 +278,7 @@ pub(crate) fn queued_record(id: &str, delivery: Option<&str>, commit: &str) -> B
         instance: None,
         trigger: Default::default(),
         pr_comment: None,
+        forge: Default::default(),
         attempt: 0,
     }
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::types::Forge;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BuildStatus {
@@ -111,6 +113,9 @@ pub struct BuildRecord {
     /// running build names it, so a superseded instance writes nothing.
     #[serde(default)]
     pub attempt: u32,
+    /// The forge the merge came from.
+    #[serde(default)]
+    pub forge: Forge,
     /// The id of the sticky comment on the pull request (`--pr-comment`);
     /// a retry inherits it, so the same comment is updated.
     #[serde(default, skip_serializing_if = "Option::is_none")]

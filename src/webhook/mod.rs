@@ -1,9 +1,9 @@
-//! `POST /webhook`: read the body under a cap, check the signature before
-//! anything else, decide, admit, answer. No call to GitHub or Docker happens
-//! before the answer goes out.
+//! `POST /webhook`: read the body under a cap, tell which forge sent it, check
+//! its signature before anything else, decide, admit, answer. No call to a
+//! forge or Docker happens before the answer goes out.
 //!
-//! Owns GitHub's delivery format and signature; hands merges to the intake,
-//! never to the queue, the store's writer or the pipeline directly.
+//! Owns the forges' delivery formats and signatures; hands merges to the
+//! intake, never to the queue, the store's writer or the pipeline directly.
 
 pub mod payload;
 pub mod signature;
@@ -21,6 +21,7 @@ use crate::reply::{self, error_reply, json_reply};
 use crate::state::AppState;
 use crate::store::{BuildRecord, Trigger};
 use crate::trigger::{self, Decision};
+use crate::types::Forge;
 
 /// GitHub caps payloads at 25 MB; anything larger is not from GitHub.
 pub const MAX_BODY_BYTES: usize = 25 << 20;
@@ -65,14 +66,28 @@ where
         Ok(body) => body,
         Err(reply) => return (reply, "rejected_too_large"),
     };
-    let signature = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
-    if let Err(err) = signature::verify(state.webhook_secret.expose().as_bytes(), signature, &body)
-    {
-        tracing::warn!(%err, "webhook rejected");
+    let forge = sender(headers);
+    if let Err(err) = authenticate(
+        forge,
+        headers,
+        state.webhook_secret.expose().as_bytes(),
+        &body,
+    ) {
+        tracing::warn!(%err, %forge, "webhook rejected");
         return (
             error_reply(StatusCode::UNAUTHORIZED, err),
             "rejected_signature",
         );
+    }
+    if !state.intake.takes(forge) {
+        let reply = error_reply(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a {forge} delivery, but this instance has no {}: set it to take {forge}'s merges",
+                forge.api_option()
+            ),
+        );
+        return (reply, "rejected_payload");
     }
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
     let json = match payload::json_body(content_type, &body) {
@@ -88,25 +103,26 @@ where
             )
         }
     };
-    let event = match headers.get("x-github-event").map(|v| v.to_str()) {
+    let event_header = event_header(forge);
+    let event = match headers.get(event_header).map(|v| v.to_str()) {
         Some(Ok(event)) => event,
         Some(Err(_)) => {
             let reply = error_reply(
                 StatusCode::BAD_REQUEST,
-                "X-GitHub-Event header is not ASCII text",
+                format!("{event_header} header is not ASCII text"),
             );
             return (reply, "rejected_payload");
         }
         None => {
-            let reply = error_reply(StatusCode::BAD_REQUEST, "X-GitHub-Event header missing");
+            let reply = error_reply(
+                StatusCode::BAD_REQUEST,
+                format!("{event_header} header missing"),
+            );
             return (reply, "rejected_payload");
         }
     };
-    let delivery = headers
-        .get("x-github-delivery")
-        .and_then(|v| v.to_str().ok())
-        .map(|d| d.chars().take(100).collect::<String>());
-    match trigger::decide(event, json.bytes(), state.intake.branches()) {
+    let delivery = delivery_id(forge, headers);
+    match trigger::decide(forge, event, json.bytes(), state.intake.branches()) {
         Err(err) => (
             error_reply(StatusCode::BAD_REQUEST, err),
             "rejected_payload",
@@ -127,6 +143,70 @@ where
             }
         },
     }
+}
+
+/// Which forge sent the delivery. Gitea and Forgejo send GitHub's headers
+/// too (`X-GitHub-Event`, `X-Hub-Signature-256`), so theirs are looked for
+/// first: a Gitea delivery is never taken for a GitHub one.
+fn sender(headers: &HeaderMap) -> Forge {
+    if headers.contains_key("x-forgejo-event") {
+        Forge::Forgejo
+    } else if headers.contains_key("x-gitea-event") {
+        Forge::Gitea
+    } else if headers.contains_key("x-gitlab-event") {
+        Forge::GitLab
+    } else {
+        Forge::GitHub
+    }
+}
+
+fn authenticate(
+    forge: Forge,
+    headers: &HeaderMap,
+    secret: &[u8],
+    body: &[u8],
+) -> Result<(), signature::SignatureError> {
+    let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    match forge {
+        Forge::GitHub => signature::verify(secret, header("x-hub-signature-256"), body),
+        Forge::Gitea => signature::verify_hex(
+            secret,
+            "X-Gitea-Signature",
+            header("x-gitea-signature"),
+            body,
+        ),
+        Forge::Forgejo => signature::verify_hex(
+            secret,
+            "X-Forgejo-Signature",
+            header("x-forgejo-signature"),
+            body,
+        ),
+        Forge::GitLab => signature::verify_token(secret, header("x-gitlab-token")),
+    }
+}
+
+fn event_header(forge: Forge) -> &'static str {
+    match forge {
+        Forge::GitHub => "x-github-event",
+        Forge::Gitea => "x-gitea-event",
+        Forge::Forgejo => "x-forgejo-event",
+        Forge::GitLab => "x-gitlab-event",
+    }
+}
+
+/// The delivery's id, the same on a redelivery. GitLab's `Idempotency-Key`
+/// stays the same across its retries; older GitLabs send only the event UUID.
+fn delivery_id(forge: Forge, headers: &HeaderMap) -> Option<String> {
+    let names: &[&str] = match forge {
+        Forge::GitHub => &["x-github-delivery"],
+        Forge::Gitea => &["x-gitea-delivery"],
+        Forge::Forgejo => &["x-forgejo-delivery", "x-gitea-delivery"],
+        Forge::GitLab => &["idempotency-key", "x-gitlab-event-uuid"],
+    };
+    names
+        .iter()
+        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .map(|d| d.chars().take(100).collect())
 }
 
 /// Reads the body, refusing it as soon as it passes the cap, whether or not

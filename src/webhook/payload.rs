@@ -12,9 +12,9 @@ pub enum PayloadError {
     MissingFormPayload,
     #[error("body is not valid JSON: {0}")]
     InvalidJson(String),
-    #[error("pull_request payload is missing `{0}`")]
+    #[error("payload is missing `{0}`")]
     MissingField(&'static str),
-    #[error("pull_request payload has an invalid `{field}`: {reason}")]
+    #[error("payload has an invalid `{field}`: {reason}")]
     InvalidField { field: &'static str, reason: String },
 }
 
@@ -43,6 +43,34 @@ pub struct Base {
 pub struct RepositoryPayload {
     pub full_name: Option<String>,
     pub html_url: Option<String>,
+}
+
+/// The parts of GitLab's `Merge Request Hook` payload that Slipway reads.
+#[derive(Debug, Deserialize)]
+pub struct MergeRequestEvent {
+    pub object_attributes: Option<MergeRequestAttributes>,
+    pub project: Option<GitLabProject>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MergeRequestAttributes {
+    pub action: Option<String>,
+    pub iid: Option<u64>,
+    pub target_branch: Option<String>,
+    pub merge_commit_sha: Option<String>,
+    pub squash_commit_sha: Option<String>,
+    pub last_commit: Option<LastCommit>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LastCommit {
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GitLabProject {
+    pub path_with_namespace: Option<String>,
+    pub web_url: Option<String>,
 }
 
 /// Extracts the JSON document from a body as GitHub sends it, given the
@@ -159,6 +187,10 @@ pub fn check_json(json: &[u8]) -> Result<(), PayloadError> {
 }
 
 pub fn parse_pull_request_event(json: &[u8]) -> Result<PullRequestEvent, PayloadError> {
+    serde_json::from_str(checked_text(json)?).map_err(invalid_json)
+}
+
+pub fn parse_merge_request_event(json: &[u8]) -> Result<MergeRequestEvent, PayloadError> {
     serde_json::from_str(checked_text(json)?).map_err(invalid_json)
 }
 

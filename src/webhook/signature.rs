@@ -1,5 +1,7 @@
-//! `X-Hub-Signature-256`: HMAC-SHA256 of the exact body bytes, checked in
-//! constant time before anything in the body is looked at.
+//! Each forge's proof that a delivery is theirs, checked in constant time
+//! before anything in the body is looked at: GitHub's `X-Hub-Signature-256`
+//! (`sha256=` and the HMAC-SHA256 of the exact body bytes), Gitea's and
+//! Forgejo's bare hex HMAC, GitLab's `X-Gitlab-Token` (the secret itself).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -14,6 +16,14 @@ pub enum SignatureError {
     Malformed,
     #[error("X-Hub-Signature-256 does not match the body: check the webhook secret")]
     Mismatch,
+    #[error("{0} header missing: set the webhook's secret on the forge")]
+    HeaderMissing(&'static str),
+    #[error("{0} malformed: expected 64 hexadecimal digits")]
+    HeaderMalformed(&'static str),
+    #[error("{0} does not match the body: check the webhook secret")]
+    HeaderMismatch(&'static str),
+    #[error("X-Gitlab-Token is not the webhook secret: set the hook's secret token in GitLab")]
+    WrongToken,
 }
 
 /// Checks `header` (the raw `X-Hub-Signature-256` value) against `body`.
@@ -31,6 +41,40 @@ pub fn verify(secret: &[u8], header: Option<&[u8]>, body: &[u8]) -> Result<(), S
     // verify_slice compares in constant time.
     mac.verify_slice(&expected)
         .map_err(|_| SignatureError::Mismatch)
+}
+
+/// Checks Gitea's or Forgejo's `header` (named `name`): the bare hex HMAC-SHA256 of `body`.
+pub fn verify_hex(
+    secret: &[u8],
+    name: &'static str,
+    header: Option<&[u8]>,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    let header = header
+        .filter(|h| !h.is_empty())
+        .ok_or(SignatureError::HeaderMissing(name))?;
+    if header.len() != 64 {
+        return Err(SignatureError::HeaderMalformed(name));
+    }
+    let expected = hex::decode(header).map_err(|_| SignatureError::HeaderMalformed(name))?;
+    let mut mac =
+        HmacSha256::new_from_slice(secret).map_err(|_| SignatureError::HeaderMismatch(name))?;
+    mac.update(body);
+    mac.verify_slice(&expected)
+        .map_err(|_| SignatureError::HeaderMismatch(name))
+}
+
+/// Checks GitLab's `X-Gitlab-Token`, which carries the secret itself.
+pub fn verify_token(secret: &[u8], header: Option<&[u8]>) -> Result<(), SignatureError> {
+    use subtle::ConstantTimeEq;
+    let header = header.ok_or(SignatureError::HeaderMissing("X-Gitlab-Token"))?;
+    // Lengths are compared openly, as every constant-time compare of
+    // unequal lengths does; the content is not.
+    if header.len() == secret.len() && bool::from(header.ct_eq(secret)) {
+        Ok(())
+    } else {
+        Err(SignatureError::WrongToken)
+    }
 }
 
 /// The header value GitHub would send for `body`; used by tests and tools.
@@ -122,6 +166,44 @@ mod tests {
         assert_eq!(
             verify(secret.as_bytes(), Some(header.as_bytes()), b"Hello, World?"),
             Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn gitea_signatures_are_bare_hex() {
+        const NAME: &str = "X-Gitea-Signature";
+        for (secret, body, hex) in VECTORS {
+            let check =
+                |h: &str| verify_hex(secret.as_bytes(), NAME, Some(h.as_bytes()), body.as_bytes());
+            assert_eq!(check(hex), Ok(()));
+            assert_eq!(check(&hex.to_uppercase()), Ok(()));
+            assert_eq!(
+                check(&format!("sha256={hex}")),
+                Err(SignatureError::HeaderMalformed(NAME))
+            );
+            assert_eq!(
+                check(&"0".repeat(64)),
+                Err(SignatureError::HeaderMismatch(NAME))
+            );
+            // Gitea sends the header empty when the hook has no secret.
+            assert_eq!(check(""), Err(SignatureError::HeaderMissing(NAME)));
+        }
+    }
+
+    #[test]
+    fn gitlab_tokens_must_equal_the_secret() {
+        assert_eq!(verify_token(b"s3cret", Some(b"s3cret")), Ok(()));
+        assert_eq!(
+            verify_token(b"s3cret", Some(b"s3cre")),
+            Err(SignatureError::WrongToken)
+        );
+        assert_eq!(
+            verify_token(b"s3cret", Some(b"s3creT")),
+            Err(SignatureError::WrongToken)
+        );
+        assert_eq!(
+            verify_token(b"s3cret", None),
+            Err(SignatureError::HeaderMissing("X-Gitlab-Token"))
         );
     }
 }

@@ -202,6 +202,13 @@ impl FakeGitHub {
 /// given, without validation, so tests can smuggle in `..` and the like.
 pub fn github_tarball(repository: &str, sha: &str, files: &[(String, FakeEntry)]) -> Vec<u8> {
     let top = format!("{}-{}/", repository.replace('/', "-"), short_sha(sha));
+    git_archive(&top, sha, files)
+}
+
+/// What `git archive --prefix=TOP` makes of `files`, gzipped: the forges
+/// differ only in the top folder they name.
+pub fn git_archive(top: &str, sha: &str, files: &[(String, FakeEntry)]) -> Vec<u8> {
+    let top = top.to_string();
     let mut tar = tar::Builder::new(Vec::new());
     append_pax(
         &mut tar,

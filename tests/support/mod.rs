@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod engine_proxy;
+pub mod forges;
 pub mod github;
 pub mod partition;
 pub mod postgres;
