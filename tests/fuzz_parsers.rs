@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use slipway::context::dockerignore::DockerIgnore;
 use slipway::manifest::{self, ManifestError, RepoPath, ServiceEntry, MAX_SERVICES};
 use slipway::trigger::{decide, Decision};
-use slipway::types::{ImageName, Repository, Version};
+use slipway::types::{Forge, ImageName, Repository, Version};
 use slipway::webhook::payload::{json_body, PayloadError};
 use slipway::webhook::signature::{sign, verify, SignatureError};
 
@@ -512,18 +512,26 @@ fn check_decision(decision: &Result<Decision, PayloadError>) {
                 "commit {commit:?} is not 40 lowercase hex digits"
             );
             let repo = pr.repository.as_str();
-            let (owner, name) = repo
-                .split_once('/')
-                .unwrap_or_else(|| panic!("repository {repo:?} is not owner/name"));
-            for part in [owner, name] {
+            let parts: Vec<&str> = repo.split('/').collect();
+            // GitHub's are owner/name; GitLab's may have subgroups.
+            if pr.forge == Forge::GitHub {
+                assert_eq!(parts.len(), 2, "repository {repo:?} is not owner/name");
+            } else {
+                assert!(parts.len() >= 2, "repository {repo:?} has no group");
+            }
+            for part in &parts {
                 assert!(!part.is_empty() && part.len() <= 100, "repository {repo:?}");
-                assert!(part != "." && part != "..", "repository {repo:?} traverses");
+                assert!(
+                    *part != "." && *part != "..",
+                    "repository {repo:?} traverses"
+                );
                 assert!(
                     part.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
                     "repository {repo:?} has an odd character"
                 );
             }
+            let (owner, name) = repo.rsplit_once('/').unwrap_or((repo, ""));
             assert_eq!(pr.repository.owner(), owner);
             assert_eq!(pr.repository.name(), name);
             assert!(
@@ -1067,7 +1075,7 @@ proptest! {
         match json_body(Some(ct), &body) {
             Ok(json) => {
                 prop_assert!(std::str::from_utf8(json.bytes()).is_ok());
-                check_decision(&decide("pull_request", json.bytes(), &[]));
+                check_decision(&decide(Forge::GitHub, "pull_request", json.bytes(), &[]));
             }
             Err(err) => prop_assert_eq!(err, PayloadError::MissingFormPayload),
         }
@@ -1079,9 +1087,17 @@ proptest! {
         json in hostile_bytes(),
         branches in branches(),
     ) {
-        let decision = decide(&event, &json, &branches);
+        let decision = decide(Forge::GitHub, &event, &json, &branches);
         check_decision(&decision);
         check_other_event(&event, &json, &decision);
+    }
+
+    #[test]
+    fn gitlab_decisions_never_panic_on_random_bytes(
+        json in hostile_bytes(),
+        branches in branches(),
+    ) {
+        check_decision(&decide(Forge::GitLab, "Merge Request Hook", &json, &branches));
     }
 
     #[test]
@@ -1174,7 +1190,7 @@ proptest! {
         branches in branches(),
     ) {
         let json = serde_json::to_vec(&doc).expect("a Value serialises");
-        let decision = decide(&event, &json, &branches);
+        let decision = decide(Forge::GitHub, &event, &json, &branches);
         check_decision(&decision);
         check_other_event(&event, &json, &decision);
     }
@@ -1209,7 +1225,7 @@ proptest! {
         let json = json_body(Some(ct), &body).expect("a supported content type");
         prop_assert_eq!(json.bytes(), text.as_bytes());
 
-        let decision = decide("pull_request", json.bytes(), &branches);
+        let decision = decide(Forge::GitHub, "pull_request", json.bytes(), &branches);
         check_decision(&decision);
 
         if edits.iter().all(|(_, e)| matches!(e, Edit::Keep)) {
@@ -1238,7 +1254,7 @@ proptest! {
         let text = nested(depth, shape, closed);
         let wrapped = format!("{{\"action\":\"closed\",\"pull_request\":{text}}}");
         for json in [text.as_bytes(), wrapped.as_bytes()] {
-            let decision = decide(event, json, &[]);
+            let decision = decide(Forge::GitHub, event, json, &[]);
             check_decision(&decision);
             let manifest = manifest::parse(json);
             check_manifest(&manifest);
