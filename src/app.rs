@@ -151,7 +151,7 @@ impl Watch {
         if let Some((public_url, interval)) = self.hooks {
             let keeper = HookKeeper {
                 github: state.pipeline.forges.github().clone(),
-                repos: state.intake.repositories().to_vec(),
+                repos: github_repositories(state),
                 public_url,
                 secret: self.webhook_secret,
                 interval,
@@ -160,10 +160,22 @@ impl Watch {
             tokio::spawn(keeper.run());
         }
         if let Some(interval) = self.catch_up_interval {
-            let repos = state.intake.repositories().to_vec();
+            let repos = github_repositories(state);
             tokio::spawn(crate::github::catch_up::run(state.clone(), repos, interval));
         }
     }
+}
+
+/// The `--repositories` that can be GitHub's (`owner/name`): hooks and catch-up
+/// are GitHub's only, and a GitLab subgroup path cannot be one.
+fn github_repositories(state: &AppState) -> Vec<crate::types::Repository> {
+    state
+        .intake
+        .repositories()
+        .iter()
+        .filter(|r| crate::types::Repository::parse(r.as_str()).is_ok())
+        .cloned()
+        .collect()
 }
 
 /// Without `--api-token`, anyone who reaches a non-loopback address reads

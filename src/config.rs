@@ -451,8 +451,9 @@ fn parse_repositories(raw: &str) -> Result<RepositoryList, String> {
         .map(RepositoryList)
 }
 
+/// `owner/name`, or a GitLab project in subgroups (`group/sub/project`).
 fn parse_repository(raw: &str) -> Result<Repository, String> {
-    Repository::parse(raw.trim()).map_err(|e| e.to_string())
+    Repository::parse_nested(raw.trim()).map_err(|e| e.to_string())
 }
 
 fn parse_namespace(raw: &str) -> Result<ImageName, String> {
