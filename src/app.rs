@@ -35,6 +35,8 @@ pub enum StartError {
     #[error("{0}")]
     GitHub(#[from] crate::github::ForgeError),
     #[error("{0}")]
+    GitHubApp(#[from] crate::github::app::AppKeyError),
+    #[error("{0}")]
     BuildSecret(#[from] crate::engine::SecretError),
     #[error("{0}")]
     Builder(#[from] crate::engine::BuilderConfigError),
@@ -124,8 +126,8 @@ struct Watch {
 
 impl Watch {
     fn from_args(args: &ServeArgs) -> Self {
-        let able = !args.repositories.0.is_empty() && args.github_token.is_some();
-        if !args.repositories.0.is_empty() && args.github_token.is_none() {
+        let able = !args.repositories.0.is_empty() && args.acts_on_github();
+        if !args.repositories.0.is_empty() && !args.acts_on_github() {
             tracing::warn!("--repositories without --github-token: missed merges are not caught up and hooks are not managed");
         }
         let public_url = match (&args.public_url, &args.ngrok_api) {
@@ -218,7 +220,7 @@ impl App {
             },
             work_dir,
             public_url: args.public_url.clone(),
-            pr_comment: args.pr_comment && args.github_token.is_some(),
+            pr_comment: args.pr_comment && args.acts_on_github(),
             signer,
             instance_id: instance_id.clone(),
             lease: args.lease,
@@ -445,7 +447,10 @@ fn forges(args: &ServeArgs) -> Result<Forges, StartError> {
     let client = |site: Forge, api: &str, token: &Option<crate::secret::Secret>| {
         GitHub::for_site(site, api, token.clone(), args.github_timeout)
     };
-    let github = client(Forge::GitHub, &args.github_api, &args.github_token)?;
+    let mut github = client(Forge::GitHub, &args.github_api, &args.github_token)?;
+    if let (Some(id), Some(key)) = (args.github_app_id, &args.github_app_key) {
+        github = github.as_app(Arc::new(crate::github::app::AppAuth::load(id, key)?));
+    }
     let gitea = args
         .gitea_api
         .as_deref()

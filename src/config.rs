@@ -193,6 +193,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SLIPWAY_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<Secret>,
 
+    /// Act as this GitHub App (with --github-app-key): installation tokens instead of
+    /// --github-token, check runs instead of commit statuses.
+    #[arg(long, env = "SLIPWAY_GITHUB_APP_ID", requires = "github_app_key")]
+    pub github_app_id: Option<u64>,
+
+    /// PEM file of the GitHub App's private key.
+    #[arg(long, env = "SLIPWAY_GITHUB_APP_KEY", requires = "github_app_id")]
+    pub github_app_key: Option<PathBuf>,
+
     /// A Gitea or Forgejo server's API (https://HOST/api/v1) whose deliveries Slipway also takes.
     #[arg(long, env = "SLIPWAY_GITEA_API")]
     pub gitea_api: Option<String>,
@@ -369,6 +378,11 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Whether Slipway may write to GitHub: a token, or a GitHub App.
+    pub fn acts_on_github(&self) -> bool {
+        self.github_token.is_some() || self.github_app_id.is_some()
+    }
+
     /// An empty environment variable (`SLIPWAY_GITHUB_TOKEN=` in an env file)
     /// means "not set", as it does for the Docker CLI and compose.
     pub fn without_empty_values(mut self) -> Self {
@@ -392,6 +406,7 @@ impl ServeArgs {
         self.ngrok_api = text(self.ngrok_api);
         self.registry_ca = self.registry_ca.filter(|p| !p.as_os_str().is_empty());
         self.signing_key = self.signing_key.filter(|p| !p.as_os_str().is_empty());
+        self.github_app_key = self.github_app_key.filter(|p| !p.as_os_str().is_empty());
         self.instance_id = text(self.instance_id);
         self.branches.retain(|b| !b.trim().is_empty());
         self

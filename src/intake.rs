@@ -120,6 +120,15 @@ impl BuildRecord {
             pr_comment: None,
             attempt: 0,
             forge: merge.forge,
+            check_run: None,
+        }
+    }
+
+    /// A new build of the same commit for the check run's "Re-run".
+    pub fn rerun(original: BuildRecord) -> Self {
+        BuildRecord {
+            trigger: Trigger::Rerun,
+            ..Self::retry(original)
         }
     }
 

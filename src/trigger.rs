@@ -20,7 +20,18 @@ pub struct MergedPullRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Build(MergedPullRequest),
+    /// "Re-run" on Slipway's check run (or its suite): build that commit again.
+    Rerun(RerunRequest),
     Ignore(String),
+}
+
+/// A check run's or check suite's `rerequested`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RerunRequest {
+    pub repository: Repository,
+    pub commit: CommitSha,
+    /// The build the check run reported (its `external_id`); a suite names none.
+    pub build: Option<String>,
 }
 
 /// Why merges into `base` do not publish under `--branches`, or `None`
@@ -53,6 +64,9 @@ pub fn decide(
 }
 
 fn decide_github(forge: Forge, event: &str, json: &[u8]) -> Result<Decision, PayloadError> {
+    if forge == Forge::GitHub && (event == "check_run" || event == "check_suite") {
+        return decide_rerun(event, json);
+    }
     if event != "pull_request" {
         payload::check_json(json)?;
         return Ok(Decision::Ignore(if event == "ping" {
@@ -79,6 +93,39 @@ fn decide_github(forge: Forge, event: &str, json: &[u8]) -> Result<Decision, Pay
         ));
     }
     Ok(Decision::Build(merged_pull_request(forge, event)?))
+}
+
+/// A `check_run` (of Slipway's check, by name) or `check_suite` whose
+/// action is `rerequested` is a rerun; anything else about checks is ignored.
+fn decide_rerun(event: &str, json: &[u8]) -> Result<Decision, PayloadError> {
+    let value: serde_json::Value = payload::parse_value(json)?;
+    if value["action"] != "rerequested" {
+        return Ok(Decision::Ignore(format!(
+            "{event} action is not `rerequested`"
+        )));
+    }
+    let object = &value[event];
+    if event == "check_run" && object["name"] != crate::types::CHECK_RUN_NAME {
+        return Ok(Decision::Ignore("not Slipway's check run".to_string()));
+    }
+    let full_name = value["repository"]["full_name"]
+        .as_str()
+        .ok_or(PayloadError::MissingField("repository.full_name"))?;
+    let repository =
+        Repository::parse(full_name).map_err(|e| invalid("repository.full_name", e))?;
+    let sha = object["head_sha"]
+        .as_str()
+        .ok_or(PayloadError::MissingField("head_sha"))?;
+    let commit = CommitSha::parse(sha).map_err(|e| invalid("head_sha", e))?;
+    let build = object["external_id"]
+        .as_str()
+        .filter(|id| !id.is_empty() && id.len() <= 100)
+        .map(str::to_string);
+    Ok(Decision::Rerun(RerunRequest {
+        repository,
+        commit,
+        build,
+    }))
 }
 
 /// GitLab's `Merge Request Hook`: built when `object_attributes.action` is

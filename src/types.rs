@@ -212,6 +212,9 @@ fn truncate(raw: &str) -> String {
     }
 }
 
+/// The name of Slipway's check run and commit status on the forges.
+pub const CHECK_RUN_NAME: &str = "slipway";
+
 /// The forge a merge came from: where its sources are read and its statuses go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

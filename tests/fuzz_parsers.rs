@@ -470,7 +470,7 @@ fn event_name() -> BoxedStrategy<String> {
         3 => Just("pull_request".to_string()),
         2 => select(&[
             "ping", "push", "PULL_REQUEST", "pull_request ", " pull_request", "pull_request\0",
-            "pull_request_review", "", "issues",
+            "pull_request_review", "", "issues", "check_run", "check_suite",
         ][..])
         .prop_map(String::from),
         2 => hostile_string(),
@@ -540,6 +540,15 @@ fn check_decision(decision: &Result<Decision, PayloadError>) {
                 pr.source_url
             );
         }
+        Ok(Decision::Rerun(rerun)) => {
+            let commit = rerun.commit.as_str();
+            assert!(
+                commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+                "commit {commit:?}"
+            );
+            assert_eq!(rerun.repository.as_str().matches('/').count(), 1);
+            assert!(rerun.build.as_ref().is_none_or(|id| id.len() <= 100));
+        }
         Ok(Decision::Ignore(reason)) => {
             assert!(
                 reason.chars().count() <= 128,
@@ -584,13 +593,15 @@ fn is_json(json: &[u8]) -> bool {
 
 /// `decide` for an event that is not `pull_request` only checks the JSON.
 fn check_other_event(event: &str, json: &[u8], decision: &Result<Decision, PayloadError>) {
-    if event == "pull_request" {
+    // Checks' deliveries are read (a rerun), not only checked for JSON.
+    if matches!(event, "pull_request" | "check_run" | "check_suite") {
         return;
     }
     let is_json = is_json(json);
     match decision {
         Ok(Decision::Ignore(_)) => assert!(is_json, "{event:?}: non-JSON body accepted"),
         Ok(Decision::Build(_)) => panic!("{event:?} is not a pull_request but builds"),
+        Ok(Decision::Rerun(_)) => panic!("{event:?} is not a check but reruns"),
         Err(_) => assert!(!is_json, "{event:?}: valid JSON refused"),
     }
 }
@@ -1229,7 +1240,9 @@ proptest! {
         check_decision(&decision);
 
         if edits.iter().all(|(_, e)| matches!(e, Edit::Keep)) {
+            prop_assert!(!matches!(decision, Ok(Decision::Rerun(_))));
             let outcome = match &decision {
+                Ok(Decision::Rerun(_)) => Expected::Error,
                 Ok(Decision::Build(_)) => Expected::Build,
                 Ok(Decision::Ignore(_)) => Expected::Ignore,
                 Err(_) => Expected::Error,

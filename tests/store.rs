@@ -33,6 +33,7 @@ fn record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
         trigger: Default::default(),
         pr_comment: None,
         forge: Default::default(),
+        check_run: None,
         attempt: 0,
     }
 }

@@ -157,6 +157,7 @@ fn queued(id: String) -> BuildRecord {
         attempt: 0,
         pr_comment: None,
         forge: Default::default(),
+        check_run: None,
     }
 }
 

@@ -3,12 +3,14 @@
 //! to the API host only, never to the host a tarball redirect points at.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::{header, Method, StatusCode, Url};
 use tokio::io::AsyncWriteExt;
 
+use super::app::{repository_of, AppAuth, AppTokenError};
 use crate::retry::{with_backoff, Backoff};
 use crate::secret::Secret;
 use crate::types::{CommitSha, Forge, Repository};
@@ -51,6 +53,8 @@ pub enum ForgeError {
     Disk(#[from] std::io::Error),
     #[error("invalid {option} URL `{url}`")]
     BadBaseUrl { option: &'static str, url: String },
+    #[error(transparent)]
+    App(#[from] AppTokenError),
 }
 
 fn reset_note(reset: &Option<String>) -> String {
@@ -75,9 +79,18 @@ impl ForgeError {
 pub struct GitHub {
     http: reqwest::Client,
     api: Url,
-    token: Option<Secret>,
+    auth: Auth,
     timeout: Duration,
     site: Forge,
+}
+
+/// How calls to the API host are authenticated.
+#[derive(Clone)]
+enum Auth {
+    Anonymous,
+    Token(Secret),
+    /// A GitHub App: each repository's installation token.
+    App(Arc<AppAuth>),
 }
 
 impl GitHub {
@@ -106,10 +119,20 @@ impl GitHub {
         Ok(Self {
             http,
             api,
-            token,
+            auth: token.map_or(Auth::Anonymous, Auth::Token),
             timeout,
             site,
         })
+    }
+
+    /// Acts as the GitHub App instead of with a token.
+    pub fn as_app(mut self, app: Arc<AppAuth>) -> Self {
+        self.auth = Auth::App(app);
+        self
+    }
+
+    pub fn is_app(&self) -> bool {
+        matches!(self.auth, Auth::App(_))
     }
 
     pub(crate) fn url(&self, segments: &[&str]) -> Url {
@@ -120,28 +143,70 @@ impl GitHub {
         url
     }
 
-    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        let mut req = self
+    async fn request(
+        &self,
+        method: Method,
+        url: Url,
+    ) -> Result<reqwest::RequestBuilder, ForgeError> {
+        let req = self
             .http
             .request(method, url.clone())
             .header("X-GitHub-Api-Version", "2022-11-28");
-        if let Some(token) = &self.token {
-            if same_origin(&url, &self.api) {
-                req = match self.site {
-                    Forge::GitHub => req.bearer_auth(token.expose()),
-                    // Gitea's documented form; Forgejo takes it too.
-                    Forge::Gitea | Forge::Forgejo => {
-                        req.header(header::AUTHORIZATION, format!("token {}", token.expose()))
-                    }
-                    Forge::GitLab => req.header("PRIVATE-TOKEN", token.expose()),
-                };
-            }
+        if !same_origin(&url, &self.api) {
+            return Ok(req);
         }
-        req
+        Ok(match &self.auth {
+            Auth::Anonymous => req,
+            Auth::Token(token) => match self.site {
+                Forge::GitHub => req.bearer_auth(token.expose()),
+                // Gitea's documented form; Forgejo takes it too.
+                Forge::Gitea | Forge::Forgejo => {
+                    req.header(header::AUTHORIZATION, format!("token {}", token.expose()))
+                }
+                Forge::GitLab => req.header("PRIVATE-TOKEN", token.expose()),
+            },
+            Auth::App(app) => match repository_of(&self.api, &url) {
+                Some(repo) => {
+                    let token = app.token_for(&self.http, &self.api, &repo).await?;
+                    req.bearer_auth(token.expose())
+                }
+                None => req,
+            },
+        })
+    }
+
+    /// Sends a request `build` finishes; as an App, a 401 renews the
+    /// installation token once and sends again (a token revoked or expired
+    /// early).
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        what: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ForgeError> {
+        let first = build(self.request(method.clone(), url.clone()).await?)
+            .send()
+            .await;
+        match classify(self.site, first, what).await {
+            Err(ForgeError::Unauthorized { .. }) if self.forget_token(url) => {
+                let again = build(self.request(method, url.clone()).await?).send().await;
+                classify(self.site, again, what).await
+            }
+            other => other,
+        }
+    }
+
+    fn forget_token(&self, url: &Url) -> bool {
+        let (Auth::App(app), Some(repo)) = (&self.auth, repository_of(&self.api, url)) else {
+            return false;
+        };
+        app.forget(&repo);
+        true
     }
 
     pub fn has_token(&self) -> bool {
-        self.token.is_some()
+        !matches!(self.auth, Auth::Anonymous)
     }
 
     /// One JSON call (`body` sent as JSON when given), retried while GitHub
@@ -157,14 +222,17 @@ impl GitHub {
             Backoff::GITHUB,
             what,
             || async {
-                let mut req = self
-                    .request(method.clone(), url.clone())
-                    .header(header::ACCEPT, "application/vnd.github+json")
-                    .timeout(self.timeout);
-                if let Some(body) = body {
-                    req = req.json(body);
-                }
-                let resp = classify(self.site, req.send().await, what).await?;
+                let resp = self
+                    .send(method.clone(), &url, what, |req| {
+                        let req = req
+                            .header(header::ACCEPT, "application/vnd.github+json")
+                            .timeout(self.timeout);
+                        match body {
+                            Some(body) => req.json(body),
+                            None => req,
+                        }
+                    })
+                    .await?;
                 let bytes = resp
                     .bytes()
                     .await
@@ -223,17 +291,14 @@ impl GitHub {
             Backoff::GITHUB,
             what,
             || async {
-                let resp = self
-                    .request(Method::GET, url.clone())
-                    .header(header::ACCEPT, "application/vnd.github.raw+json")
-                    .timeout(self.timeout)
-                    .send()
-                    .await;
-                classify(self.site, resp, what)
-                    .await?
-                    .bytes()
-                    .await
-                    .map_err(|e| unreachable(self.site, what, &e))
+                self.send(Method::GET, &url, what, |req| {
+                    req.header(header::ACCEPT, "application/vnd.github.raw+json")
+                        .timeout(self.timeout)
+                })
+                .await?
+                .bytes()
+                .await
+                .map_err(|e| unreachable(self.site, what, &e))
             },
             ForgeError::is_transient,
         )
@@ -333,14 +398,13 @@ impl GitHub {
             Backoff::GITHUB,
             &what,
             || async {
-                let resp = self
-                    .request(Method::POST, url.clone())
-                    .header(header::ACCEPT, "application/vnd.github+json")
-                    .json(&body)
-                    .timeout(self.timeout)
-                    .send()
-                    .await;
-                classify(self.site, resp, &what).await.map(|_| ())
+                self.send(Method::POST, &url, &what, |req| {
+                    req.header(header::ACCEPT, "application/vnd.github+json")
+                        .json(&body)
+                        .timeout(self.timeout)
+                })
+                .await
+                .map(|_| ())
             },
             ForgeError::is_transient,
         )
@@ -355,7 +419,7 @@ impl GitHub {
         max_bytes: u64,
     ) -> Result<u64, ForgeError> {
         for _ in 0..=MAX_REDIRECTS {
-            let resp = self.request(Method::GET, url.clone()).send().await;
+            let resp = self.request(Method::GET, url.clone()).await?.send().await;
             let resp = match resp {
                 Ok(r) if r.status().is_redirection() => {
                     url = redirect_target(&url, &r).ok_or_else(|| ForgeError::Http {

@@ -5,7 +5,9 @@
 //! Owns GitHub's API; imports the intake's state for catch-up, never the
 //! pipeline, the engine or the registry.
 
+pub mod app;
 pub mod catch_up;
+pub mod checks;
 pub mod client;
 pub mod comments;
 pub mod hook_keeper;

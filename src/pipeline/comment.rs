@@ -125,6 +125,7 @@ mod tests {
             trigger: Default::default(),
             pr_comment: None,
             forge: Default::default(),
+            check_run: None,
             attempt: 0,
         };
         let text = render(&record, Some("https://x.example/"));

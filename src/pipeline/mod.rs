@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::context::{self, ContextPolicy, Limits, SourceTree};
 use crate::engine::{Engine, EngineError, EngineSettings};
 use crate::forge::Forges;
+use crate::github::checks::CheckRun;
 use crate::github::{CommitStatus, ForgeError, GitHub};
 use crate::log::BuildLog;
 use crate::manifest::{self, ServiceEntry, ServiceSpec};
@@ -211,7 +212,7 @@ impl Pipeline {
         if !save(&self.store, &record).await {
             return None;
         }
-        self.post_status(&record, "pending", "building images".into())
+        self.report(&mut record, "pending", "building images".into())
             .await;
         let shared = Arc::new(Mutex::new(record));
         if let Err(error) = self.execute(&shared, &log).await {
@@ -248,25 +249,72 @@ impl Pipeline {
         } else {
             "failure"
         };
-        self.post_status(&record, state, describe(&record)).await;
+        let summary = describe(&record);
+        self.report(&mut record, state, summary).await;
         self.update_pr_comment(&mut record).await;
         Some(record.status)
     }
 
-    /// A failure to post never fails the build: it is logged and left.
+    /// Tells the forge how the build stands: a check run when Slipway is a
+    /// GitHub App, else a commit status. A failure to report never fails
+    /// the build: it is logged and left.
+    async fn report(&self, record: &mut BuildRecord, state: &'static str, description: String) {
+        let github = self.forges.github();
+        if record.forge == Forge::GitHub && github.is_app() {
+            return self.report_check_run(record, state, description).await;
+        }
+        self.post_status(record, state, description).await
+    }
+
+    async fn report_check_run(&self, record: &mut BuildRecord, state: &'static str, title: String) {
+        let (Ok(repo), Ok(commit)) = (record_repository(record), CommitSha::parse(&record.commit))
+        else {
+            return;
+        };
+        let (status, conclusion) = match state {
+            "pending" => ("in_progress", None),
+            "success" => ("completed", Some("success")),
+            _ => ("completed", Some("failure")),
+        };
+        let run = CheckRun {
+            status,
+            conclusion,
+            title,
+            summary: check_summary(record),
+            details_url: self.build_page(record),
+            external_id: record.id.clone(),
+        };
+        let github = self.forges.github();
+        match github
+            .upsert_check_run(&repo, &commit, record.check_run, &run)
+            .await
+        {
+            Ok(id) if record.check_run != Some(id) => {
+                record.check_run = Some(id);
+                save(&self.store, record).await;
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, state, "could not report the check run"),
+        }
+    }
+
+    fn build_page(&self, record: &BuildRecord) -> Option<String> {
+        self.settings
+            .public_url
+            .as_ref()
+            .map(|base| format!("{}/builds/{}/page", base.trim_end_matches('/'), record.id))
+    }
+
     async fn post_status(&self, record: &BuildRecord, state: &'static str, description: String) {
         let (Ok(repo), Ok(commit)) = (record_repository(record), CommitSha::parse(&record.commit))
         else {
             return;
         };
-        let status =
-            CommitStatus {
-                state,
-                description,
-                target_url: self.settings.public_url.as_ref().map(|base| {
-                    format!("{}/builds/{}/page", base.trim_end_matches('/'), record.id)
-                }),
-            };
+        let status = CommitStatus {
+            state,
+            description,
+            target_url: self.build_page(record),
+        };
         let Some(forge) = self.forges.client(record.forge) else {
             return;
         };
@@ -473,6 +521,36 @@ fn record_repository(record: &BuildRecord) -> Result<Repository, PipelineError> 
         Forge::GitLab => Repository::parse_nested(&record.repository)?,
         Forge::GitHub | Forge::Gitea | Forge::Forgejo => Repository::parse(&record.repository)?,
     })
+}
+
+/// The check run's summary: each service's image, digest and other tags.
+fn check_summary(record: &BuildRecord) -> String {
+    if record.services.is_empty() {
+        return "Reading the manifest and the sources.".to_string();
+    }
+    let mut lines = vec![
+        "| service | image | status |".to_string(),
+        "| --- | --- | --- |".to_string(),
+    ];
+    for service in &record.services {
+        let image = service.image.as_deref().unwrap_or("(invalid)");
+        let mut status = service.status.as_str().to_string();
+        if let Some(digest) = &service.digest {
+            status.push_str(&format!(" `{digest}`"));
+        }
+        if let Some(error) = &service.error {
+            status.push_str(&format!(": {}", error.replace(['|', '\n'], " ")));
+        }
+        lines.push(format!(
+            "| {} {} | `{image}` | {status} |",
+            service.name, service.version
+        ));
+    }
+    if let Some(error) = &record.error {
+        lines.push(String::new());
+        lines.push(format!("Build failed: {error}"));
+    }
+    lines.join("\n")
 }
 
 /// The one-line summary of a finished build, for its commit status.

@@ -279,6 +279,7 @@ pub(crate) fn queued_record(id: &str, delivery: Option<&str>, commit: &str) -> B
         trigger: Default::default(),
         pr_comment: None,
         forge: Default::default(),
+        check_run: None,
         attempt: 0,
     }
 }

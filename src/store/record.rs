@@ -116,6 +116,10 @@ pub struct BuildRecord {
     /// The forge the merge came from.
     #[serde(default)]
     pub forge: Forge,
+    /// The id of the `slipway` check run (GitHub App); a retry inherits
+    /// it, so the same check run is updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_run: Option<u64>,
     /// The id of the sticky comment on the pull request (`--pr-comment`);
     /// a retry inherits it, so the same comment is updated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,6 +135,8 @@ pub enum Trigger {
     Webhook,
     Retry,
     CatchUp,
+    /// The check run's "Re-run" on GitHub.
+    Rerun,
 }
 
 impl BuildRecord {

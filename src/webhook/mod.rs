@@ -20,7 +20,7 @@ use warp::Filter;
 use crate::reply::{self, error_reply, json_reply};
 use crate::state::AppState;
 use crate::store::{BuildRecord, Trigger};
-use crate::trigger::{self, Decision};
+use crate::trigger::{self, Decision, RerunRequest};
 use crate::types::Forge;
 
 /// GitHub caps payloads at 25 MB; anything larger is not from GitHub.
@@ -127,10 +127,16 @@ where
             error_reply(StatusCode::BAD_REQUEST, err),
             "rejected_payload",
         ),
-        Ok(Decision::Ignore(reason)) => (
-            json_reply(StatusCode::OK, json!({ "ignored": reason })),
-            "ignored",
-        ),
+        Ok(Decision::Rerun(request)) => rerun(state, request).await,
+        Ok(Decision::Ignore(reason)) => {
+            if event.starts_with("installation") {
+                tracing::info!(event, "GitHub App installation changed");
+            }
+            (
+                json_reply(StatusCode::OK, json!({ "ignored": reason })),
+                "ignored",
+            )
+        }
         Ok(Decision::Build(pr)) => match state.intake.refusal(&pr) {
             Some(reason) => (
                 json_reply(StatusCode::OK, json!({ "ignored": reason })),
@@ -143,6 +149,54 @@ where
             }
         },
     }
+}
+
+/// "Re-run" on the check run: a new build of the build it reported (or of
+/// the newest build of that commit, for a suite), as `POST /builds/<id>/retry` does.
+async fn rerun(state: &AppState, request: RerunRequest) -> Answer {
+    let original = match &request.build {
+        Some(id) => state.store.get(id).await,
+        None => newest_build_of(state, &request).await,
+    };
+    match original {
+        Ok(Some(original))
+            if original.commit == request.commit.as_str()
+                && original
+                    .repository
+                    .eq_ignore_ascii_case(request.repository.as_str()) =>
+        {
+            let admitted = state.intake.admit(BuildRecord::rerun(original)).await;
+            reply::admission(admitted, state.intake.max_queued_builds())
+        }
+        Ok(_) => (
+            json_reply(
+                StatusCode::OK,
+                json!({ "ignored": format!("no build of {} here to run again", request.commit) }),
+            ),
+            "ignored",
+        ),
+        Err(err) => (
+            error_reply(StatusCode::SERVICE_UNAVAILABLE, err),
+            "rejected_store",
+        ),
+    }
+}
+
+async fn newest_build_of(
+    state: &AppState,
+    request: &RerunRequest,
+) -> Result<Option<BuildRecord>, crate::store::StoreError> {
+    let filter = crate::store::ListFilter {
+        repository: Some(request.repository.to_string()),
+        status: None,
+        limit: 200,
+    };
+    Ok(state
+        .store
+        .list(&filter)
+        .await?
+        .into_iter()
+        .find(|b| b.commit == request.commit.as_str()))
 }
 
 /// Which forge sent the delivery. Gitea and Forgejo send GitHub's headers

@@ -190,6 +190,10 @@ pub fn parse_pull_request_event(json: &[u8]) -> Result<PullRequestEvent, Payload
     serde_json::from_str(checked_text(json)?).map_err(invalid_json)
 }
 
+pub fn parse_value(json: &[u8]) -> Result<serde_json::Value, PayloadError> {
+    serde_json::from_str(checked_text(json)?).map_err(invalid_json)
+}
+
 pub fn parse_merge_request_event(json: &[u8]) -> Result<MergeRequestEvent, PayloadError> {
     serde_json::from_str(checked_text(json)?).map_err(invalid_json)
 }
