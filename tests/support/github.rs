@@ -10,7 +10,10 @@
 // part of it; unused helpers must not turn into warnings there.
 #![allow(dead_code)]
 
+mod app;
 mod hooks;
+
+pub use app::{FakeCheckRun, IssuedToken};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -189,6 +192,42 @@ impl FakeGitHub {
         self.shared.lock().requests.clone()
     }
 
+    /// A GitHub App installed on every repository: from now on repository
+    /// calls need one of its live installation tokens. `public_key` is the
+    /// App key's PKCS#1 `RSAPublicKey` DER; tokens live `token_ttl`.
+    pub fn install_app(&self, app_id: u64, public_key: Vec<u8>, token_ttl: Duration) {
+        self.shared.lock().app = Some(app::FakeApp {
+            app_id,
+            public_key,
+            installation_id: 4242,
+            token_ttl,
+            tokens: vec![],
+            jwts_accepted: 0,
+        });
+    }
+
+    /// Installation tokens handed out so far.
+    pub fn installation_tokens(&self) -> Vec<IssuedToken> {
+        let state = self.shared.lock();
+        state
+            .app
+            .as_ref()
+            .map(|a| a.tokens.clone())
+            .unwrap_or_default()
+    }
+
+    /// Revokes every installation token handed out so far (GitHub answers 401 to them).
+    pub fn revoke_installation_tokens(&self) {
+        let mut state = self.shared.lock();
+        if let Some(app) = state.app.as_mut() {
+            app.tokens.iter_mut().for_each(|t| t.revoked = true);
+        }
+    }
+
+    pub fn check_runs(&self) -> Vec<FakeCheckRun> {
+        self.shared.lock().check_runs.clone()
+    }
+
     pub fn statuses(&self) -> Vec<RecordedStatus> {
         self.shared.lock().statuses.clone()
     }
@@ -260,6 +299,9 @@ struct State {
     deliveries: Vec<FakeDelivery>,
     pulls: Vec<FakePull>,
     comments: Vec<FakeComment>,
+    /// The GitHub App, once `install_app` made one.
+    app: Option<app::FakeApp>,
+    check_runs: Vec<FakeCheckRun>,
     /// Deliveries an API call asked for, sent once its answer is out.
     outbox: Vec<Outbound>,
     next_id: u64,
@@ -393,6 +435,17 @@ impl State {
     /// private repositories from anonymous callers behind a 404, but answers
     /// a token it does not recognise with 401.
     fn refusal(&self, authorization: Option<&str>, docs: &str) -> Option<Response<Vec<u8>>> {
+        if self.app.is_some() {
+            return match authorization.and_then(presented_token) {
+                Some(token) if self.live_installation_token(token) => None,
+                Some(_) => Some(github_error(
+                    StatusCode::UNAUTHORIZED,
+                    "Bad credentials",
+                    DOCS_ROOT,
+                )),
+                None => Some(not_found(docs)),
+            };
+        }
         let expected = self.token.as_deref()?;
         let Some(header) = authorization else {
             return Some(not_found(docs));
@@ -588,6 +641,16 @@ fn route(shared: &Shared, req: &Incoming) -> Response<Vec<u8>> {
     let mut state = shared.lock();
     if req.listener == CODELOAD {
         return codeload(&state, &req.method, &segments);
+    }
+    let authorization = req.header(AUTHORIZATION);
+    if let Some(answer) = app::route(
+        &mut state,
+        &req.method,
+        &segments,
+        authorization.as_deref(),
+        &req.body,
+    ) {
+        return answer;
     }
     let endpoint = Endpoint::parse(&req.method, &segments);
     let docs = endpoint.as_ref().map_or(DOCS_ROOT, Endpoint::docs);
