@@ -74,7 +74,7 @@ pub(super) fn route(
     Some(match (method, segments) {
         (&Method::GET, ["repos", owner, name, "installation"]) => {
             if let Err(refused) = check_jwt(state, bearer) {
-                return Some(refused);
+                return Some(*refused);
             }
             if state.repo(&format!("{owner}/{name}")).is_none() {
                 return Some(not_found(DOCS_APPS));
@@ -87,7 +87,7 @@ pub(super) fn route(
         }
         (&Method::POST, ["app", "installations", id, "access_tokens"]) => {
             if let Err(refused) = check_jwt(state, bearer) {
-                return Some(refused);
+                return Some(*refused);
             }
             let app = state.app.as_mut()?;
             if id.parse::<u64>().ok() != Some(app.installation_id) {
@@ -132,13 +132,16 @@ pub(super) fn route(
     })
 }
 
-fn check_jwt(state: &mut State, bearer: Option<&str>) -> Result<(), Response<Vec<u8>>> {
-    let refused = |why: &str| {
-        github_error(
+/// A refusal, boxed: a response is large beside `Ok(())`.
+type Refusal = Box<Response<Vec<u8>>>;
+
+fn check_jwt(state: &mut State, bearer: Option<&str>) -> Result<(), Refusal> {
+    let refused = |why: &str| -> Refusal {
+        Box::new(github_error(
             StatusCode::UNAUTHORIZED,
             &format!("A JSON web token could not be decoded ({why})"),
             DOCS_ROOT,
-        )
+        ))
     };
     let Some(app) = state.app.as_mut() else {
         return Err(refused("no App"));
@@ -181,11 +184,11 @@ fn check_jwt(state: &mut State, bearer: Option<&str>) -> Result<(), Response<Vec
         return Err(refused("iss"));
     }
     if exp - iat > 600 || exp <= now || iat > now + 60 {
-        return Err(github_error(
+        return Err(Box::new(github_error(
             StatusCode::UNAUTHORIZED,
             "'Expiration time' claim ('exp') is too far in the future",
             DOCS_ROOT,
-        ));
+        )));
     }
     app.jwts_accepted += 1;
     Ok(())
@@ -213,7 +216,7 @@ fn create_check_run(state: &mut State, repository: String, body: Value) -> Respo
         writes: vec![],
     };
     if let Err(problem) = apply(&mut run, &body) {
-        return problem;
+        return *problem;
     }
     let answer = describe(&run);
     state.check_runs.push(run);
@@ -234,28 +237,28 @@ fn update_check_run(
         return not_found(DOCS_CHECKS);
     };
     if let Err(problem) = apply(run, &body) {
-        return problem;
+        return *problem;
     }
     json_answer(StatusCode::OK, describe(run))
 }
 
 /// GitHub's rules: `completed` needs a conclusion, a conclusion means completed.
-fn apply(run: &mut FakeCheckRun, body: &Value) -> Result<(), Response<Vec<u8>>> {
+fn apply(run: &mut FakeCheckRun, body: &Value) -> Result<(), Refusal> {
     let status = body["status"].as_str().unwrap_or(&run.status).to_string();
     if !["queued", "in_progress", "completed"].contains(&status.as_str()) {
-        return Err(github_error(
+        return Err(Box::new(github_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid request: status",
             DOCS_CHECKS,
-        ));
+        )));
     }
     let conclusion = body["conclusion"].as_str().map(str::to_string);
     if (status == "completed") != conclusion.is_some() {
-        return Err(github_error(
+        return Err(Box::new(github_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid request: conclusion is required when status is completed",
             DOCS_CHECKS,
-        ));
+        )));
     }
     run.status = status;
     run.conclusion = conclusion;
