@@ -97,6 +97,7 @@ mod tests {
                 duration_ms: None,
                 signature: None,
                 attestation: None,
+                tags: None,
             };
         let record = BuildRecord {
             id: "b1".into(),

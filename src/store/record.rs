@@ -81,6 +81,10 @@ pub struct ServiceRecord {
     /// With `--signing-key`: the digest of the image's `.att` manifest.
     #[serde(default)]
     pub attestation: Option<String>,
+    /// The tags it set beside `VERSION` (`latest`, `1.4`, `sha-…`, literal
+    /// ones); present, possibly empty, once the service is published or skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,70 @@
+//! The tags a service sets beside `NAME:VERSION` (`latest`, the semver
+//! aliases, `sha-…`, literal ones): after the version's tag and its
+//! signature are up, so every tag names a signed manifest. Each is a
+//! manifest PUT of the version's own bytes: no blob moves.
+
+use super::service::ServiceJob;
+use super::PipelineError;
+use crate::tags;
+use crate::types::CommitSha;
+
+impl ServiceJob {
+    /// Sets the service's other tags on the manifest its version names
+    /// (`digest`, published or skipped by this build); returns the tags set.
+    ///
+    /// The tag list is read, the decision made and the tags put under the
+    /// image's moving-tags lease: two publishes of one image, on any
+    /// instances, never interleave, and the later to decide sees the other's
+    /// version in the list. Each publish's version is tagged before it
+    /// decides, so whichever order they run in, `latest` ends on the higher.
+    pub(super) async fn set_tags(&self, digest: &str) -> Result<Vec<String>, PipelineError> {
+        if self.spec.tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        let registry = &self.pipeline.registry;
+        let (name, version) = (&self.spec.name, &self.spec.version);
+        let commit = CommitSha::parse(&self.labels.revision)?;
+        let fence = self.fence().await;
+        // `#` is in no tag, so the key never meets a version's tag lease.
+        let key = format!(
+            "{}/{}#moving-tags",
+            registry.host(),
+            registry.repository(name)
+        );
+        let lease = self
+            .pipeline
+            .lock_tag(&key, &fence)
+            .await
+            .ok_or(PipelineError::LeaseLost)?;
+        let untagged = registry.tagged(name, version).await?;
+        let untagged = match untagged {
+            Some(found) if found.digest == digest => found,
+            other => {
+                return Err(PipelineError::VersionMoved {
+                    image: self.image(),
+                    expected: digest.to_string(),
+                    found: other.map(|u| u.digest),
+                })
+            }
+        };
+        let existing = registry.tags(name).await?;
+        let plan = tags::plan(version, &self.spec.tags, &commit, &existing);
+        for held in &plan.held {
+            self.log.line(held);
+        }
+        let mut set = Vec::with_capacity(plan.tags.len());
+        for tag in &plan.tags {
+            self.still_holds(&fence, &lease).await?;
+            registry.tag(name, tag, &untagged).await?;
+            set.push(tag.to_string());
+        }
+        if !set.is_empty() {
+            self.log.line(&format!(
+                "tagged {} also as {}",
+                self.image(),
+                set.join(", ")
+            ));
+        }
+        Ok(set)
+    }
+}
