@@ -154,6 +154,10 @@ async fn tag_pushes_upload_no_blob_and_a_skipped_remerge_sets_a_new_tag() {
 
     // The same sources, a tag more: the version is skipped, the tags set.
     let uploads_before = blob_uploads(&registry);
+    assert!(
+        uploads_before > 0,
+        "the registry's log shows the first push's uploads"
+    );
     let again = api_commit(&github, "1.0.0", &["latest", "sha", "candidate"]);
     let id = slipway.merge(REPO, &again).await;
     let record = slipway.wait_for(&id).await;
