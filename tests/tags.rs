@@ -291,3 +291,37 @@ async fn two_instances_racing_end_with_the_higher_version_under_latest() {
         .and_then(|s| s["digest"].as_str().map(str::to_string));
     assert_eq!(digest_of(&registry, "api", "1.1"), one_one);
 }
+
+/// A version published before the team took up `semver` (`1.4`), or one
+/// named like a literal tag (`nightly`), is immutable: no tag moves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_never_overwrites_a_published_version() {
+    let (github, registry, slipway) = start_stack(&[]).await;
+    let mut digests = BTreeMap::new();
+    for version in ["1.4", "nightly"] {
+        let commit = api_commit(&github, version, &[]);
+        let record = slipway.wait_for(&slipway.merge(REPO, &commit).await).await;
+        assert_eq!(record["status"], "succeeded", "{record}");
+        assert_eq!(record_tags(service(&record, "api")), Vec::<String>::new());
+        let digest = service(&record, "api")["digest"].clone();
+        digests.insert(version, digest.as_str().map(str::to_string));
+    }
+    let commit = api_commit(&github, "1.4.0", &["semver", "nightly"]);
+    let id = slipway.merge(REPO, &commit).await;
+    let record = slipway.wait_for(&id).await;
+    let log = slipway.build_log(&id).await;
+    assert_eq!(record["status"], "succeeded", "{record}\n{log}");
+    let api = service(&record, "api");
+    assert_eq!(record_tags(api), ["1"], "{log}");
+    assert!(
+        log.contains("`1.4` stays: it is the published version"),
+        "{log}"
+    );
+    assert!(log.contains("`nightly` stays"), "{log}");
+    assert_eq!(digest_of(&registry, "api", "1.4"), digests["1.4"]);
+    assert_eq!(digest_of(&registry, "api", "nightly"), digests["nightly"]);
+    assert_eq!(
+        digest_of(&registry, "api", "1"),
+        api["digest"].as_str().map(str::to_string)
+    );
+}

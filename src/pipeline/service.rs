@@ -435,10 +435,7 @@ impl ServiceJob {
                 "org.opencontainers.image.source",
                 self.labels.source.clone(),
             ),
-            (
-                "org.opencontainers.image.version",
-                self.spec.version.to_string(),
-            ),
+            (registry::VERSION_LABEL, self.spec.version.to_string()),
             ("org.opencontainers.image.created", now_rfc3339()),
             ("org.opencontainers.image.title", self.spec.name.to_string()),
             (registry::INPUTS_LABEL, inputs.to_string()),

@@ -48,7 +48,8 @@ impl ServiceJob {
             }
         };
         let existing = registry.tags(name).await?;
-        let plan = tags::plan(version, &self.spec.tags, &commit, &existing);
+        let mut plan = tags::plan(version, &self.spec.tags, &commit, &existing);
+        self.keep_versions(&mut plan, digest, &existing).await?;
         for held in &plan.held {
             self.log.line(held);
         }
@@ -66,5 +67,36 @@ impl ServiceJob {
             ));
         }
         Ok(set)
+    }
+
+    /// Holds back any tag of `plan` that is a published version already
+    /// (its image's version label is the tag): an image versioned `1.4`
+    /// before the team moved to `1.4.1` and `semver` must stay what it is,
+    /// since versions are immutable.
+    async fn keep_versions(
+        &self,
+        plan: &mut tags::Plan,
+        digest: &str,
+        existing: &[String],
+    ) -> Result<(), PipelineError> {
+        let registry = &self.pipeline.registry;
+        let mut kept = Vec::with_capacity(plan.tags.len());
+        for tag in std::mem::take(&mut plan.tags) {
+            if existing.iter().any(|t| t == tag.as_str()) {
+                let at = registry.labelled_version(&self.spec.name, &tag).await?;
+                if let Some((other, Some(label))) = at {
+                    if other != digest && label == tag.as_str() {
+                        plan.held.push(format!(
+                            "`{tag}` stays: it is the published version {}, and versions are immutable",
+                            registry.image_ref(&self.spec.name, &tag)
+                        ));
+                        continue;
+                    }
+                }
+            }
+            kept.push(tag);
+        }
+        plan.tags = kept;
+        Ok(())
     }
 }

@@ -34,6 +34,9 @@ use layers::{KnownLayer, LayerMap};
 /// The label carrying the digest of a service's build inputs.
 pub const INPUTS_LABEL: &str = "io.slipway.inputs";
 
+/// The label carrying the version an image was published as.
+pub const VERSION_LABEL: &str = "org.opencontainers.image.version";
+
 /// Layers compressed and uploaded at once, as the engine's own push does
 /// (`max-concurrent-uploads`, 5); each holds one 256 KiB read buffer.
 const PARALLEL_LAYER_PUSHES: usize = 5;
@@ -530,6 +533,27 @@ impl Registry {
         Ok(tags)
     }
 
+    /// What `NAME:TAG` names: its digest and the version label of its
+    /// config (none for an index or an image without the label); none when
+    /// the tag is absent.
+    pub async fn labelled_version(
+        &self,
+        name: &ImageName,
+        tag: &Version,
+    ) -> Result<Option<(String, Option<String>)>, RegistryError> {
+        let Some((manifest, digest)) = self.manifest(name, tag).await? else {
+            return Ok(None);
+        };
+        let config = serde_json::from_slice::<serde_json::Value>(&manifest)
+            .ok()
+            .and_then(|m| m["config"]["digest"].as_str().map(str::to_string));
+        let Some(config) = config else {
+            return Ok(Some((digest, None)));
+        };
+        let config = self.blob(name, &config).await?;
+        Ok(Some((digest, label(&config, VERSION_LABEL))))
+    }
+
     /// The manifest `NAME:TAG` names, ready to be put under other tags as
     /// it is (the same bytes, so the same digest); none when it is absent.
     pub async fn tagged(
@@ -991,10 +1015,12 @@ fn manifest_media_type(manifest: &[u8]) -> Option<&'static str> {
 }
 
 fn inputs_label(config: &[u8]) -> Option<String> {
+    label(config, INPUTS_LABEL)
+}
+
+fn label(config: &[u8], key: &str) -> Option<String> {
     let config: serde_json::Value = serde_json::from_slice(config).ok()?;
-    config["config"]["Labels"][INPUTS_LABEL]
-        .as_str()
-        .map(str::to_string)
+    config["config"]["Labels"][key].as_str().map(str::to_string)
 }
 
 fn read_ca(path: &Path) -> Result<oci_client::client::Certificate, RegistryError> {
