@@ -325,3 +325,82 @@ async fn a_tag_never_overwrites_a_published_version() {
         api["digest"].as_str().map(str::to_string)
     );
 }
+
+/// With `--signing-key`, every tag's reference is signed in the image's
+/// `.sig` before the tag goes up, beside the version's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tag_is_signed_before_it_goes_up() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let made = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["keygen", "--out"])
+        .arg(keys.path())
+        .output()
+        .expect("slipway keygen runs");
+    assert!(made.status.success(), "{made:?}");
+    let key = keys.path().join("cosign.key").display().to_string();
+    let (github, registry, slipway) = start_stack(&[("SLIPWAY_SIGNING_KEY", &key)]).await;
+    let commit = api_commit(&github, "1.0.0", &["latest", "stable"]);
+    let id = slipway.merge(REPO, &commit).await;
+    let record = slipway.wait_for(&id).await;
+    assert_eq!(
+        record["status"],
+        "succeeded",
+        "{record}\n{}",
+        slipway.build_log(&id).await
+    );
+    let api = service(&record, "api");
+    let digest = api["digest"].as_str().expect("digest");
+    let sig_tag = format!("{}.sig", digest.replace(':', "-"));
+    assert_eq!(
+        digest_of(&registry, "api", &sig_tag).as_deref(),
+        api["signature"].as_str(),
+        "the record names the .sig with every tag's signature"
+    );
+    let sig = registry_get(&registry, &format!("api/manifests/{sig_tag}"));
+    let sig: Value = serde_json::from_slice(&sig).expect("sig manifest");
+    let mut signed: Vec<String> = sig["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|layer| {
+            let blob = layer["digest"].as_str().expect("layer digest");
+            let payload = registry_get(&registry, &format!("api/blobs/{blob}"));
+            let payload: Value = serde_json::from_slice(&payload).expect("payload");
+            assert_eq!(
+                payload["critical"]["image"]["docker-manifest-digest"],
+                digest
+            );
+            payload["critical"]["identity"]["docker-reference"]
+                .as_str()
+                .expect("reference")
+                .to_string()
+        })
+        .collect();
+    signed.sort();
+    let host = &registry.host;
+    assert_eq!(
+        signed,
+        [
+            format!("{host}/api:1.0.0"),
+            format!("{host}/api:latest"),
+            format!("{host}/api:stable")
+        ]
+    );
+}
+
+/// GET `https://HOST/v2/{path}` with the registry's credentials.
+fn registry_get(registry: &TestRegistry, path: &str) -> Vec<u8> {
+    let url = format!("https://{}/v2/{path}", registry.host);
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--location"])
+        .args(["--max-time", "10", "--cacert"])
+        .arg(&registry.ca_pem)
+        .arg("--user")
+        .arg(format!("{}:{}", registry.user, registry.password))
+        .args(["-H", "Accept: application/vnd.oci.image.manifest.v1+json"])
+        .arg(&url)
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "GET {url}: {out:?}");
+    out.stdout
+}

@@ -125,7 +125,12 @@ impl ServiceJob {
                 }
             }
             match &tagged {
-                Some(Ok(tags)) => s.tags = Some(tags.clone()),
+                Some(Ok(tagged)) => {
+                    s.tags = Some(tagged.tags.clone());
+                    if let Some(signature) = &tagged.signature {
+                        s.signature = Some(signature.clone());
+                    }
+                }
                 Some(Err(error)) => {
                     // The version is up (its digest stays in the record);
                     // the tags the manifest asked for are not.

@@ -8,6 +8,14 @@ use super::PipelineError;
 use crate::tags;
 use crate::types::CommitSha;
 
+/// The tags one publish set.
+#[derive(Debug, Default)]
+pub(super) struct Tagged {
+    pub(super) tags: Vec<String>,
+    /// The `.sig` manifest once the tags' references are signed in it too.
+    pub(super) signature: Option<String>,
+}
+
 impl ServiceJob {
     /// Sets the service's other tags on the manifest its version names
     /// (`digest`, published or skipped by this build); returns the tags set.
@@ -17,9 +25,9 @@ impl ServiceJob {
     /// instances, never interleave, and the later to decide sees the other's
     /// version in the list. Each publish's version is tagged before it
     /// decides, so whichever order they run in, `latest` ends on the higher.
-    pub(super) async fn set_tags(&self, digest: &str) -> Result<Vec<String>, PipelineError> {
+    pub(super) async fn set_tags(&self, digest: &str) -> Result<Tagged, PipelineError> {
         if self.spec.tags.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Tagged::default());
         }
         let registry = &self.pipeline.registry;
         let (name, version) = (&self.spec.name, &self.spec.version);
@@ -53,6 +61,18 @@ impl ServiceJob {
         for held in &plan.held {
             self.log.line(held);
         }
+        // Each tag's reference is signed before that tag goes up, as the
+        // version's is: policies that match the signed reference exactly
+        // (containers/image's `matchRepoDigestOrExact`) accept a pull by tag.
+        let mut signature = None;
+        if self.pipeline.settings.signer.is_some() && !plan.tags.is_empty() {
+            let build = self.shared.lock().await.clone();
+            for tag in &plan.tags {
+                let reference = registry.image_ref(name, tag);
+                let (sig, _added) = self.signature(&build, digest, &reference).await?;
+                signature = Some(sig);
+            }
+        }
         let mut set = Vec::with_capacity(plan.tags.len());
         for tag in &plan.tags {
             self.still_holds(&fence, &lease).await?;
@@ -66,7 +86,10 @@ impl ServiceJob {
                 set.join(", ")
             ));
         }
-        Ok(set)
+        Ok(Tagged {
+            tags: set,
+            signature,
+        })
     }
 
     /// Holds back any tag of `plan` that is a published version already
