@@ -140,9 +140,20 @@ async fn semver_sequence_out_of_order_moves_tags_only_forward() {
     assert!(page.contains("also tagged"), "{page}");
 }
 
+/// On both push paths: the engine's push through the relay, and Slipway's
+/// own upload of the exported image (its manifest is Docker's media type).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tag_pushes_upload_no_blob_and_a_skipped_remerge_sets_a_new_tag() {
-    let (github, registry, slipway) = start_stack(&[]).await;
+    tag_pushes_and_skipped_remerge("relay").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_pushes_upload_no_blob_and_a_skipped_remerge_sets_a_new_tag_on_export() {
+    tag_pushes_and_skipped_remerge("export").await
+}
+
+async fn tag_pushes_and_skipped_remerge(push_path: &str) {
+    let (github, registry, slipway) = start_stack(&[("SLIPWAY_PUSH_PATH", push_path)]).await;
     let first = api_commit(&github, "1.0.0", &["latest"]);
     let record = slipway.wait_for(&slipway.merge(REPO, &first).await).await;
     assert_eq!(record["status"], "succeeded", "{record}");
