@@ -415,3 +415,60 @@ fn registry_get(registry: &TestRegistry, path: &str) -> Vec<u8> {
     assert!(out.status.success(), "GET {url}: {out:?}");
     out.stdout
 }
+
+/// The read-decide-write of an image's moving tags is under a lease in the
+/// shared database: while another build holds it, the version goes up and
+/// its tags wait; they follow as soon as it is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_tags_wait_for_the_images_lease_in_the_shared_database() {
+    let database = support::postgres::database();
+    let name = database
+        .rsplit('/')
+        .next()
+        .expect("a database name")
+        .to_string();
+    let github = FakeGitHub::start().await;
+    let registry = TestRegistry::start();
+    let slipway = Slipway::start(
+        SlipwayOptions::new(&github, &registry).envs(&[("SLIPWAY_DATABASE", database.as_str())]),
+    )
+    .await;
+    let pg = support::postgres::server();
+    let key = format!("{}/api#moving-tags", registry.host);
+    pg.sql(
+        &name,
+        &format!(
+            "INSERT INTO tag_leases (tag, holder, lease_until) VALUES ('{key}', 'another-build#1', now() + interval '1 hour')"
+        ),
+    )
+    .expect("lease taken");
+    let commit = api_commit(&github, "1.0.0", &["latest"]);
+    let id = slipway.merge(REPO, &commit).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !registry.tags("api").contains(&"1.0.0".to_string()) {
+        assert!(std::time::Instant::now() < deadline, "1.0.0 never went up");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        registry.tags("api"),
+        ["1.0.0"],
+        "latest waits for the lease"
+    );
+    let (_, running) = slipway.get_json(&format!("/builds/{id}")).await;
+    assert_eq!(running["status"], "running", "{running}");
+
+    pg.sql(
+        &name,
+        &format!("DELETE FROM tag_leases WHERE tag = '{key}'"),
+    )
+    .expect("lease given back");
+    let record = slipway.wait_for(&id).await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    let api = service(&record, "api");
+    assert_eq!(record_tags(api), ["latest"]);
+    assert_eq!(
+        digest_of(&registry, "api", "latest").as_deref(),
+        api["digest"].as_str()
+    );
+}
