@@ -521,15 +521,19 @@ impl Registry {
                     }
                 })
                 .await?;
-            let advanced = page.last().is_some_and(|l| Some(l) != last.as_ref());
-            tags.extend(page);
-            // An empty page (or one that does not move on) ends the list; a
-            // short page is not trusted to, as registries may cap `n` lower.
+            // An empty page, or one that does not move past `last` (a
+            // registry that ignores it), ends the list; a short page is not
+            // trusted to, as registries may serve fewer than `n`.
+            let advanced = match (page.last(), &last) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(end), Some(last)) => end > last && !page.contains(last),
+            };
             if !advanced {
                 break;
             }
+            tags.extend(page);
         }
-        tags.dedup();
         Ok(tags)
     }
 
