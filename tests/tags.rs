@@ -275,6 +275,10 @@ async fn two_instances_racing_end_with_the_higher_version_under_latest() {
         );
         let high = instances[b].wait_for(&high_id).await;
         let low = instances[a].wait_for(&low_id).await;
+        println!(
+            "round {round}: {higher} on {}, {lower} on {}",
+            high["instance"], low["instance"]
+        );
         assert_eq!(high["status"], "succeeded", "{high}");
         assert_eq!(low["status"], "succeeded", "{low}");
         let high_digest = service(&high, "api")["digest"].as_str().map(str::to_string);
