@@ -40,6 +40,7 @@ pub mod setup;
 pub mod signing;
 pub mod state;
 pub mod store;
+pub mod tags;
 pub mod trigger;
 pub mod types;
 pub mod webhook;

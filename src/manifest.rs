@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::tags::MovingTag;
 use crate::types::{ImageName, Version};
 
 /// Larger manifests are refused whole: they are far more likely a mistake
@@ -97,6 +98,8 @@ pub struct ServiceSpec {
     pub dockerfile: RepoPath,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
+    /// The other tags it sets (full shape only), without repeats.
+    pub tags: Vec<MovingTag>,
 }
 
 impl ServiceSpec {
@@ -151,7 +154,7 @@ fn broken_entry(reason: &str) -> ServiceEntry {
     }
 }
 
-/// `{"name", "version", "context", "dockerfile", "build_args", "target"}`.
+/// `{"name", "version", "context", "dockerfile", "build_args", "target", "tags"}`.
 fn full_entry(item: &Value) -> ServiceEntry {
     let Value::Object(obj) = item else {
         return broken_entry("each entry of `services` must be an object");
@@ -168,9 +171,12 @@ fn full_entry(item: &Value) -> ServiceEntry {
                 "`dockerfile` must name a file inside the context, not the context itself".into(),
             );
         }
+        let name = image_name(obj, "name")?;
+        let version = version_field(obj)?;
         Ok(ServiceSpec {
-            name: image_name(obj, "name")?,
-            version: version_field(obj)?,
+            name,
+            tags: tags(obj, &version)?,
+            version,
             context,
             dockerfile,
             build_args: build_args(obj)?,
@@ -205,6 +211,7 @@ fn short_entry(obj: &Map<String, Value>, in_list: bool) -> ServiceEntry {
             dockerfile,
             build_args: BTreeMap::new(),
             target: None,
+            tags: Vec::new(),
         })
     })();
     ServiceEntry {
@@ -290,6 +297,20 @@ fn target(obj: &Map<String, Value>) -> Result<Option<String>, String> {
     }
 }
 
+fn tags(obj: &Map<String, Value>, version: &Version) -> Result<Vec<MovingTag>, String> {
+    let not_a_list = || crate::tags::TagError::NotAList.to_string();
+    let list = match obj.get("tags") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(not_a_list()),
+    };
+    let raw: Vec<&str> = list
+        .iter()
+        .map(|tag| tag.as_str().ok_or_else(not_a_list))
+        .collect::<Result<_, _>>()?;
+    MovingTag::parse_list(&raw, version).map_err(|e| e.to_string())
+}
+
 fn reject_duplicates(mut entries: Vec<ServiceEntry>) -> Vec<ServiceEntry> {
     let mut seen = std::collections::HashSet::new();
     for entry in &mut entries {
@@ -340,10 +361,41 @@ mod tests {
     }
 
     #[test]
+    fn full_shape_tags() {
+        let spec = only_spec(
+            r#"{"services":[{"name":"api","version":"1.4.0","tags":["semver","latest","sha","stable"]}]}"#,
+        );
+        let version = Version::parse("1.4.0").expect("valid");
+        let stable = MovingTag::parse("stable", &version).expect("literal");
+        assert_eq!(
+            spec.tags,
+            [MovingTag::Semver, MovingTag::Latest, MovingTag::Sha, stable]
+        );
+        let broken =
+            rule_broken(r#"{"services":[{"name":"a","version":"1.0.0","tags":"latest"}]}"#);
+        assert!(
+            broken.contains("`tags` must be a list of strings"),
+            "{broken}"
+        );
+        let broken = rule_broken(r#"{"services":[{"name":"a","version":"1.0.0","tags":[1]}]}"#);
+        assert!(
+            broken.contains("`tags` must be a list of strings"),
+            "{broken}"
+        );
+        let broken =
+            rule_broken(r#"{"services":[{"name":"a","version":"1.0.0","tags":["no good"]}]}"#);
+        assert!(broken.contains("is not a valid tag"), "{broken}");
+        let broken =
+            rule_broken(r#"{"services":[{"name":"a","version":"1.0.0","tags":["1.2.0"]}]}"#);
+        assert!(broken.contains("immutable"), "{broken}");
+    }
+
+    #[test]
     fn full_shape_defaults() {
         let spec = only_spec(r#"{"services":[{"name":"api","version":"1"}]}"#);
         assert_eq!(spec.context, RepoPath::root());
         assert_eq!(spec.dockerfile_in_context(), "Dockerfile");
+        assert!(spec.tags.is_empty());
     }
 
     #[test]

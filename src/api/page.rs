@@ -147,6 +147,13 @@ fn service_item(out: &mut String, service: &ServiceRecord) {
             esc(signature)
         );
     }
+    if let Some(tags) = service.tags.as_ref().filter(|t| !t.is_empty()) {
+        let tags: Vec<String> = tags
+            .iter()
+            .map(|t| format!("<code>{}</code>", esc(t)))
+            .collect();
+        let _ = write!(out, "<div class=tags>also tagged {}</div>", tags.join(" "));
+    }
     if let Some(error) = &service.error {
         let _ = write!(out, "<div class=error>{}</div>", esc(error));
     }
@@ -257,6 +264,7 @@ article header a { font-weight:600; color:#0969da; text-decoration:none; }
 ul.services { list-style:none; padding:0; margin:.3rem 0 0; }
 ul.services li { padding:.2rem 0; overflow-wrap:anywhere; }
 .error { color:var(--bad); font-size:.9rem; white-space:pre-wrap; overflow-wrap:anywhere; }
+.tags { font-size:.85rem; color:var(--muted); }
 pre#log { background:#0d1117; color:#e6edf3; padding:.8rem; border-radius:.4rem; overflow-x:auto; font-size:.8rem; min-height:6rem; white-space:pre-wrap; overflow-wrap:anywhere; }
 h2 { font-size:1.1rem; } h2 label { font-size:.8rem; font-weight:normal; color:var(--muted); }
 code { font-size:.85rem; } .tunnel { background:#ddf4ff; padding:.5rem; border-radius:.4rem; overflow-wrap:anywhere; }

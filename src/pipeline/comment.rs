@@ -65,9 +65,16 @@ fn render(record: &BuildRecord, public_url: Option<&str>) -> String {
             (status, Some(digest), _) => format!("{} `{digest}`", status.as_str()),
             (status, None, _) => status.as_str().to_string(),
         };
+        let also = match service.tags.as_deref() {
+            Some(tags) if !tags.is_empty() => {
+                let tags: Vec<String> = tags.iter().map(|t| format!("`{t}`")).collect();
+                format!(", also {}", one_line(&tags.join(" ")))
+            }
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "| {} {} | `{image}` | {result} |",
+            "| {} {} | `{image}`{also} | {result} |",
             service.name, service.version
         );
     }
@@ -97,8 +104,9 @@ mod tests {
                 duration_ms: None,
                 signature: None,
                 attestation: None,
+                tags: None,
             };
-        let record = BuildRecord {
+        let mut record = BuildRecord {
             id: "b1".into(),
             status: BuildStatus::Failed,
             repository: "o/r".into(),
@@ -128,7 +136,14 @@ mod tests {
             check_run: None,
             attempt: 0,
         };
+        record.services.push(ServiceRecord {
+            tags: Some(vec!["1.0".into(), "latest".into()]),
+            ..service("tagged", ServiceStatus::Skipped, Some("sha256:def"), None)
+        });
         let text = render(&record, Some("https://x.example/"));
+        assert!(text.contains(
+            "| tagged 1.0.0 | `reg:5443/tagged:1.0.0`, also `1.0` `latest` | skipped `sha256:def` |"
+        ));
         assert!(text.starts_with(MARKER));
         assert!(text.contains("| api 1.0.0 | `reg:5443/api:1.0.0` | succeeded `sha256:abc` |"));
         assert!(text.contains("failed: bad \\| thing here"));

@@ -90,6 +90,14 @@ pub enum PipelineError {
         existing: Option<String>,
         inputs: String,
     },
+    /// `NAME:VERSION` no longer names what this build published or found,
+    /// so no other tag is put on it.
+    #[error("{image} names {} rather than {expected}, which this build published: its other tags were left as they are", .found.as_deref().unwrap_or("nothing"))]
+    VersionMoved {
+        image: String,
+        expected: String,
+        found: Option<String>,
+    },
     /// A signing step ran without `--signing-key`.
     #[error("no signing key")]
     NoSigningKey,

@@ -8,6 +8,7 @@ mod comment;
 mod error;
 mod service;
 mod sign;
+mod tags;
 
 pub use error::PipelineError;
 
@@ -468,6 +469,7 @@ impl Pipeline {
                 digest: None,
                 signature: None,
                 attestation: None,
+                tags: None,
                 error: entry.spec.as_ref().err().cloned(),
                 duration_ms: None,
             })

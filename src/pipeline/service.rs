@@ -55,32 +55,21 @@ pub(super) enum Done {
     },
 }
 
+impl Done {
+    /// The manifest `NAME:VERSION` names.
+    fn digest(&self) -> &str {
+        match self {
+            Done::Published { digest, .. } | Done::Skipped { digest, .. } => digest,
+        }
+    }
+}
+
 impl ServiceJob {
     pub(super) async fn run(self) {
         let started = Instant::now();
         let outcome = self.keep_signed(self.publish().await).await;
         let elapsed = started.elapsed();
-        self.update(|s| {
-            s.duration_ms = Some(elapsed.as_millis() as u64);
-            match &outcome {
-                Ok(Done::Published { digest, signed, .. }) => {
-                    s.status = ServiceStatus::Succeeded;
-                    s.digest = Some(digest.clone());
-                    Signed::record(signed, s);
-                }
-                Ok(Done::Skipped { digest, signed }) => {
-                    s.status = ServiceStatus::Skipped;
-                    s.digest = Some(digest.clone());
-                    Signed::record(signed, s);
-                }
-                Err(error) => {
-                    s.status = ServiceStatus::Failed;
-                    s.error = Some(error.to_string());
-                }
-            }
-        })
-        .await;
-        match outcome {
+        match &outcome {
             Ok(Done::Published { digest, stats, .. }) => {
                 self.log.line(&format!(
                     "published {} ({digest}): {} blobs pushed ({} KiB), {} already present, in {elapsed:?}",
@@ -103,6 +92,58 @@ impl ServiceJob {
                 tracing::warn!(%error, "service failed");
             }
         }
+        // A skipped service sets its tags too: a re-merge that adds a tag
+        // gets it, and a publish whose tags failed is mended by a retry.
+        // Every decision is made afresh from the registry, so this never
+        // moves `latest` or an alias back.
+        let tagged = match &outcome {
+            Ok(done) => Some(self.set_tags(done.digest()).await),
+            Err(_) => None,
+        };
+        if let Some(Err(error)) = &tagged {
+            self.log
+                .line(&format!("failed: its tags were not set: {error}"));
+            tracing::warn!(%error, "tags not set");
+        }
+        let elapsed = started.elapsed();
+        self.update(|s| {
+            s.duration_ms = Some(elapsed.as_millis() as u64);
+            match &outcome {
+                Ok(Done::Published { digest, signed, .. }) => {
+                    s.status = ServiceStatus::Succeeded;
+                    s.digest = Some(digest.clone());
+                    Signed::record(signed, s);
+                }
+                Ok(Done::Skipped { digest, signed }) => {
+                    s.status = ServiceStatus::Skipped;
+                    s.digest = Some(digest.clone());
+                    Signed::record(signed, s);
+                }
+                Err(error) => {
+                    s.status = ServiceStatus::Failed;
+                    s.error = Some(error.to_string());
+                }
+            }
+            match &tagged {
+                Some(Ok(tagged)) => {
+                    s.tags = Some(tagged.tags.clone());
+                    if let Some(signature) = &tagged.signature {
+                        s.signature = Some(signature.clone());
+                    }
+                }
+                Some(Err(error)) => {
+                    // The version is up (its digest stays in the record);
+                    // the tags the manifest asked for are not.
+                    s.status = ServiceStatus::Failed;
+                    s.error = Some(format!(
+                        "{} is published, but its tags were not set: {error}",
+                        self.image()
+                    ));
+                }
+                None => {}
+            }
+        })
+        .await;
     }
 
     /// The claim of the build this service belongs to.
@@ -112,7 +153,11 @@ impl ServiceJob {
 
     /// Re-checked just before anything is tagged in the registry: the build
     /// and the tag are still this instance's, their leases renewed.
-    async fn still_holds(&self, fence: &Fence, tag: &TagLease) -> Result<(), PipelineError> {
+    pub(super) async fn still_holds(
+        &self,
+        fence: &Fence,
+        tag: &TagLease,
+    ) -> Result<(), PipelineError> {
         let lease = self.pipeline.settings.lease;
         if self.pipeline.holds(fence).await && tag.still_held(lease).await {
             Ok(())
@@ -395,10 +440,7 @@ impl ServiceJob {
                 "org.opencontainers.image.source",
                 self.labels.source.clone(),
             ),
-            (
-                "org.opencontainers.image.version",
-                self.spec.version.to_string(),
-            ),
+            (registry::VERSION_LABEL, self.spec.version.to_string()),
             ("org.opencontainers.image.created", now_rfc3339()),
             ("org.opencontainers.image.title", self.spec.name.to_string()),
             (registry::INPUTS_LABEL, inputs.to_string()),

@@ -24,8 +24,9 @@ impl ServiceJob {
         }
         let started = Instant::now();
         let build = self.shared.lock().await.clone();
+        let image = self.image();
         let (signature, attestation) = tokio::join!(
-            self.signature(&build, digest),
+            self.signature(&build, digest, &image),
             self.attestation(&build, digest, engine)
         );
         let ((signature, added), attestation) = (signature?, attestation?);
@@ -96,7 +97,7 @@ impl ServiceJob {
             return outcome;
         };
         let build = self.shared.lock().await.clone();
-        let (signature, added) = self.signature(&build, digest).await?;
+        let (signature, added) = self.signature(&build, digest, &self.image()).await?;
         let attestation = signer
             .attestation(&self.pipeline.registry, &self.spec.name, digest)
             .await
@@ -119,12 +120,13 @@ impl ServiceJob {
         })
     }
 
-    /// Makes sure the `.sig` signs this image's reference; says whether a
-    /// signature was added.
-    async fn signature(
+    /// Makes sure the `.sig` of `digest` signs `reference` (the version's,
+    /// or a tag's); says whether a signature was added.
+    pub(super) async fn signature(
         &self,
         build: &BuildRecord,
         digest: &str,
+        reference: &str,
     ) -> Result<(String, bool), PipelineError> {
         let Some(signer) = &self.pipeline.settings.signer else {
             return Err(PipelineError::NoSigningKey);
@@ -135,7 +137,7 @@ impl ServiceJob {
             "commit": build.commit,
             "build": build.id,
         });
-        let image = self.image();
+        let image = reference.to_string();
         // Two versions of one image signed at once would each add their
         // layer to what they read, and the later push would drop the other's.
         let fence = self.fence().await;

@@ -34,6 +34,9 @@ use layers::{KnownLayer, LayerMap};
 /// The label carrying the digest of a service's build inputs.
 pub const INPUTS_LABEL: &str = "io.slipway.inputs";
 
+/// The label carrying the version an image was published as.
+pub const VERSION_LABEL: &str = "org.opencontainers.image.version";
+
 /// Layers compressed and uploaded at once, as the engine's own push does
 /// (`max-concurrent-uploads`, 5); each holds one 256 KiB read buffer.
 const PARALLEL_LAYER_PUSHES: usize = 5;
@@ -490,6 +493,94 @@ impl Registry {
             .await
     }
 
+    /// Every tag of `NAME`'s repository (`GET /v2/<name>/tags/list`), page
+    /// by page; empty when nothing was ever pushed there.
+    pub async fn tags(&self, name: &ImageName) -> Result<Vec<String>, RegistryError> {
+        /// The page size distribution serves at most by default.
+        const PAGE: usize = 1000;
+        /// A registry that ignored `last` would serve the same page for ever.
+        const MAX_PAGES: usize = 1000;
+        // The tag is no part of the tag list's URL.
+        let reference =
+            Reference::with_tag(self.host.clone(), self.repository(name), "latest".into());
+        let what = format!("listing the tags of {}", self.repository(name));
+        let mut tags: Vec<String> = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let last = tags.last().cloned();
+            let page = self
+                .retrying(&what, || async {
+                    self.authenticate(&reference).await?;
+                    match self
+                        .client
+                        .list_tags(&reference, &self.auth, Some(PAGE), last.as_deref())
+                        .await
+                    {
+                        Ok(page) => Ok(page.tags),
+                        Err(err) if is_not_found(&err) => Ok(Vec::new()),
+                        Err(err) => Err(self.classify(err, reference.repository())),
+                    }
+                })
+                .await?;
+            // An empty page, or one that does not move past `last` (a
+            // registry that ignores it), ends the list; a short page is not
+            // trusted to, as registries may serve fewer than `n`.
+            let advanced = match (page.last(), &last) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(end), Some(last)) => end > last && !page.contains(last),
+            };
+            if !advanced {
+                break;
+            }
+            tags.extend(page);
+        }
+        Ok(tags)
+    }
+
+    /// What `NAME:TAG` names: its digest and the version label of its
+    /// config (none for an index or an image without the label); none when
+    /// the tag is absent.
+    pub async fn labelled_version(
+        &self,
+        name: &ImageName,
+        tag: &Version,
+    ) -> Result<Option<(String, Option<String>)>, RegistryError> {
+        let Some((manifest, digest)) = self.manifest(name, tag).await? else {
+            return Ok(None);
+        };
+        let config = serde_json::from_slice::<serde_json::Value>(&manifest)
+            .ok()
+            .and_then(|m| m["config"]["digest"].as_str().map(str::to_string));
+        let Some(config) = config else {
+            return Ok(Some((digest, None)));
+        };
+        let config = self.blob(name, &config).await?;
+        Ok(Some((digest, label(&config, VERSION_LABEL))))
+    }
+
+    /// The manifest `NAME:TAG` names, ready to be put under other tags as
+    /// it is (the same bytes, so the same digest); none when it is absent.
+    pub async fn tagged(
+        &self,
+        name: &ImageName,
+        tag: &Version,
+    ) -> Result<Option<Untagged>, RegistryError> {
+        let Some((manifest, digest)) = self.manifest(name, tag).await? else {
+            return Ok(None);
+        };
+        let media_type = manifest_media_type(&manifest).ok_or_else(|| {
+            self.failed(format!(
+                "the manifest of {} has no media type Slipway can tag",
+                self.image_ref(name, tag)
+            ))
+        })?;
+        Ok(Some(Untagged {
+            manifest,
+            media_type,
+            digest,
+        }))
+    }
+
     fn by_digest(&self, name: &ImageName, digest: &str) -> Reference {
         let repository = ImageName::within(self.namespace.as_ref(), name);
         Reference::with_digest(self.host.clone(), repository.to_string(), digest.into())
@@ -915,11 +1006,25 @@ fn is_not_found(err: &OciDistributionError) -> bool {
     }
 }
 
+/// The media type a manifest is PUT with: its own `mediaType`, or for an
+/// OCI manifest that omits it (the field is optional), what its shape says.
+fn manifest_media_type(manifest: &[u8]) -> Option<&'static str> {
+    let manifest: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    match manifest["mediaType"].as_str() {
+        Some(declared) => ACCEPTED_MANIFESTS.iter().copied().find(|m| *m == declared),
+        None if manifest["manifests"].is_array() => Some("application/vnd.oci.image.index.v1+json"),
+        None if manifest["config"].is_object() => Some(OCI_MANIFEST_MEDIA_TYPE),
+        None => None,
+    }
+}
+
 fn inputs_label(config: &[u8]) -> Option<String> {
+    label(config, INPUTS_LABEL)
+}
+
+fn label(config: &[u8], key: &str) -> Option<String> {
     let config: serde_json::Value = serde_json::from_slice(config).ok()?;
-    config["config"]["Labels"][INPUTS_LABEL]
-        .as_str()
-        .map(str::to_string)
+    config["config"]["Labels"][key].as_str().map(str::to_string)
 }
 
 fn read_ca(path: &Path) -> Result<oci_client::client::Certificate, RegistryError> {
@@ -958,6 +1063,25 @@ fn short(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manifest_is_retagged_with_its_own_media_type() {
+        let docker = format!(r#"{{"mediaType":"{MANIFEST_MEDIA_TYPE}","config":{{}}}}"#);
+        assert_eq!(
+            manifest_media_type(docker.as_bytes()),
+            Some(MANIFEST_MEDIA_TYPE)
+        );
+        assert_eq!(
+            manifest_media_type(br#"{"schemaVersion":2,"config":{}}"#),
+            Some(OCI_MANIFEST_MEDIA_TYPE)
+        );
+        assert_eq!(
+            manifest_media_type(br#"{"schemaVersion":2,"manifests":[]}"#),
+            Some("application/vnd.oci.image.index.v1+json")
+        );
+        assert_eq!(manifest_media_type(br#"{"mediaType":"text/plain"}"#), None);
+        assert_eq!(manifest_media_type(b"nope"), None);
+    }
 
     #[test]
     fn inputs_label_is_read_from_the_config() {

@@ -81,6 +81,10 @@ pub struct ServiceRecord {
     /// With `--signing-key`: the digest of the image's `.att` manifest.
     #[serde(default)]
     pub attestation: Option<String>,
+    /// The tags it set beside `VERSION` (`latest`, `1.4`, `sha-…`, literal
+    /// ones); present, possibly empty, once the service is published or skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,4 +163,42 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(tags: Option<Vec<String>>) -> ServiceRecord {
+        ServiceRecord {
+            name: "api".into(),
+            version: "1.4.0".into(),
+            image: None,
+            status: ServiceStatus::Succeeded,
+            digest: None,
+            error: None,
+            duration_ms: None,
+            signature: None,
+            attestation: None,
+            tags,
+        }
+    }
+
+    #[test]
+    fn tags_show_once_published_and_records_without_them_still_read() {
+        let unpublished = serde_json::to_value(service(None)).expect("json");
+        assert!(unpublished.get("tags").is_none(), "{unpublished}");
+        let none_set = serde_json::to_value(service(Some(vec![]))).expect("json");
+        assert_eq!(none_set["tags"], serde_json::json!([]));
+        let set = service(Some(vec!["latest".into(), "1".into()]));
+        let json = serde_json::to_string(&set).expect("json");
+        assert_eq!(
+            serde_json::from_str::<ServiceRecord>(&json).expect("reads"),
+            set
+        );
+        // A record written before tags existed.
+        let old = r#"{"name":"api","version":"1","image":null,"status":"failed","digest":null,"error":"x","duration_ms":null}"#;
+        let old: ServiceRecord = serde_json::from_str(old).expect("reads");
+        assert_eq!(old.tags, None);
+    }
 }
