@@ -540,6 +540,10 @@ fn check_summary(record: &BuildRecord) -> String {
         if let Some(digest) = &service.digest {
             status.push_str(&format!(" `{digest}`"));
         }
+        if let Some(tags) = service.tags.as_deref().filter(|t| !t.is_empty()) {
+            let tags: Vec<String> = tags.iter().map(|t| format!("`{t}`")).collect();
+            status.push_str(&format!(", also {}", tags.join(" ")));
+        }
         if let Some(error) = &service.error {
             status.push_str(&format!(": {}", error.replace(['|', '\n'], " ")));
         }
