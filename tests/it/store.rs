@@ -2,7 +2,7 @@
 //! check is written once, as an async fn taking the store, and `conformance!`
 //! makes one test per backend of it.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -123,7 +123,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $check() {
-                    let url = super::support::postgres::database();
+                    let url = crate::support::postgres::database();
                     let store = super::PostgresStore::open(&url).await.unwrap();
                     super::$check(std::sync::Arc::new(store)).await;
                 }
