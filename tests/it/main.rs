@@ -3,9 +3,11 @@
 //! module, `publish::…`, `store::sqlite::…`. Select modules with filters:
 //! `cargo test --test it -- publish:: results::`.
 //!
-//! These tests may restart the Slipway process they started, but never stop or
-//! freeze one to see what another instance does, and nothing here needs the
-//! machine to itself: those are in `tests/process/`, `tests/load.rs` and
+//! Slipway runs as a child process of these tests (`support::Slipway`); some
+//! kill and restart it to check what survives (`results::`, `catch_up::`,
+//! `layers::`), which touches only that child. The tests that stop or freeze
+//! one instance to see what the others do, and those that need the machine to
+//! themselves, are elsewhere: `tests/process/`, `tests/load.rs`,
 //! `tests/stack.rs`. One binary links the crate and `tests/support/` once
 //! instead of once per file.
 
