@@ -17,6 +17,7 @@ mod support;
 mod browser;
 mod buildkit;
 mod catch_up;
+mod forges;
 mod fuzz_parsers;
 mod hooks;
 mod hostile;
