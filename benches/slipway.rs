@@ -19,6 +19,8 @@
 //! merge tables are labelled with that engine (`scripts/bench --engines`
 //! runs the suite once per engine).
 
+// The bench uses part of the tests' harness; tests/it/ uses all of it.
+#[allow(dead_code, unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -2,6 +2,8 @@
 //! small concurrency limit, and the queue limit. Nothing is lost, nothing is
 //! built twice, nothing is silently dropped.
 
+// These tests use part of the shared harness; tests/it/ uses all of it.
+#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::collections::HashMap;

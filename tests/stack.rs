@@ -2,6 +2,8 @@
 //! checked with `docker-compose config`, and the same topology is started
 //! without compose, from the repository's own files.
 
+// These tests use part of the shared harness; tests/it/ uses all of it.
+#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@
 //! Owns persistence (records, queue, logs and their live fan-out); imports
 //! only leaf types and the log handle, never an adapter or the pipeline.
 
+mod clock;
 pub mod log;
 mod postgres;
 mod record;
@@ -13,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use clock::{Clock, ManualClock};
 pub use postgres::PostgresStore;
 pub use record::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Trigger};
 pub use sqlite::SqliteStore;

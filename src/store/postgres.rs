@@ -14,6 +14,7 @@ use sqlx::{Connection, PgTransaction};
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 
+use super::clock::Clock;
 use super::{
     Admission, BatchAdmission, BuildRecord, BuildStatus, Claimed, Fence, ListFilter, LogLine,
     Notice, Store, StoreError,
@@ -66,6 +67,16 @@ impl MigrationSource<'static> for Embedded {
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// What leases are read against: the server's `now()` unless a test sets it.
+    clock: Clock,
+}
+
+/// The time leases are read against in a query whose parameter `$n` is
+/// [`Clock::manual_ms`]: the time a test set, else the server's `now()`.
+macro_rules! now_sql {
+    ($n:literal) => {
+        concat!("coalesce(to_timestamp($", $n, "::float8 / 1000), now())")
+    };
 }
 
 impl PostgresStore {
@@ -80,7 +91,16 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            clock: Clock::Store,
+        })
+    }
+
+    /// The same store, reading leases against `clock` (tests set the time by hand).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 }
 
@@ -432,11 +452,15 @@ impl Store for PostgresStore {
         // database's clock, the one clock all instances share.
         // An idle instance asks this every poll: one read, no lock, no
         // transaction, unless there is something to claim.
-        let waiting: bool = sqlx::query_scalar(
+        let now = self.clock.manual_ms();
+        let waiting: bool = sqlx::query_scalar(concat!(
             "SELECT EXISTS (SELECT 1 FROM builds
                 WHERE status = 'queued'
-                   OR (status = 'running' AND (lease_until IS NULL OR lease_until < now())))",
-        )
+                   OR (status = 'running' AND (lease_until IS NULL OR lease_until < ",
+            now_sql!(1),
+            ")))"
+        ))
+        .bind(now)
         .fetch_one(&self.pool)
         .await?;
         if !waiting {
@@ -444,24 +468,29 @@ impl Store for PostgresStore {
         }
         let mut tx = self.pool.begin().await?;
         lock_queued_count(&mut tx).await?;
-        let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+        let row: Option<(String, String, Option<String>)> = sqlx::query_as(concat!(
             "WITH next AS (
                 SELECT seq, status AS was, instance AS previous FROM builds
                 WHERE status = 'queued'
-                   OR (status = 'running' AND (lease_until IS NULL OR lease_until < now()))
+                   OR (status = 'running' AND (lease_until IS NULL OR lease_until < ",
+            now_sql!(3),
+            "))
                 ORDER BY seq LIMIT 1
                 FOR UPDATE SKIP LOCKED
              )
              UPDATE builds AS b
              SET status = 'running', attempt = b.attempt + 1, instance = $1,
-                 lease_until = now() + make_interval(secs => $2),
+                 lease_until = ",
+            now_sql!(3),
+            " + make_interval(secs => $2),
                  record = b.record || jsonb_build_object(
                      'status', 'running', 'instance', $1::text, 'attempt', b.attempt + 1)
              FROM next WHERE b.seq = next.seq
-             RETURNING b.record::text, next.was, next.previous",
-        )
+             RETURNING b.record::text, next.was, next.previous"
+        ))
         .bind(instance)
         .bind(lease.as_secs_f64())
+        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -478,13 +507,16 @@ impl Store for PostgresStore {
     }
 
     async fn renew(&self, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
-        let renewed = sqlx::query(
-            "UPDATE builds SET lease_until = now() + make_interval(secs => $3)
-             WHERE id = $1 AND attempt = $2 AND status = 'running'",
-        )
+        let renewed = sqlx::query(concat!(
+            "UPDATE builds SET lease_until = ",
+            now_sql!(4),
+            " + make_interval(secs => $3)
+             WHERE id = $1 AND attempt = $2 AND status = 'running'"
+        ))
         .bind(&fence.build)
         .bind(attempt_column(fence.attempt))
         .bind(lease.as_secs_f64())
+        .bind(self.clock.manual_ms())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -529,16 +561,20 @@ impl Store for PostgresStore {
         fence: &Fence,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let taken = sqlx::query(
+        let taken = sqlx::query(concat!(
             "INSERT INTO tag_leases (tag, holder, lease_until)
-             VALUES ($1, $2, now() + make_interval(secs => $3))
+             VALUES ($1, $2, ",
+            now_sql!(4),
+            " + make_interval(secs => $3))
              ON CONFLICT (tag) DO UPDATE
                  SET holder = EXCLUDED.holder, lease_until = EXCLUDED.lease_until
-                 WHERE tag_leases.holder = EXCLUDED.holder OR tag_leases.lease_until < now()",
-        )
+                 WHERE tag_leases.holder = EXCLUDED.holder OR tag_leases.lease_until < ",
+            now_sql!(4)
+        ))
         .bind(tag)
         .bind(fence.holder())
         .bind(lease.as_secs_f64())
+        .bind(self.clock.manual_ms())
         .execute(&self.pool)
         .await?
         .rows_affected();

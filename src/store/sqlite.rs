@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::runtime::Handle;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use super::clock::{millis, Clock};
 use super::{
     Admission, BatchAdmission, BuildRecord, BuildStatus, Claimed, Fence, ListFilter, LogLine,
     Store, StoreError,
@@ -101,6 +102,8 @@ pub struct SqliteStore {
     /// calls: builds call from lower-priority threads, and the lock must not
     /// be held at their priority while an admission waits for it.
     runtime: Option<Handle>,
+    /// What leases are read against: this machine's clock unless a test sets it.
+    clock: Clock,
 }
 
 impl SqliteStore {
@@ -125,7 +128,14 @@ impl SqliteStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             runtime: Handle::try_current().ok(),
+            clock: Clock::Store,
         })
+    }
+
+    /// The same store, reading leases against `clock` (tests set the time by hand).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     async fn blocking<T, F>(&self, op: F) -> Result<T, StoreError>
@@ -256,20 +266,16 @@ fn save(conn: &Connection, record: &BuildRecord) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn lease_end(lease: Duration) -> i64 {
-    now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+/// When a lease taken at `now` (milliseconds since the epoch) runs out.
+fn lease_end(now: i64, lease: Duration) -> i64 {
+    now.saturating_add(millis(lease))
 }
 
 fn claim(
     conn: &mut Connection,
     instance: &str,
     lease: Duration,
+    now: i64,
 ) -> Result<Option<Claimed>, StoreError> {
     let tx = conn.transaction()?;
     let next: Option<(i64, String, Option<String>, u32, String)> = tx
@@ -279,7 +285,7 @@ fn claim(
                 OR (status = 'running' AND (lease_until IS NULL OR lease_until < ?1))
              ORDER BY seq LIMIT 1",
         )?
-        .query_row([now_ms()], |row| {
+        .query_row([now], |row| {
             Ok((
                 row.get(0)?,
                 row.get(1)?,
@@ -304,7 +310,7 @@ fn claim(
         seq,
         record.attempt,
         instance,
-        lease_end(lease),
+        lease_end(now, lease),
         serde_json::to_string(&record)?
     ])?;
     tx.commit()?;
@@ -314,13 +320,13 @@ fn claim(
     Ok(Some(Claimed { record, taken_from }))
 }
 
-fn renew(conn: &Connection, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
+fn renew(conn: &Connection, fence: &Fence, lease: Duration, now: i64) -> Result<bool, StoreError> {
     let renewed = conn
         .prepare_cached(
             "UPDATE builds SET lease_until = ?3
              WHERE id = ?1 AND attempt = ?2 AND status = 'running'",
         )?
-        .execute(params![fence.build, fence.attempt, lease_end(lease)])?;
+        .execute(params![fence.build, fence.attempt, lease_end(now, lease)])?;
     Ok(renewed == 1)
 }
 
@@ -349,6 +355,7 @@ fn lease_tag(
     tag: &str,
     fence: &Fence,
     lease: Duration,
+    now: i64,
 ) -> Result<bool, StoreError> {
     let taken = conn
         .prepare_cached(
@@ -356,7 +363,7 @@ fn lease_tag(
              ON CONFLICT (tag) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until
              WHERE tag_leases.holder = excluded.holder OR tag_leases.lease_until < ?4",
         )?
-        .execute(params![tag, fence.holder(), lease_end(lease), now_ms()])?;
+        .execute(params![tag, fence.holder(), lease_end(now, lease), now])?;
     Ok(taken == 1)
 }
 
@@ -512,14 +519,15 @@ impl Store for SqliteStore {
     }
 
     async fn claim(&self, instance: &str, lease: Duration) -> Result<Option<Claimed>, StoreError> {
-        let instance = instance.to_string();
-        self.blocking(move |conn| claim(conn, &instance, lease))
+        let (instance, clock) = (instance.to_string(), self.clock.clone());
+        self.blocking(move |conn| claim(conn, &instance, lease, clock.now_ms()))
             .await
     }
 
     async fn renew(&self, fence: &Fence, lease: Duration) -> Result<bool, StoreError> {
-        let fence = fence.clone();
-        self.blocking(move |conn| renew(conn, &fence, lease)).await
+        let (fence, clock) = (fence.clone(), self.clock.clone());
+        self.blocking(move |conn| renew(conn, &fence, lease, clock.now_ms()))
+            .await
     }
 
     async fn hand_back(&self, fence: &Fence) -> Result<bool, StoreError> {
@@ -537,8 +545,8 @@ impl Store for SqliteStore {
         fence: &Fence,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let (tag, fence) = (tag.to_string(), fence.clone());
-        self.blocking(move |conn| lease_tag(conn, &tag, &fence, lease))
+        let (tag, fence, clock) = (tag.to_string(), fence.clone(), self.clock.clone());
+        self.blocking(move |conn| lease_tag(conn, &tag, &fence, lease, clock.now_ms()))
             .await
     }
 

@@ -49,7 +49,6 @@ struct State {
 pub struct FakeForge {
     flavor: Flavor,
     base: String,
-    token: String,
     state: Arc<Mutex<State>>,
     _stop: oneshot::Sender<()>,
 }
@@ -90,7 +89,6 @@ impl FakeForge {
         FakeForge {
             flavor,
             base,
-            token: token.to_string(),
             state,
             _stop: stop,
         }
@@ -102,10 +100,6 @@ impl FakeForge {
             Flavor::Gitea => format!("{}/api/v1", self.base),
             Flavor::GitLab => format!("{}/api/v4", self.base),
         }
-    }
-
-    pub fn token(&self) -> &str {
-        &self.token
     }
 
     pub fn add_commit_files(&self, repository: &str, sha: &str, files: &[(&str, &str)]) {

@@ -8,7 +8,6 @@
 
 // Each integration test binary compiles this module on its own and uses only
 // part of it; unused helpers must not turn into warnings there.
-#![allow(dead_code)]
 
 mod app;
 mod hooks;
@@ -63,7 +62,6 @@ pub enum FakeEntry {
 pub struct RecordedRequest {
     /// "api" or "codeload".
     pub listener: &'static str,
-    pub method: String,
     /// As sent, still percent-encoded.
     pub path_and_query: String,
     pub authorization: Option<String>,
@@ -73,8 +71,6 @@ pub struct RecordedRequest {
 /// A commit status GitHub accepted.
 #[derive(Clone, Debug)]
 pub struct RecordedStatus {
-    /// "owner/name" as registered.
-    pub repository: String,
     pub sha: String,
     /// The request body as sent.
     pub body: Value,
@@ -88,6 +84,7 @@ pub enum Fault {
     /// 403 "API rate limit exceeded" with `x-ratelimit-remaining: 0`.
     RateLimited,
     /// Answer normally, but only after this long.
+    #[allow(dead_code)] // only tests/process/faults.rs delays GitHub
     Delay(Duration),
     /// Answer as things stand on arrival, but send the answer this much later.
     SlowAnswer(Duration),
@@ -423,7 +420,6 @@ impl State {
         });
         self.requests.push(RecordedRequest {
             listener: req.listener,
-            method: req.method.to_string(),
             path_and_query,
             authorization: req.header(AUTHORIZATION),
             accept: req.header(ACCEPT),
@@ -966,7 +962,6 @@ fn create_status(
         return github_error(StatusCode::UNPROCESSABLE_ENTITY, &message, DOCS_STATUSES);
     }
     state.statuses.push(RecordedStatus {
-        repository: name.clone(),
         sha: sha.to_string(),
         body: body.clone(),
     });

@@ -1,11 +1,9 @@
 //! Shared integration-test harness: the real Slipway binary, the stand-in
 //! GitHub, a real TLS registry, and helpers to sign deliveries and wait for builds.
-#![allow(dead_code)]
 
 pub mod engine_proxy;
 pub mod forges;
 pub mod github;
-pub mod partition;
 pub mod postgres;
 pub mod registry;
 
@@ -16,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-#[allow(unused_imports)]
 pub use github::{FakeEntry, FakeGitHub, FakeHook, Fault};
 pub use registry::TestRegistry;
 
@@ -317,6 +314,7 @@ impl Slipway {
 
     /// Polls the build's record every 10 ms until `done` holds, for at most
     /// `limit`: `Ok` with that record, else `Err` with the last one seen.
+    #[allow(dead_code)] // used by tests/process/instances.rs and the bench
     pub async fn record_when(
         &self,
         id: &str,

@@ -7,7 +7,6 @@
 //! Synchronous on purpose (std::process, std::net) so sync and async tests can both use it.
 
 // Every integration-test binary compiles this module but each uses only part of it.
-#![allow(dead_code)]
 
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File};
@@ -78,6 +77,7 @@ impl TestRegistry {
     }
 
     /// Starts the registry again on the same port with the same storage and certs.
+    #[allow(dead_code)] // only tests/process/faults.rs restarts a registry
     pub fn restart(&mut self) {
         self.stop();
         if let Err(e) = self.spawn_and_wait() {

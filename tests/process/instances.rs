@@ -2,15 +2,15 @@
 //! registry: every merge built once, a stopped instance's build taken over,
 //! a frozen one fenced out, the log followed from any instance.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
+use crate::partition::Partition;
+use crate::support::postgres::PgServer;
+use crate::support::{FakeGitHub, Slipway, SlipwayOptions, TestRegistry};
 use serde_json::Value;
-use support::partition::Partition;
-use support::postgres::PgServer;
-use support::{FakeGitHub, Slipway, SlipwayOptions, TestRegistry};
 
 /// Short, so that takeovers happen within a test's patience.
 const LEASE: &str = "3s";

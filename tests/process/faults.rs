@@ -2,12 +2,12 @@
 //! builds they touch, with a message that says what happened; and a kill in
 //! the middle of a push loses nothing.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const REPO: &str = "acme/faults";
 
@@ -128,7 +128,7 @@ async fn engine_socket_gone_fails_the_service_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_build_killed_or_timed_out_fails_the_service() {
     // The classic builder runs each step in a container the test can kill;
-    // tests/buildkit.rs does the same to a BuildKit step's process.
+    // tests/it/buildkit.rs does the same to a BuildKit step's process.
     let (github, _registry, slipway) = start_stack(&[
         ("SLIPWAY_BUILD_TIMEOUT", "20s"),
         ("SLIPWAY_BUILDER", "classic"),

@@ -2,12 +2,12 @@
 //! once, and never one older than the repository's first build here; the
 //! sticky comment on a merged pull request.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const TOKEN: &str = "ghp_catchuptesttoken0123456789";
 const REPO: &str = "acme/missed";

@@ -2,12 +2,10 @@
 //! contract's answer or a failed build with a clear error, the service stays
 //! up, nothing is written outside its temp space, and memory stays bounded.
 
-mod support;
-
 use std::io::Write;
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 const REPO: &str = "acme/hostile";
 

@@ -4,13 +4,11 @@
 //! Each case runs on both push paths: the engine pushing through Slipway's
 //! loopback relay (the default), and `docker save` with Slipway's upload.
 
-mod support;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const REPO: &str = "acme/layers";
 const BIG_MB: u32 = 20;

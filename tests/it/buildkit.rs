@@ -2,14 +2,12 @@
 //! `COPY --chmod`, skipped stages, build secrets), live progress, and the
 //! engine's work stopped when Slipway stops following a build.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::engine_proxy::EngineWithoutSessions;
+use crate::support::*;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use support::engine_proxy::EngineWithoutSessions;
-use support::*;
 
 const REPO: &str = "acme/kit";
 

@@ -1,11 +1,9 @@
 //! `POST /webhook` as the contract states it, against the real binary.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 const REPO: &str = "acme/hooks";
 

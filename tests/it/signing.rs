@@ -5,16 +5,16 @@
 //! here from its spec, and Debian's skopeo copying the signature as
 //! containers/image does.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use support::*;
 
 const REPO: &str = "acme/shop";
 

@@ -1,13 +1,11 @@
 //! The page, in a real browser: Debian's chromium driven over WebDriver.
 //! Loads `/`, follows a build's link, and watches its live log grow.
 
-mod support;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use fantoccini::{ClientBuilder, Locator};
-use support::*;
 
 const REPO: &str = "acme/browser";
 

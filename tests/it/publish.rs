@@ -1,10 +1,8 @@
 //! The whole path, for real: a signed merged-PR delivery, the stand-in
 //! GitHub, the machine's Docker Engine, and a TLS registry with basic auth.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const REPO: &str = "acme/shop";
 

@@ -2,13 +2,11 @@
 //! install`, `--manage-hooks` following a tunnel whose URL changes, and the
 //! `--repositories` allow-list.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const TOKEN: &str = "ghp_hooktesttoken0123456789";
 const REPO: &str = "acme/hooked";

@@ -3,11 +3,9 @@
 //! repository), the stand-in forge's API, the machine's engine and the TLS
 //! registry. Each forge's bad signature, unmerged close and redelivery too.
 
-mod support;
-
+use crate::support::forges::{FakeForge, Flavor};
+use crate::support::*;
 use serde_json::Value;
-use support::forges::{FakeForge, Flavor};
-use support::*;
 
 const TOKEN: &str = "forge-token-5d1e";
 

@@ -1,16 +1,18 @@
 //! One conformance suite for the `Store`, run against each backend: every
 //! check is written once, as an async fn taking the store, and `conformance!`
-//! makes one test per backend of it.
+//! makes one test per backend of it. Each check is also given the store's
+//! clock, set by hand (as River's driver suite passes `now`): a lease runs out
+//! when the check moves the clock past it, never after a sleep.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use slipway::store::{
-    now_rfc3339, Admission, BuildRecord, BuildStatus, Fence, ListFilter, Notice, PostgresStore,
-    SqliteStore, Store, StoreError,
+    now_rfc3339, Admission, BuildRecord, BuildStatus, Fence, ListFilter, ManualClock, Notice,
+    PostgresStore, SqliteStore, Store, StoreError,
 };
 
 fn record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
@@ -46,7 +48,7 @@ fn dup(id: &str) -> Admission {
     Admission::Duplicate(id.into())
 }
 
-async fn duplicates_by_delivery_and_by_commit(store: Arc<dyn Store>) {
+async fn duplicates_by_delivery_and_by_commit(store: Arc<dyn Store>, _clock: ManualClock) {
     let first = record("a", Some("d1"), "c1");
     assert_eq!(store.admit(&first, 10).await.unwrap(), created("a"));
     let same_delivery = record("b", Some("d1"), "c2");
@@ -60,7 +62,7 @@ async fn duplicates_by_delivery_and_by_commit(store: Arc<dyn Store>) {
     assert_eq!(store.admit(&over, 2).await.unwrap(), Admission::QueueFull);
 }
 
-async fn queued_count_follows_status_changes(store: Arc<dyn Store>) {
+async fn queued_count_follows_status_changes(store: Arc<dyn Store>, _clock: ManualClock) {
     for (id, delivery, commit) in [("a", "d1", "c1"), ("b", "d2", "c2"), ("c", "d3", "c3")] {
         store
             .admit(&record(id, Some(delivery), commit), 10)
@@ -79,7 +81,7 @@ async fn queued_count_follows_status_changes(store: Arc<dyn Store>) {
     assert_eq!(store.queued_count().await.unwrap(), 3);
 }
 
-async fn log_lines_come_back_in_order(store: Arc<dyn Store>) {
+async fn log_lines_come_back_in_order(store: Arc<dyn Store>, _clock: ManualClock) {
     store
         .admit(&record("a", Some("d1"), "c1"), 10)
         .await
@@ -115,8 +117,11 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $check() {
                     let dir = tempfile::tempdir().unwrap();
-                    let store = super::SqliteStore::open(dir.path()).unwrap();
-                    super::$check(std::sync::Arc::new(store)).await;
+                    let clock = super::ManualClock::new();
+                    let store = super::SqliteStore::open(dir.path())
+                        .unwrap()
+                        .with_clock(clock.clone().into());
+                    super::$check(std::sync::Arc::new(store), clock).await;
                 }
             )*
         }
@@ -124,9 +129,13 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $check() {
-                    let url = super::support::postgres::database();
-                    let store = super::PostgresStore::open(&url).await.unwrap();
-                    super::$check(std::sync::Arc::new(store)).await;
+                    let url = crate::support::postgres::database();
+                    let clock = super::ManualClock::new();
+                    let store = super::PostgresStore::open(&url)
+                        .await
+                        .unwrap()
+                        .with_clock(clock.clone().into());
+                    super::$check(std::sync::Arc::new(store), clock).await;
                 }
             )*
         }
@@ -145,7 +154,10 @@ async fn two_postgres_stores_migrate_one_fresh_database_at_once() {
 }
 
 /// Many admissions of one merge at once, from many tasks: exactly one build.
-async fn concurrent_admissions_of_one_commit_create_one_build(store: Arc<dyn Store>) {
+async fn concurrent_admissions_of_one_commit_create_one_build(
+    store: Arc<dyn Store>,
+    _clock: ManualClock,
+) {
     let tasks: Vec<_> = (0..32)
         .map(|i| {
             let store = store.clone();
@@ -169,7 +181,7 @@ async fn concurrent_admissions_of_one_commit_create_one_build(store: Arc<dyn Sto
 }
 
 /// One batch: duplicates within it and against stored builds, and the limit.
-async fn a_batch_is_admitted_in_order(store: Arc<dyn Store>) {
+async fn a_batch_is_admitted_in_order(store: Arc<dyn Store>, _clock: ManualClock) {
     store
         .admit(&record("old", Some("d0"), "c0"), 10)
         .await
@@ -193,7 +205,10 @@ async fn a_batch_is_admitted_in_order(store: Arc<dyn Store>) {
     );
 }
 
-async fn catch_up_starts_at_the_first_build_or_the_first_question(store: Arc<dyn Store>) {
+async fn catch_up_starts_at_the_first_build_or_the_first_question(
+    store: Arc<dyn Store>,
+    _clock: ManualClock,
+) {
     let asked = "2026-01-01T00:00:00Z";
     assert_eq!(store.catch_up_since("o/new", asked).await.unwrap(), asked);
     let later = "2026-02-01T00:00:00Z";
@@ -242,10 +257,12 @@ async fn slipway_publishes_a_merge_with_its_records_in_postgres() {
     assert!(log.contains("published"), "{log}");
 }
 
-/// Long enough never to run out during a check.
-const LEASE: Duration = Duration::from_secs(60);
-/// Short enough to run out within a check.
-const SHORT: Duration = Duration::from_millis(300);
+/// Never runs out during a check: the clock moves by `SHORT`s only.
+const LEASE: Duration = Duration::from_secs(3600);
+/// Runs out once the check moves the clock past it.
+const SHORT: Duration = Duration::from_secs(30);
+/// Past the end of a `SHORT` lease taken now.
+const PAST_SHORT: Duration = Duration::from_secs(31);
 
 async fn admit_all(store: &Arc<dyn Store>, ids: &[&str]) {
     for id in ids {
@@ -270,7 +287,7 @@ fn is_lease_lost<T: std::fmt::Debug>(answer: Result<T, StoreError>) -> bool {
     matches!(answer, Err(StoreError::LeaseLost { .. }))
 }
 
-async fn claims_take_the_oldest_waiting_build_once(store: Arc<dyn Store>) {
+async fn claims_take_the_oldest_waiting_build_once(store: Arc<dyn Store>, _clock: ManualClock) {
     admit_all(&store, &["a", "b"]).await;
     let first = store.claim("one", LEASE).await.unwrap().unwrap();
     assert_eq!(first.record.id, "a");
@@ -285,7 +302,7 @@ async fn claims_take_the_oldest_waiting_build_once(store: Arc<dyn Store>) {
     assert_eq!(stored, first.record, "the record says who holds it");
 }
 
-async fn concurrent_claims_never_share_a_build(store: Arc<dyn Store>) {
+async fn concurrent_claims_never_share_a_build(store: Arc<dyn Store>, _clock: ManualClock) {
     let ids: Vec<String> = (0..24).map(|i| format!("b{i}")).collect();
     admit_all(&store, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let claimers: Vec<_> = (0..6)
@@ -313,24 +330,27 @@ async fn concurrent_claims_never_share_a_build(store: Arc<dyn Store>) {
     );
 }
 
-async fn renewing_keeps_a_build_from_takeover(store: Arc<dyn Store>) {
+async fn renewing_keeps_a_build_from_takeover(store: Arc<dyn Store>, clock: ManualClock) {
     admit_all(&store, &["a"]).await;
     let held = claim(&store, "one", SHORT).await.unwrap();
     for _ in 0..4 {
-        tokio::time::sleep(SHORT / 2).await;
+        clock.advance(SHORT / 2);
         assert!(store.renew(&Fence::of(&held), SHORT).await.unwrap());
         assert!(claim(&store, "two", LEASE).await.is_none());
     }
 }
 
-async fn an_expired_lease_is_taken_over_and_the_old_attempt_fenced(store: Arc<dyn Store>) {
+async fn an_expired_lease_is_taken_over_and_the_old_attempt_fenced(
+    store: Arc<dyn Store>,
+    clock: ManualClock,
+) {
     admit_all(&store, &["a"]).await;
     let old = claim(&store, "one", SHORT).await.unwrap();
     assert!(
         claim(&store, "two", LEASE).await.is_none(),
         "the lease still runs"
     );
-    tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
+    clock.advance(PAST_SHORT);
     let taken = store.claim("two", LEASE).await.unwrap().unwrap();
     assert_eq!(taken.record.id, "a");
     assert_eq!(taken.record.attempt, 2);
@@ -369,14 +389,14 @@ async fn an_expired_lease_is_taken_over_and_the_old_attempt_fenced(store: Arc<dy
     assert_eq!(texts, ["on two"]);
 }
 
-async fn log_lines_stay_in_order_across_a_takeover(store: Arc<dyn Store>) {
+async fn log_lines_stay_in_order_across_a_takeover(store: Arc<dyn Store>, clock: ManualClock) {
     admit_all(&store, &["a"]).await;
     let old = Fence::of(&claim(&store, "one", SHORT).await.unwrap());
     store
         .append_log(&old, &["one-1".into(), "one-2".into()])
         .await
         .unwrap();
-    tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
+    clock.advance(PAST_SHORT);
     let new = Fence::of(&claim(&store, "two", LEASE).await.unwrap());
     store.append_log(&new, &["two-1".into()]).await.unwrap();
     assert!(is_lease_lost(
@@ -389,7 +409,7 @@ async fn log_lines_stay_in_order_across_a_takeover(store: Arc<dyn Store>) {
     assert!(lines.windows(2).all(|w| w[0].seq < w[1].seq));
 }
 
-async fn a_handed_back_build_is_claimed_again(store: Arc<dyn Store>) {
+async fn a_handed_back_build_is_claimed_again(store: Arc<dyn Store>, _clock: ManualClock) {
     admit_all(&store, &["a"]).await;
     let held = claim(&store, "one", LEASE).await.unwrap();
     let first = Fence::of(&held);
@@ -408,7 +428,10 @@ async fn a_handed_back_build_is_claimed_again(store: Arc<dyn Store>) {
     assert!(!store.hand_back(&first).await.unwrap());
 }
 
-async fn a_restarted_instance_releases_its_builds_at_once(store: Arc<dyn Store>) {
+async fn a_restarted_instance_releases_its_builds_at_once(
+    store: Arc<dyn Store>,
+    _clock: ManualClock,
+) {
     admit_all(&store, &["a"]).await;
     claim(&store, "one", LEASE).await.unwrap();
     assert!(claim(&store, "one", LEASE).await.is_none());
@@ -418,7 +441,7 @@ async fn a_restarted_instance_releases_its_builds_at_once(store: Arc<dyn Store>)
     assert_eq!(resumed.record.attempt, 2);
 }
 
-async fn a_tag_is_leased_to_one_build_at_a_time(store: Arc<dyn Store>) {
+async fn a_tag_is_leased_to_one_build_at_a_time(store: Arc<dyn Store>, clock: ManualClock) {
     let a = Fence {
         build: "a".into(),
         attempt: 1,
@@ -449,7 +472,7 @@ async fn a_tag_is_leased_to_one_build_at_a_time(store: Arc<dyn Store>) {
     );
     store.release_tag(tag, &a).await.unwrap();
     assert!(store.lease_tag(tag, &b, SHORT).await.unwrap());
-    tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
+    clock.advance(PAST_SHORT);
     assert!(
         store.lease_tag(tag, &a, LEASE).await.unwrap(),
         "a lease that ran out is taken"

@@ -1,12 +1,10 @@
 //! Build results people watch: live logs, restarts, commit statuses,
 //! retry, metrics and the API token, against the real engine and registry.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const REPO: &str = "acme/watch";
 
