@@ -3,12 +3,10 @@
 //! expire or get revoked, check runs only an App may write, and the check
 //! run's "Re-run" coming back as a `check_run` `rerequested` delivery.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const REPO: &str = "acme/app-mode";
 const APP_ID: u64 = 77;

@@ -2,13 +2,11 @@
 //! literal tags on a TLS registry, decided from its tag list whatever order
 //! the merges come in, each a manifest PUT of the version's own bytes.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 const REPO: &str = "acme/shop";
 
@@ -248,7 +246,7 @@ fn registry_log(registry: &TestRegistry) -> String {
 /// tag list, after its own version is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_racing_end_with_the_higher_version_under_latest() {
-    let database = support::postgres::database();
+    let database = crate::support::postgres::database();
     let github = FakeGitHub::start().await;
     let registry = TestRegistry::start();
     let mut instances = Vec::new();
@@ -425,7 +423,7 @@ fn registry_get(registry: &TestRegistry, path: &str) -> Vec<u8> {
 /// its tags wait; they follow as soon as it is given back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_tags_wait_for_the_images_lease_in_the_shared_database() {
-    let database = support::postgres::database();
+    let database = crate::support::postgres::database();
     let name = database
         .rsplit('/')
         .next()
@@ -437,7 +435,7 @@ async fn moving_tags_wait_for_the_images_lease_in_the_shared_database() {
         SlipwayOptions::new(&github, &registry).envs(&[("SLIPWAY_DATABASE", database.as_str())]),
     )
     .await;
-    let pg = support::postgres::server();
+    let pg = crate::support::postgres::server();
     let key = format!("{}/api#moving-tags", registry.host);
     pg.sql(
         &name,
