@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use slipway::store::{now_rfc3339, BuildRecord, BuildStatus, PostgresStore, Store};
+use slipway::store::{BuildRecord, PostgresStore, Store, Trigger};
+use slipway::trigger::MergedPullRequest;
+use slipway::types::{CommitSha, Forge, Repository};
 
 use super::common::*;
 use super::load;
@@ -137,27 +139,19 @@ fn row(table: &mut Table, label: &str, cell: &Cell) {
 }
 
 fn queued(id: String) -> BuildRecord {
+    let merge = MergedPullRequest {
+        repository: Repository::parse("bench/claims").expect("a repository"),
+        number: 1,
+        commit: CommitSha::parse(&"0".repeat(40)).expect("a commit"),
+        base_ref: "main".into(),
+        source_url: "https://github.com/bench/claims".into(),
+        forge: Forge::GitHub,
+    };
+    // Each build its own commit, so none is a duplicate of another.
     BuildRecord {
         id: id.clone(),
-        status: BuildStatus::Queued,
-        repository: "bench/claims".into(),
-        pull_request: 1,
         commit: id.clone(),
-        base_ref: "main".into(),
-        delivery: Some(id),
-        created_at: now_rfc3339(),
-        started_at: None,
-        finished_at: None,
-        error: None,
-        services: vec![],
-        source_url: "https://github.com/bench/claims".into(),
-        retry_of: None,
-        trigger: Default::default(),
-        instance: None,
-        attempt: 0,
-        pr_comment: None,
-        forge: Default::default(),
-        check_run: None,
+        ..BuildRecord::queued(merge, Some(id), Trigger::Webhook)
     }
 }
 

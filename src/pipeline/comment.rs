@@ -106,18 +106,17 @@ mod tests {
                 attestation: None,
                 tags: None,
             };
+        let merge = crate::trigger::MergedPullRequest {
+            repository: crate::types::Repository::parse("o/r").expect("a repository"),
+            number: 3,
+            commit: crate::types::CommitSha::parse(&"a".repeat(40)).expect("a commit"),
+            base_ref: "main".into(),
+            source_url: String::new(),
+            forge: Default::default(),
+        };
         let mut record = BuildRecord {
             id: "b1".into(),
             status: BuildStatus::Failed,
-            repository: "o/r".into(),
-            pull_request: 3,
-            commit: "a".repeat(40),
-            base_ref: "main".into(),
-            delivery: None,
-            created_at: String::new(),
-            started_at: None,
-            finished_at: None,
-            error: None,
             services: vec![
                 service("api", ServiceStatus::Succeeded, Some("sha256:abc"), None),
                 service(
@@ -127,14 +126,7 @@ mod tests {
                     Some("bad | thing\nhere"),
                 ),
             ],
-            source_url: String::new(),
-            retry_of: None,
-            instance: None,
-            trigger: Default::default(),
-            pr_comment: None,
-            forge: Default::default(),
-            check_run: None,
-            attempt: 0,
+            ..BuildRecord::queued(merge, None, Default::default())
         };
         record.services.push(ServiceRecord {
             tags: Some(vec!["1.0".into(), "latest".into()]),

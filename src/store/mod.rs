@@ -262,26 +262,19 @@ pub trait Store: Send + Sync + 'static {
 /// A queued webhook build of `o/r`, for tests.
 #[cfg(test)]
 pub(crate) fn queued_record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
+    use crate::types::{CommitSha, Forge, Repository};
+    let merge = crate::trigger::MergedPullRequest {
+        repository: Repository::parse("o/r").expect("a repository"),
+        number: 1,
+        commit: CommitSha::parse(&"0".repeat(40)).expect("a commit"),
+        base_ref: "main".into(),
+        source_url: "https://github.com/o/r".into(),
+        forge: Forge::GitHub,
+    };
+    // The store keys on these; any text does for it.
     BuildRecord {
         id: id.into(),
-        status: BuildStatus::Queued,
-        repository: "o/r".into(),
-        pull_request: 1,
         commit: commit.into(),
-        base_ref: "main".into(),
-        delivery: delivery.map(Into::into),
-        created_at: now_rfc3339(),
-        started_at: None,
-        finished_at: None,
-        error: None,
-        services: vec![],
-        source_url: "https://github.com/o/r".into(),
-        retry_of: None,
-        instance: None,
-        trigger: Default::default(),
-        pr_comment: None,
-        forge: Default::default(),
-        check_run: None,
-        attempt: 0,
+        ..BuildRecord::queued(merge, delivery.map(Into::into), Trigger::Webhook)
     }
 }

@@ -10,33 +10,28 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use slipway::trigger::MergedPullRequest;
+use slipway::types::{CommitSha, Forge, Repository};
+
 use slipway::store::{
-    now_rfc3339, Admission, BuildRecord, BuildStatus, Fence, ListFilter, ManualClock, Notice,
-    PostgresStore, SqliteStore, Store, StoreError,
+    Admission, BuildRecord, BuildStatus, Fence, ListFilter, ManualClock, Notice, PostgresStore,
+    SqliteStore, Store, StoreError, Trigger,
 };
 
 fn record(id: &str, delivery: Option<&str>, commit: &str) -> BuildRecord {
+    let merge = MergedPullRequest {
+        repository: Repository::parse("o/r").expect("a repository"),
+        number: 1,
+        commit: CommitSha::parse(&"0".repeat(40)).expect("a commit"),
+        base_ref: "main".into(),
+        source_url: "https://github.com/o/r".into(),
+        forge: Forge::GitHub,
+    };
+    // The store keys on these; any text does for it.
     BuildRecord {
         id: id.into(),
-        status: BuildStatus::Queued,
-        repository: "o/r".into(),
-        pull_request: 1,
         commit: commit.into(),
-        base_ref: "main".into(),
-        delivery: delivery.map(Into::into),
-        created_at: now_rfc3339(),
-        started_at: None,
-        finished_at: None,
-        error: None,
-        services: vec![],
-        source_url: "https://github.com/o/r".into(),
-        retry_of: None,
-        instance: None,
-        trigger: Default::default(),
-        pr_comment: None,
-        forge: Default::default(),
-        check_run: None,
-        attempt: 0,
+        ..BuildRecord::queued(merge, delivery.map(Into::into), Trigger::Webhook)
     }
 }
 
