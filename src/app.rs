@@ -220,7 +220,7 @@ impl App {
             },
             work_dir,
             public_url: args.public_url.clone(),
-            pr_comment: args.pr_comment && args.acts_on_github(),
+            pr_comment: args.pr_comment,
             signer,
             instance_id: instance_id.clone(),
             lease: args.lease,

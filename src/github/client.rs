@@ -131,6 +131,11 @@ impl GitHub {
         self
     }
 
+    /// The forge this client speaks to.
+    pub fn site(&self) -> Forge {
+        self.site
+    }
+
     pub fn is_app(&self) -> bool {
         matches!(self.auth, Auth::App(_))
     }

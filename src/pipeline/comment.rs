@@ -4,7 +4,6 @@ use std::fmt::Write;
 
 use super::{save, Pipeline};
 use crate::store::{BuildRecord, ServiceStatus};
-use crate::types::Repository;
 
 /// Marks Slipway's comment for people reading the thread's source.
 const MARKER: &str = "<!-- slipway:build-summary -->";
@@ -13,17 +12,17 @@ impl Pipeline {
     /// Creates or updates the sticky comment; a failure is logged, never
     /// fails the build.
     pub(super) async fn update_pr_comment(&self, record: &mut BuildRecord) {
-        // Sticky comments are written on GitHub only, for now.
-        if !self.settings.pr_comment || record.forge != crate::types::Forge::GitHub {
+        if !self.settings.pr_comment {
             return;
         }
-        let Ok(repo) = Repository::parse(&record.repository) else {
+        let Some(forge) = self.forges.client(record.forge).filter(|f| f.has_token()) else {
+            return;
+        };
+        let Ok(repo) = super::record_repository(record) else {
             return;
         };
         let body = render(record, self.settings.public_url.as_deref());
-        let written = self
-            .forges
-            .github()
+        let written = forge
             .upsert_pr_comment(&repo, record.pull_request, record.pr_comment, &body)
             .await;
         match written {

@@ -132,10 +132,45 @@ async fn start(flavor: Flavor) -> (FakeForge, TestRegistry, Slipway, FakeGitHub)
         SlipwayOptions::new(&github, &registry)
             .env(api, &forge.api_url())
             .env(token, TOKEN)
+            .env("SLIPWAY_PR_COMMENT", "true")
             .env("SLIPWAY_PUBLIC_URL", "https://slipway.example"),
     )
     .await;
     (forge, registry, slipway, github)
+}
+
+/// Retries build `id` and waits for it: the sticky comment must be edited, not doubled.
+async fn retry_keeps_one_comment(
+    slipway: &Slipway,
+    forge: &FakeForge,
+    id: &str,
+    repository: &str,
+    image: &str,
+) {
+    let comments = |forge: &FakeForge| -> Vec<_> {
+        forge
+            .comments()
+            .into_iter()
+            .filter(|c| c.repository == repository)
+            .collect()
+    };
+    let before = comments(forge);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(before[0].body.contains(image), "{}", before[0].body);
+    let answer = reqwest::Client::new()
+        .post(format!("{}/builds/{id}/retry", slipway.url))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(answer.status().as_u16(), 202);
+    let retry: Value = answer.json().await.expect("JSON");
+    let record = slipway
+        .wait_for(retry["build_id"].as_str().expect("id"))
+        .await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    let after = comments(forge);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!((after[0].id, after[0].edits), (before[0].id, 1));
 }
 
 fn states(forge: &FakeForge, sha: &str) -> Vec<String> {
@@ -199,6 +234,8 @@ async fn a_gitea_and_a_forgejo_merge_are_published_with_statuses() {
         .await;
         assert_eq!(status, 200, "{json}");
         assert_eq!(json["duplicate"], true, "{json}");
+        let image = format!("{service}:1.0.0");
+        retry_keeps_one_comment(&slipway, &gitea, &id, repository, &image).await;
     }
     assert!(
         github.requests().is_empty(),
@@ -210,7 +247,8 @@ async fn a_gitea_and_a_forgejo_merge_are_published_with_statuses() {
         .into_iter()
         .filter(|r| r.contains("/archive/"))
         .collect();
-    assert_eq!(archives.len(), 2, "{archives:?}");
+    // Each merge and its retry read the archive from Gitea.
+    assert_eq!(archives.len(), 4, "{archives:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,6 +360,8 @@ async fn a_gitlab_merge_in_a_subgroup_is_published_with_statuses() {
         (200, Some(true)),
         "{json}"
     );
+    retry_keeps_one_comment(&slipway, &gitlab, &id, project, "gl-app:1.0.0").await;
+    assert_eq!(gitlab.comments()[0].number, 4, "the merge request's iid");
     let closed = gitlab_merge(project, &sha, "gitlab.merge_request.close.woodpecker.json");
     let (status, json) = deliver_gitlab(&slipway, SECRET, &uuid(), &closed).await;
     assert_eq!((status, json["ignored"].is_string()), (200, true), "{json}");

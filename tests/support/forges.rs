@@ -37,10 +37,21 @@ pub struct ForgeStatus {
     pub body: Value,
 }
 
+/// A pull request comment (GitLab: a merge request note), with its edits.
+#[derive(Clone, Debug)]
+pub struct ForgeComment {
+    pub id: u64,
+    pub repository: String,
+    pub number: u64,
+    pub body: String,
+    pub edits: usize,
+}
+
 #[derive(Default)]
 struct State {
     commits: HashMap<(String, String), Vec<(String, FakeEntry)>>,
     statuses: Vec<ForgeStatus>,
+    comments: Vec<ForgeComment>,
     /// Every request's method and raw path, in arrival order.
     requests: Vec<String>,
 }
@@ -122,6 +133,10 @@ impl FakeForge {
 
     pub fn statuses(&self) -> Vec<ForgeStatus> {
         self.lock().statuses.clone()
+    }
+
+    pub fn comments(&self) -> Vec<ForgeComment> {
+        self.lock().comments.clone()
     }
 
     pub fn requests(&self) -> Vec<String> {
@@ -259,6 +274,12 @@ fn gitea(token: &str, state: &mut State, request: &Request) -> Response<Vec<u8>>
                 None => gitea_not_found(),
             }
         }
+        ("POST", ["repos", owner, name, "issues", number, "comments"]) => {
+            add_comment(state, format!("{owner}/{name}"), number, &request.body)
+        }
+        ("PATCH", ["repos", owner, name, "issues", "comments", id]) => {
+            edit_comment(state, &format!("{owner}/{name}"), id, &request.body)
+        }
         ("POST", ["repos", owner, name, "statuses", sha]) => {
             let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
                 return json_response(
@@ -332,6 +353,12 @@ fn gitlab(token: &str, state: &mut State, request: &Request) -> Response<Vec<u8>
                 None => gitlab_not_found("404 Not Found"),
             }
         }
+        ("POST", ["projects", project, "merge_requests", iid, "notes"]) => {
+            add_comment(state, project.to_string(), iid, &request.body)
+        }
+        ("PUT", ["projects", project, "merge_requests", _, "notes", id]) => {
+            edit_comment(state, project, id, &request.body)
+        }
         ("POST", ["projects", project, "statuses", sha]) => {
             gitlab_status(state, project, sha, &request.body)
         }
@@ -381,6 +408,59 @@ fn gitlab_status(state: &mut State, project: &str, sha: &str, body: &[u8]) -> Re
         StatusCode::CREATED,
         json!({"sha": sha, "status": new_state, "name": name}),
     )
+}
+
+fn add_comment(
+    state: &mut State,
+    repository: String,
+    number: &str,
+    body: &[u8],
+) -> Response<Vec<u8>> {
+    let (Ok(number), Some(text)) = (
+        number.parse::<u64>(),
+        serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|b| b["body"].as_str().map(str::to_string)),
+    ) else {
+        return json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"message": "body is required"}),
+        );
+    };
+    let id = 900 + state.comments.len() as u64;
+    state.comments.push(ForgeComment {
+        id,
+        repository,
+        number,
+        body: text.clone(),
+        edits: 0,
+    });
+    json_response(StatusCode::CREATED, json!({"id": id, "body": text}))
+}
+
+fn edit_comment(state: &mut State, repository: &str, id: &str, body: &[u8]) -> Response<Vec<u8>> {
+    let text = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|b| b["body"].as_str().map(str::to_string));
+    let comment = state
+        .comments
+        .iter_mut()
+        .find(|c| c.id.to_string() == id && c.repository == repository);
+    match (comment, text) {
+        (Some(comment), Some(text)) => {
+            comment.body = text;
+            comment.edits += 1;
+            json_response(
+                StatusCode::OK,
+                json!({"id": comment.id, "body": comment.body}),
+            )
+        }
+        (None, _) => json_response(StatusCode::NOT_FOUND, json!({"message": "404 Not found"})),
+        (_, None) => json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"message": "body is required"}),
+        ),
+    }
 }
 
 fn gitlab_not_found(message: &str) -> Response<Vec<u8>> {
