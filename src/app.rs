@@ -264,7 +264,8 @@ impl App {
                 Admissions::start(store.clone(), args.max_queued_builds),
                 queue.clone(),
                 args.max_queued_builds,
-            ),
+            )
+            .with_announcer(check_run_announcer(&pipeline)),
             store,
             queue,
             metrics: pipeline.metrics.clone(),
@@ -462,4 +463,32 @@ fn forges(args: &ServeArgs) -> Result<Forges, StartError> {
         .map(|api| client(Forge::GitLab, api, &args.gitlab_token))
         .transpose()?;
     Ok(Forges::new(github, gitea, gitlab))
+}
+
+/// As a GitHub App, each admitted GitHub build gets its `queued` check run
+/// at once, posted in the background; otherwise nothing is announced.
+fn check_run_announcer(pipeline: &Arc<Pipeline>) -> crate::intake::Announcer {
+    let pipeline = pipeline.clone();
+    Box::new(move |record| {
+        let github = pipeline.forges.github();
+        if record.forge != Forge::GitHub || !github.is_app() {
+            return;
+        }
+        let (Ok(repository), Ok(commit)) = (
+            crate::types::Repository::parse(&record.repository),
+            crate::types::CommitSha::parse(&record.commit),
+        ) else {
+            return;
+        };
+        pipeline.announcements.announce(
+            github.clone(),
+            crate::github::checks::Announcement {
+                repository,
+                commit,
+                build: record.id.clone(),
+                existing: record.check_run,
+                details_url: pipeline.build_page(record),
+            },
+        );
+    })
 }

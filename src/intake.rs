@@ -19,7 +19,12 @@ pub struct Intake {
     admissions: Admissions,
     queue: Queue,
     max_queued_builds: u64,
+    /// Tells the forge of each admitted build (a GitHub App's queued check run).
+    announcer: Option<Announcer>,
 }
+
+/// Called with each build admitted; must not wait on the network.
+pub type Announcer = Box<dyn Fn(&BuildRecord) + Send + Sync>;
 
 impl Intake {
     pub fn new(
@@ -42,7 +47,13 @@ impl Intake {
             admissions,
             queue,
             max_queued_builds,
+            announcer: None,
         }
+    }
+
+    pub fn with_announcer(mut self, announcer: Announcer) -> Self {
+        self.announcer = Some(announcer);
+        self
     }
 
     pub fn branches(&self) -> &[String] {
@@ -88,9 +99,16 @@ impl Intake {
             record.commit.clone(),
             record.trigger,
         );
+        let announced = self
+            .announcer
+            .as_ref()
+            .map(|announce| (announce, record.clone()));
         let admission = self.admissions.admit(record).await?;
         if let Admission::Created(id) = &admission {
             tracing::info!(build = %id, %repository, pull_request, %commit, ?trigger, "build queued");
+            if let Some((announce, record)) = announced {
+                announce(&record);
+            }
             self.queue.wake();
         }
         Ok(admission)

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::context::{self, ContextPolicy, Limits, SourceTree};
 use crate::engine::{Engine, EngineError, EngineSettings};
 use crate::forge::Forges;
-use crate::github::checks::CheckRun;
+use crate::github::checks::{Announcements, CheckRun};
 use crate::github::{CommitStatus, ForgeError, GitHub};
 use crate::log::BuildLog;
 use crate::manifest::{self, ServiceEntry, ServiceSpec};
@@ -68,6 +68,8 @@ pub struct PipelineSettings {
 pub struct Pipeline {
     pub store: Arc<dyn Store>,
     pub forges: Forges,
+    /// Check runs announced at admission, taken over when the build starts.
+    pub announcements: Arc<Announcements>,
     pub registry: Registry,
     pub settings: PipelineSettings,
     pub hub: Arc<LogHub>,
@@ -91,6 +93,7 @@ impl Pipeline {
         Self {
             store,
             forges,
+            announcements: Arc::default(),
             registry,
             settings,
             hub: Arc::new(LogHub::default()),
@@ -285,9 +288,12 @@ impl Pipeline {
             details_url: self.build_page(record),
             external_id: record.id.clone(),
         };
+        // A retry's check run is set back to queued at admission: that comes first.
+        let announced = self.announcements.announced(&record.id).await;
+        let existing = record.check_run.or(announced);
         let github = self.forges.github();
         match github
-            .upsert_check_run(&repo, &commit, record.check_run, &run)
+            .upsert_check_run(&repo, &commit, existing, &run)
             .await
         {
             Ok(id) if record.check_run != Some(id) => {
@@ -299,7 +305,7 @@ impl Pipeline {
         }
     }
 
-    fn build_page(&self, record: &BuildRecord) -> Option<String> {
+    pub fn build_page(&self, record: &BuildRecord) -> Option<String> {
         self.settings
             .public_url
             .as_ref()
