@@ -141,7 +141,7 @@ impl Watch {
             tracing::warn!("--manage-hooks needs --public-url or --ngrok-api to know where the hooks should point");
         }
         Self {
-            catch_up_interval: Some(args.catch_up_interval).filter(|i| able && !i.is_zero()),
+            catch_up_interval: Some(args.catch_up_interval).filter(|i| !i.is_zero()),
             hooks: public_url
                 .filter(|_| able && args.manage_hooks)
                 .map(|url| (url, args.hooks_poll_interval.max(Duration::from_secs(1)))),
@@ -161,11 +161,46 @@ impl Watch {
             };
             tokio::spawn(keeper.run());
         }
-        if let Some(interval) = self.catch_up_interval {
-            let repos = github_repositories(state);
-            tokio::spawn(crate::github::catch_up::run(state.clone(), repos, interval));
+        let sources = catch_up_sources(state);
+        if let Some(interval) = self.catch_up_interval.filter(|_| !sources.is_empty()) {
+            tokio::spawn(crate::github::catch_up::run(
+                state.clone(),
+                sources,
+                interval,
+            ));
         }
     }
+}
+
+/// Where missed merges are looked for: a GitHub App's installations (those
+/// `--repositories` serves), else `--repositories` on GitHub with a token;
+/// and `--repositories` on Gitea/Forgejo with a token.
+fn catch_up_sources(state: &AppState) -> Vec<crate::github::catch_up::Source> {
+    use crate::github::catch_up::Source;
+    let listed = github_repositories(state);
+    let forges = &state.pipeline.forges;
+    let github = forges.github();
+    let mut sources = Vec::new();
+    if github.is_app() {
+        sources.push(Source {
+            forge: github.clone(),
+            repositories: None,
+        });
+    } else if github.has_token() && !listed.is_empty() {
+        sources.push(Source {
+            forge: github.clone(),
+            repositories: Some(listed.clone()),
+        });
+    }
+    if let Some(gitea) = forges.client(Forge::Gitea).filter(|g| g.has_token()) {
+        if !listed.is_empty() {
+            sources.push(Source {
+                forge: gitea.clone(),
+                repositories: Some(listed),
+            });
+        }
+    }
+    sources
 }
 
 /// The `--repositories` that can be GitHub's (`owner/name`): hooks and catch-up

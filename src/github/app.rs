@@ -114,6 +114,17 @@ impl AppAuth {
         repo: &Repository,
     ) -> Result<Secret, AppTokenError> {
         let installation = self.installation(http, api, repo).await?;
+        self.installation_token(http, api, installation).await
+    }
+
+    /// A token for `installation`, from the cache while it has more than
+    /// [`RENEW_BEFORE`] to live.
+    pub async fn installation_token(
+        &self,
+        http: &reqwest::Client,
+        api: &Url,
+        installation: u64,
+    ) -> Result<Secret, AppTokenError> {
         let now = OffsetDateTime::now_utc();
         if let Some(cached) = self.lock_tokens().get(&installation) {
             if cached.expires_at - RENEW_BEFORE > now {
@@ -150,6 +161,31 @@ impl AppAuth {
             },
         );
         Ok(token)
+    }
+
+    /// The App's installations (`GET /app/installations`, as the App).
+    pub async fn installations(
+        &self,
+        http: &reqwest::Client,
+        api: &Url,
+    ) -> Result<Vec<u64>, AppTokenError> {
+        let mut url = join(api, &["app", "installations"]);
+        url.query_pairs_mut().append_pair("per_page", "100");
+        let answer = self
+            .as_app(http, Method::GET, url, "the App's installations")
+            .await?;
+        Ok(answer
+            .as_array()
+            .map(|list| list.iter().filter_map(|i| i["id"].as_u64()).collect())
+            .unwrap_or_default())
+    }
+
+    /// Remembers which installation serves `repo` (learnt from a listing).
+    pub fn remember(&self, repo: &Repository, installation: u64) {
+        self.installations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key(repo), installation);
     }
 
     /// Forgets `repo`'s token, so the next call gets a new one (after a 401).

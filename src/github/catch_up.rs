@@ -1,7 +1,9 @@
 //! Merges Slipway missed. GitHub does not redeliver a failed delivery by
 //! itself, so the recently closed pull requests of each served repository
 //! are listed, and every merge since the repository's first build here that
-//! has no build yet is built with trigger `catch-up`.
+//! has no build yet is built with trigger `catch-up`. Gitea and Forgejo list
+//! theirs the same way; a GitHub App's repositories are those it is
+//! installed on, filtered by `--repositories`.
 //!
 //! The pulls listing was chosen over the hooks' delivery log: it needs only
 //! read access to pull requests (the delivery log needs admin rights on the
@@ -62,7 +64,7 @@ fn parse_time(raw: &str) -> Option<OffsetDateTime> {
 }
 
 impl ListedPull {
-    fn into_merge(self, repo: &Repository) -> Option<Merge> {
+    fn into_merge(self, repo: &Repository, forge: Forge) -> Option<Merge> {
         let merged_at = parse_time(self.merged_at.as_deref()?)?;
         let commit = CommitSha::parse(self.merge_commit_sha.as_deref()?).ok()?;
         let source_url = self
@@ -78,7 +80,7 @@ impl ListedPull {
                 commit,
                 base_ref: self.base.branch,
                 source_url,
-                forge: Forge::GitHub,
+                forge,
             },
             merged_at,
         })
@@ -97,16 +99,26 @@ impl GitHub {
         let mut merges = Vec::new();
         for page in 1..=MAX_PAGES {
             let mut url = self.url(&["repos", repo.owner(), repo.name(), "pulls"]);
-            url.query_pairs_mut()
-                .append_pair("state", "closed")
-                .append_pair("sort", "updated")
-                .append_pair("direction", "desc")
-                .append_pair("per_page", &PER_PAGE.to_string())
-                .append_pair("page", &page.to_string());
+            match self.site() {
+                // Gitea's names for the same listing.
+                Forge::Gitea | Forge::Forgejo => url
+                    .query_pairs_mut()
+                    .append_pair("state", "closed")
+                    .append_pair("sort", "recentupdate")
+                    .append_pair("limit", &PER_PAGE.to_string())
+                    .append_pair("page", &page.to_string()),
+                Forge::GitHub | Forge::GitLab => url
+                    .query_pairs_mut()
+                    .append_pair("state", "closed")
+                    .append_pair("sort", "updated")
+                    .append_pair("direction", "desc")
+                    .append_pair("per_page", &PER_PAGE.to_string())
+                    .append_pair("page", &page.to_string()),
+            };
             let value = self.call(Method::GET, url, None, &what).await?;
             let pulls: Vec<ListedPull> =
                 serde_json::from_value(value).map_err(|e| ForgeError::Http {
-                    site: crate::types::Forge::GitHub,
+                    site: self.site(),
                     status: 200,
                     what: what.clone(),
                     message: format!("unexpected listing: {e}"),
@@ -124,7 +136,8 @@ impl GitHub {
                     older_seen = true;
                     continue;
                 }
-                if let Some(merge) = pull.into_merge(repo).filter(|m| m.merged_at >= since) {
+                let merge = pull.into_merge(repo, self.site());
+                if let Some(merge) = merge.filter(|m| m.merged_at >= since) {
                     merges.push(merge);
                 }
             }
@@ -137,15 +150,47 @@ impl GitHub {
     }
 }
 
+/// Where missed merges are looked for: a forge's client, and the repositories
+/// to look at there (`None`: those the GitHub App is installed on, filtered
+/// by `--repositories`).
+pub struct Source {
+    pub forge: GitHub,
+    pub repositories: Option<Vec<Repository>>,
+}
+
 /// Runs a round at start and then every `interval`, until the process ends.
-pub async fn run(state: Arc<AppState>, repos: Vec<Repository>, interval: Duration) {
+pub async fn run(state: Arc<AppState>, sources: Vec<Source>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        for repo in &repos {
-            if let Err(err) = round(&state, repo).await {
-                tracing::warn!(repository = %repo, %err, "catch-up of missed merges failed; trying again at the next interval");
+        for source in &sources {
+            let repos = match &source.repositories {
+                Some(repos) => repos.clone(),
+                None => match source.forge.installation_repositories().await {
+                    Ok(repos) => repos
+                        .into_iter()
+                        .filter(|r| state.intake.serves(r))
+                        .collect(),
+                    Err(err) => {
+                        tracing::warn!(%err, "could not list the GitHub App's repositories; trying again at the next interval");
+                        continue;
+                    }
+                },
+            };
+            for repo in &repos {
+                match round(&state, &source.forge, repo).await {
+                    Ok(_) => {}
+                    // With several forges, a repository lives on one of them.
+                    Err(CatchUpError::GitHub(ForgeError::NotFound { .. }))
+                        if source.forge.site() != Forge::GitHub =>
+                    {
+                        tracing::debug!(repository = %repo, forge = %source.forge.site(), "not on this forge");
+                    }
+                    Err(err) => {
+                        tracing::warn!(repository = %repo, %err, "catch-up of missed merges failed; trying again at the next interval")
+                    }
+                }
             }
         }
     }
@@ -165,7 +210,11 @@ pub enum CatchUpError {
 
 /// Admits every merge of `repo` since its first build here that has no
 /// build; returns how many were admitted.
-pub async fn round(state: &AppState, repo: &Repository) -> Result<usize, CatchUpError> {
+pub async fn round(
+    state: &AppState,
+    forge: &GitHub,
+    repo: &Repository,
+) -> Result<usize, CatchUpError> {
     let since = state
         .store
         .catch_up_since(repo.as_str(), &now_rfc3339())
@@ -175,12 +224,7 @@ pub async fn round(state: &AppState, repo: &Repository) -> Result<usize, CatchUp
     let since = parse_time(&since)
         .and_then(|t| t.replace_nanosecond(0).ok())
         .ok_or(CatchUpError::BadTime(since))?;
-    let merges = state
-        .pipeline
-        .forges
-        .github()
-        .merged_since(repo, since)
-        .await?;
+    let merges = forge.merged_since(repo, since).await?;
     let mut admitted = 0;
     for merge in merges {
         if state.intake.refusal(&merge.pull).is_some() {

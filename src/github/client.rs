@@ -210,6 +210,62 @@ impl GitHub {
         true
     }
 
+    /// As a GitHub App: every repository of every installation
+    /// (`GET /installation/repositories` with each installation's token).
+    /// Without an App, none.
+    pub async fn installation_repositories(&self) -> Result<Vec<Repository>, ForgeError> {
+        const PER_PAGE: usize = 100;
+        const MAX_PAGES: usize = 10;
+        let Auth::App(app) = &self.auth else {
+            return Ok(Vec::new());
+        };
+        let what = "the GitHub App's repositories";
+        let mut repositories = Vec::new();
+        for installation in app.installations(&self.http, &self.api).await? {
+            let token = app
+                .installation_token(&self.http, &self.api, installation)
+                .await?;
+            for page in 1..=MAX_PAGES {
+                let mut url = self.url(&["installation", "repositories"]);
+                url.query_pairs_mut()
+                    .append_pair("per_page", &PER_PAGE.to_string())
+                    .append_pair("page", &page.to_string());
+                let resp = self
+                    .http
+                    .get(url)
+                    .header(header::ACCEPT, "application/vnd.github+json")
+                    .header("X-GitHub-Api-Version", "2022-11-28")
+                    .bearer_auth(token.expose())
+                    .timeout(self.timeout)
+                    .send()
+                    .await;
+                let listing: serde_json::Value = classify(self.site, resp, what)
+                    .await?
+                    .json()
+                    .await
+                    .map_err(|e| unreachable(self.site, what, &e))?;
+                let names: Vec<Repository> = listing["repositories"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|r| r["full_name"].as_str())
+                            .filter_map(|name| Repository::parse(name).ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let last = names.len() < PER_PAGE;
+                for repo in names {
+                    app.remember(&repo, installation);
+                    repositories.push(repo);
+                }
+                if last {
+                    break;
+                }
+            }
+        }
+        Ok(repositories)
+    }
+
     pub fn has_token(&self) -> bool {
         !matches!(self.auth, Auth::Anonymous)
     }

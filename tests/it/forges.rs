@@ -367,3 +367,60 @@ async fn a_gitlab_merge_in_a_subgroup_is_published_with_statuses() {
     assert_eq!((status, json["ignored"].is_string()), (200, true), "{json}");
     assert!(github.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitea_merge_whose_delivery_never_came_is_caught_up() {
+    let gitea = FakeForge::start(Flavor::Gitea, TOKEN).await;
+    let github = FakeGitHub::start().await;
+    let registry = TestRegistry::start();
+    let repository = "team/gitea-missed";
+    let slipway = Slipway::start(
+        SlipwayOptions::new(&github, &registry)
+            .env("SLIPWAY_GITEA_API", &gitea.api_url())
+            .env("SLIPWAY_GITEA_TOKEN", TOKEN)
+            .env("SLIPWAY_REPOSITORIES", repository)
+            .env("SLIPWAY_CATCH_UP_INTERVAL", "1s"),
+    )
+    .await;
+    let (first, missed) = (sha(), sha());
+    dockerfile_commit(&gitea, repository, &first, "gitea-first");
+    dockerfile_commit(&gitea, repository, &missed, "gitea-missed");
+    let body = gitea_merge(repository, &first, true);
+    let (status, json) = deliver_gitea(
+        &slipway,
+        false,
+        "pull_request",
+        &uuid(),
+        &body,
+        &hex_hmac(&body),
+    )
+    .await;
+    assert_eq!(status, 202, "{json}");
+    slipway
+        .wait_for(json["build_id"].as_str().expect("id"))
+        .await;
+    gitea.add_merged_pull(repository, 12, &missed, "main");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let caught = loop {
+        let (_, list) = slipway.get_json("/builds").await;
+        let found = list["builds"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["commit"] == missed.as_str()).cloned());
+        if let Some(build) = found {
+            break build;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not caught up\n{}",
+            slipway.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(caught["trigger"], "catch-up", "{caught}");
+    assert_eq!(caught["forge"], "gitea");
+    assert_eq!(caught["pull_request"], 12);
+    let record = slipway.wait_for(caught["id"].as_str().expect("id")).await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    assert!(registry.tags("gitea-missed").contains(&"1.0.0".to_string()));
+    assert!(github.requests().is_empty(), "nothing asked of GitHub");
+}

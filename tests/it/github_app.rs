@@ -205,3 +205,49 @@ async fn installation_tokens_are_renewed_before_they_expire_and_after_a_401() {
     assert_eq!(record["status"], "succeeded", "{record}\n{}", slipway.log());
     assert_eq!(github.installation_tokens().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_catches_up_the_merges_of_the_repositories_it_is_installed_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key_path, public_key) = app_key(dir.path());
+    let github = FakeGitHub::start().await;
+    github.install_app(APP_ID, public_key, Duration::from_secs(3600));
+    let registry = TestRegistry::start();
+    let (first, missed) = (sha(), sha());
+    add_service(&github, &first, "caught-first");
+    add_service(&github, &missed, "caught-up");
+    // No --repositories: the App's installations say which repositories.
+    let slipway = Slipway::start(
+        SlipwayOptions::new(&github, &registry)
+            .env("SLIPWAY_GITHUB_APP_ID", &APP_ID.to_string())
+            .env("SLIPWAY_GITHUB_APP_KEY", &key_path.display().to_string())
+            .env("SLIPWAY_CATCH_UP_INTERVAL", "1s"),
+    )
+    .await;
+    let first_build = slipway.wait_for(&slipway.merge(REPO, &first).await).await;
+    assert_eq!(first_build["status"], "succeeded", "{first_build}");
+    // Merged, but its delivery never came.
+    github.add_merged_pull(REPO, 9, &missed, "main", 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let caught = loop {
+        let (_, list) = slipway
+            .get_json(&format!("/builds?repository={REPO}"))
+            .await;
+        let found = list["builds"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["commit"] == missed.as_str()).cloned());
+        if let Some(build) = found {
+            break build;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not caught up\n{}",
+            slipway.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(caught["trigger"], "catch-up", "{caught}");
+    assert_eq!(caught["pull_request"], 9);
+    let record = slipway.wait_for(caught["id"].as_str().expect("id")).await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+}

@@ -52,6 +52,8 @@ struct State {
     commits: HashMap<(String, String), Vec<(String, FakeEntry)>>,
     statuses: Vec<ForgeStatus>,
     comments: Vec<ForgeComment>,
+    /// Merged pull requests, for the pulls listing: (repository, number, sha, base, merged at).
+    merged: Vec<(String, u64, String, String, String)>,
     /// Every request's method and raw path, in arrival order.
     requests: Vec<String>,
 }
@@ -133,6 +135,21 @@ impl FakeForge {
 
     pub fn statuses(&self) -> Vec<ForgeStatus> {
         self.lock().statuses.clone()
+    }
+
+    /// A pull request of `repository` merged just now at `sha` into `base`,
+    /// shown by the pulls listing (no delivery is sent).
+    pub fn add_merged_pull(&self, repository: &str, number: u64, sha: &str, base: &str) {
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("a time");
+        self.lock().merged.push((
+            repository.to_string(),
+            number,
+            sha.to_string(),
+            base.to_string(),
+            now,
+        ));
     }
 
     pub fn comments(&self) -> Vec<ForgeComment> {
@@ -273,6 +290,35 @@ fn gitea(token: &str, state: &mut State, request: &Request) -> Response<Vec<u8>>
                 ),
                 None => gitea_not_found(),
             }
+        }
+        ("GET", ["repos", owner, name, "pulls"]) => {
+            let repository = format!("{owner}/{name}");
+            // Gitea's own parameter names; GitHub's would be ignored here.
+            if request.query_param("sort").as_deref() != Some("recentupdate")
+                || request.query_param("limit").is_none()
+            {
+                return json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"message": "unexpected listing parameters"}),
+                );
+            }
+            if request.query_param("page").as_deref() != Some("1") {
+                return json_response(StatusCode::OK, json!([]));
+            }
+            let pulls: Vec<Value> = state
+                .merged
+                .iter()
+                .rev()
+                .filter(|(repo, ..)| *repo == repository)
+                .map(|(_, number, sha, base, at)| {
+                    json!({
+                        "number": number, "state": "closed", "merged": true,
+                        "merged_at": at, "updated_at": at, "merge_commit_sha": sha,
+                        "base": {"ref": base, "repo": {"full_name": repository, "html_url": format!("https://gitea.example/{repository}")}},
+                    })
+                })
+                .collect();
+            json_response(StatusCode::OK, Value::Array(pulls))
         }
         ("POST", ["repos", owner, name, "issues", number, "comments"]) => {
             add_comment(state, format!("{owner}/{name}"), number, &request.body)

@@ -105,6 +105,32 @@ pub(super) fn route(
                 json!({"token": token, "expires_at": rfc3339(expires_at), "permissions": {"checks": "write", "contents": "read", "statuses": "write"}}),
             )
         }
+        (&Method::GET, ["app", "installations"]) => {
+            if let Err(refused) = check_jwt(state, bearer) {
+                return Some(*refused);
+            }
+            let app = state.app.as_ref()?;
+            json_answer(
+                StatusCode::OK,
+                json!([{"id": app.installation_id, "app_id": app.app_id, "account": {"login": "acme"}}]),
+            )
+        }
+        (&Method::GET, ["installation", "repositories"]) => {
+            if !bearer.is_some_and(|t| state.live_installation_token(t)) {
+                return Some(github_error(
+                    StatusCode::UNAUTHORIZED,
+                    "Bad credentials",
+                    DOCS_ROOT,
+                ));
+            }
+            let mut names: Vec<&str> = state.repos.values().map(|r| r.name.as_str()).collect();
+            names.sort();
+            let repositories: Vec<Value> = names.iter().map(|n| json!({"full_name": n})).collect();
+            json_answer(
+                StatusCode::OK,
+                json!({"total_count": repositories.len(), "repositories": repositories}),
+            )
+        }
         (_, ["repos", owner, name, "check-runs", rest @ ..]) => {
             let token_ok = bearer.is_some_and(|t| state.live_installation_token(t));
             if !token_ok {
