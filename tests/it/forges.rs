@@ -272,6 +272,20 @@ async fn gitea_deliveries_are_checked_by_their_own_signature() {
     let unmerged = gitea_merge("team/app", &sha, false);
     let (status, json) = deliver_gitea(
         &slipway,
+        true,
+        "pull_request",
+        &uuid(),
+        &unmerged,
+        &hex_hmac(&unmerged),
+    )
+    .await;
+    assert_eq!(
+        (status, json["ignored"].is_string()),
+        (200, true),
+        "Forgejo: {json}"
+    );
+    let (status, json) = deliver_gitea(
+        &slipway,
         false,
         "pull_request",
         &uuid(),

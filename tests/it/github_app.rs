@@ -146,6 +146,21 @@ async fn a_check_run_lives_through_a_build_and_its_rerun() {
     );
     assert_eq!(runs[0].conclusion.as_deref(), Some("success"));
 
+    // "Re-run all checks": the suite names no build; the newest of that commit runs again.
+    let suite = json!({
+        "action": "rerequested",
+        "check_suite": {"id": 7, "head_sha": sha},
+        "repository": {"full_name": REPO},
+    });
+    let (status, answer) = slipway
+        .deliver("check_suite", &uuid(), suite.to_string().as_bytes())
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let suite_id = answer["build_id"].as_str().expect("build id").to_string();
+    let suite_build = slipway.wait_for(&suite_id).await;
+    assert_eq!(suite_build["trigger"], "rerun", "{suite_build}");
+    assert_eq!(github.check_runs().len(), 1, "still the one check run");
+
     // Someone else's check run, and other check actions, are not Slipway's business.
     let other = json!({
         "action": "rerequested",
