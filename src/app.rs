@@ -502,11 +502,14 @@ fn forges(args: &ServeArgs) -> Result<Forges, StartError> {
 
 /// As a GitHub App, each admitted GitHub build gets its `queued` check run
 /// at once, posted in the background; otherwise nothing is announced.
-fn check_run_announcer(pipeline: &Arc<Pipeline>) -> crate::intake::Announcer {
+fn check_run_announcer(pipeline: &Arc<Pipeline>) -> Option<crate::intake::Announcer> {
+    if !pipeline.forges.github().is_app() {
+        return None;
+    }
     let pipeline = pipeline.clone();
-    Box::new(move |record| {
+    Some(Box::new(move |record| {
         let github = pipeline.forges.github();
-        if record.forge != Forge::GitHub || !github.is_app() {
+        if record.forge != Forge::GitHub {
             return;
         }
         let (Ok(repository), Ok(commit)) = (
@@ -525,5 +528,5 @@ fn check_run_announcer(pipeline: &Arc<Pipeline>) -> crate::intake::Announcer {
                 details_url: pipeline.build_page(record),
             },
         );
-    })
+    }))
 }

@@ -51,8 +51,9 @@ impl Intake {
         }
     }
 
-    pub fn with_announcer(mut self, announcer: Announcer) -> Self {
-        self.announcer = Some(announcer);
+    /// `None`: nothing to announce, and no copy of each record made for it.
+    pub fn with_announcer(mut self, announcer: Option<Announcer>) -> Self {
+        self.announcer = announcer;
         self
     }
 

@@ -54,6 +54,14 @@ fn render(record: &BuildRecord, public_url: Option<&str>) -> String {
     if let Some(error) = &record.error {
         let _ = writeln!(out, "The build failed: {}\n", one_line(error));
     }
+    out.push_str(&images_table(record));
+    out
+}
+
+/// One row a service: its image, other tags, and result (digest or error).
+/// The PR comment and the check run's summary both show it.
+pub(super) fn images_table(record: &BuildRecord) -> String {
+    let mut out = String::new();
     if !record.services.is_empty() {
         out.push_str("| service | image | result |\n| --- | --- | --- |\n");
     }

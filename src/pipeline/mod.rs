@@ -531,38 +531,16 @@ fn record_repository(record: &BuildRecord) -> Result<Repository, PipelineError> 
     })
 }
 
-/// The check run's summary: each service's image, digest and other tags.
+/// The check run's summary: the images table, and why the build failed.
 fn check_summary(record: &BuildRecord) -> String {
     if record.services.is_empty() {
         return "Reading the manifest and the sources.".to_string();
     }
-    let mut lines = vec![
-        "| service | image | status |".to_string(),
-        "| --- | --- | --- |".to_string(),
-    ];
-    for service in &record.services {
-        let image = service.image.as_deref().unwrap_or("(invalid)");
-        let mut status = service.status.as_str().to_string();
-        if let Some(digest) = &service.digest {
-            status.push_str(&format!(" `{digest}`"));
-        }
-        if let Some(tags) = service.tags.as_deref().filter(|t| !t.is_empty()) {
-            let tags: Vec<String> = tags.iter().map(|t| format!("`{t}`")).collect();
-            status.push_str(&format!(", also {}", tags.join(" ")));
-        }
-        if let Some(error) = &service.error {
-            status.push_str(&format!(": {}", error.replace(['|', '\n'], " ")));
-        }
-        lines.push(format!(
-            "| {} {} | `{image}` | {status} |",
-            service.name, service.version
-        ));
-    }
+    let mut summary = comment::images_table(record);
     if let Some(error) = &record.error {
-        lines.push(String::new());
-        lines.push(format!("Build failed: {error}"));
+        summary.push_str(&format!("\nBuild failed: {error}"));
     }
-    lines.join("\n")
+    summary
 }
 
 /// The one-line summary of a finished build, for its commit status.

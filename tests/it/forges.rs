@@ -414,22 +414,9 @@ async fn a_gitea_merge_whose_delivery_never_came_is_caught_up() {
         .wait_for(json["build_id"].as_str().expect("id"))
         .await;
     gitea.add_merged_pull(repository, 12, &missed, "main");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let caught = loop {
-        let (_, list) = slipway.get_json("/builds").await;
-        let found = list["builds"]
-            .as_array()
-            .and_then(|b| b.iter().find(|b| b["commit"] == missed.as_str()).cloned());
-        if let Some(build) = found {
-            break build;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not caught up\n{}",
-            slipway.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let caught = slipway
+        .build_of_commit(&missed, std::time::Duration::from_secs(30))
+        .await;
     assert_eq!(caught["trigger"], "catch-up", "{caught}");
     assert_eq!(caught["forge"], "gitea");
     assert_eq!(caught["pull_request"], 12);

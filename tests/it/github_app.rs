@@ -243,24 +243,9 @@ async fn an_app_catches_up_the_merges_of_the_repositories_it_is_installed_on() {
     assert_eq!(first_build["status"], "succeeded", "{first_build}");
     // Merged, but its delivery never came.
     github.add_merged_pull(REPO, 9, &missed, "main", 0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let caught = loop {
-        let (_, list) = slipway
-            .get_json(&format!("/builds?repository={REPO}"))
-            .await;
-        let found = list["builds"]
-            .as_array()
-            .and_then(|b| b.iter().find(|b| b["commit"] == missed.as_str()).cloned());
-        if let Some(build) = found {
-            break build;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not caught up\n{}",
-            slipway.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let caught = slipway
+        .build_of_commit(&missed, Duration::from_secs(30))
+        .await;
     assert_eq!(caught["trigger"], "catch-up", "{caught}");
     assert_eq!(caught["pull_request"], 9);
     let record = slipway.wait_for(caught["id"].as_str().expect("id")).await;

@@ -334,6 +334,27 @@ impl Slipway {
         }
     }
 
+    /// Waits (up to `limit`) until a build of `commit` is listed, one that no
+    /// delivery here asked for (a catch-up); returns its record.
+    pub async fn build_of_commit(&self, commit: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (_, list) = self.get_json("/builds?limit=500").await;
+            let found = list["builds"]
+                .as_array()
+                .and_then(|b| b.iter().find(|b| b["commit"] == commit).cloned());
+            if let Some(build) = found {
+                return build;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no build of {commit} after {limit:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the build ends; returns its record.
     pub async fn wait_for(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(300);
