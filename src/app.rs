@@ -80,13 +80,7 @@ async fn start_relay(
         listen: args.relay_listen,
         advertise: args.relay_advertise,
     };
-    let relay = Relay::start(
-        &registry_settings(args),
-        registry.clone(),
-        addresses,
-        &port_file,
-    )
-    .await?;
+    let relay = Relay::start(registry.clone(), addresses, &port_file).await?;
     tracing::info!(
         listen = %relay.listen_addr(),
         engine_pushes_to = %relay.addr(),

@@ -18,6 +18,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use super::token_service::TokenService;
+
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const DEFAULT_USER: &str = "slipway";
 const SETUP_HINT: &str = "run scripts/test-env.sh to install the test environment";
@@ -33,6 +35,9 @@ pub struct TestRegistry {
     child: Option<Child>,
     port: u16,
     storage: PathBuf,
+    /// With one, the registry takes bearer tokens from it (`auth: token`)
+    /// instead of basic credentials.
+    pub token_service: Option<TokenService>,
 }
 
 impl TestRegistry {
@@ -44,6 +49,16 @@ impl TestRegistry {
     /// Starts a registry on a free loopback port with TLS, basic auth and fresh storage, makes the
     /// local Docker Engine trust its CA and logs the docker CLI in, so tests can `docker pull`.
     pub fn start_with_credentials(user: &str, password: &str) -> TestRegistry {
+        Self::start_with(user, password, false)
+    }
+
+    /// A registry that wants bearer tokens from a token service (as Harbor,
+    /// GitLab's and Docker Hub's do), which issues them to user "slipway".
+    pub fn start_with_token_service() -> TestRegistry {
+        Self::start_with(DEFAULT_USER, &random_password(), true)
+    }
+
+    fn start_with(user: &str, password: &str, with_token_service: bool) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("slipway-registry-")
             .tempdir()
@@ -61,7 +76,12 @@ impl TestRegistry {
             child: None,
             port: 0,
             storage,
+            token_service: None,
         };
+        if with_token_service {
+            let cert = registry.dir.path().join("token.pem");
+            registry.token_service = Some(TokenService::start(user, password, &cert));
+        }
         registry.start_on_free_port();
         registry.trust_ca();
         registry.docker_login();
@@ -140,10 +160,7 @@ http:
   tls:
     certificate: "{dir}/server.pem"
     key: "{dir}/server.key"
-auth:
-  htpasswd:
-    realm: slipway-test-registry
-    path: "{dir}/htpasswd"
+{auth}
 health:
   storagedriver:
     enabled: true
@@ -152,8 +169,24 @@ health:
 "#,
             storage = self.storage.display(),
             host = self.host,
+            auth = self.auth_config(),
         );
         fs::write(self.dir.path().join("config.yml"), config).expect("write registry config");
+    }
+
+    fn auth_config(&self) -> String {
+        let dir = self.dir.path().display();
+        match &self.token_service {
+            None => format!(
+                "auth:\n  htpasswd:\n    realm: slipway-test-registry\n    path: \"{dir}/htpasswd\""
+            ),
+            Some(tokens) => format!(
+                "auth:\n  token:\n    realm: \"{}\"\n    service: {}\n    issuer: {}\n    rootcertbundle: \"{dir}/token.pem\"",
+                tokens.realm,
+                super::token_service::SERVICE,
+                super::token_service::ISSUER,
+            ),
+        }
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), String> {
@@ -223,9 +256,17 @@ health:
         cmd.args(["--silent", "--show-error", "--max-time", "5", "--cacert"])
             .arg(&self.ca_pem)
             .args(["--write-out", "\n%{http_code}"]);
-        if with_auth {
-            cmd.arg("--user")
-                .arg(format!("{}:{}", self.user, self.password));
+        match (&self.token_service, with_auth) {
+            (_, false) => {}
+            (None, true) => {
+                cmd.arg("--user")
+                    .arg(format!("{}:{}", self.user, self.password));
+            }
+            (Some(tokens), true) => {
+                let scope = read_scope(path);
+                cmd.arg("--header")
+                    .arg(format!("Authorization: Bearer {}", tokens.token(&[&scope])));
+            }
         }
         let out = cmd
             .arg(format!("https://{}{path}", self.host))
@@ -315,6 +356,19 @@ impl Drop for TestRegistry {
         let _lock = docker_config_lock();
         let _ = Command::new("docker").args(["logout", &self.host]).output();
     }
+}
+
+/// The pull scope a read of `path` (`/v2/NAME/tags/list`, …) needs.
+fn read_scope(path: &str) -> String {
+    let name = path
+        .trim_start_matches("/v2/")
+        .split("/tags/")
+        .next()
+        .unwrap_or_default()
+        .split("/manifests/")
+        .next()
+        .unwrap_or_default();
+    format!("repository:{name}:pull")
 }
 
 fn free_port() -> u16 {
