@@ -306,9 +306,14 @@ impl ServiceJob {
         self.update(|s| s.status = ServiceStatus::Building).await;
         let engine = self.pipeline.engine().await?;
         let image = self.image();
+        let platform = self.platforms().first();
         let image_id = self
-            .build_image(engine, context, self.platforms().first())
-            .await?;
+            .build_image(engine, context, platform)
+            .await
+            .map_err(|err| match platform {
+                Some(platform) => err.for_platform(platform),
+                None => err,
+            })?;
         drop(slot);
         self.update(|s| s.status = ServiceStatus::Pushing).await;
         let push_started = Instant::now();

@@ -153,10 +153,14 @@ impl Drop for PlainRegistry {
 
 /// One commit of service `multi` built for amd64 and arm64 from `dockerfile`.
 fn multi_commit(github: &FakeGitHub, dockerfile: &str, content: &str) -> String {
+    commit_for(github, &["linux/amd64", "linux/arm64"], dockerfile, content)
+}
+
+fn commit_for(github: &FakeGitHub, platforms: &[&str], dockerfile: &str, content: &str) -> String {
     let commit = sha();
     let manifest = json!({"services": [{
         "name": "multi", "version": "1.0.0", "context": "multi",
-        "tags": ["latest"], "platforms": ["linux/amd64", "linux/arm64"],
+        "tags": ["latest"], "platforms": platforms,
     }]});
     github.add_commit_files(
         REPO,
@@ -224,21 +228,46 @@ fn platforms_of(service: &Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_of_two_platforms_is_published_signed_and_runs_under_emulation() {
+    two_platforms_published("relay").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_of_two_platforms_is_published_when_exported() {
+    two_platforms_published("export").await;
+}
+
+async fn two_platforms_published(push_path: &str) {
     let mirror = PlainRegistry::start();
     let (base, _) = mirror.bases();
     let keys = tempfile::tempdir().expect("tempdir");
     let made = keygen(keys.path(), false);
     assert!(made.status.success(), "{made:?}");
     let key = keys.path().join("cosign.key").display().to_string();
-    let (github, registry, slipway) = start_stack(&[("SLIPWAY_SIGNING_KEY", &key)]).await;
+    let (github, registry, slipway) = start_stack(&[
+        ("SLIPWAY_SIGNING_KEY", &key),
+        ("SLIPWAY_PUSH_PATH", push_path),
+    ])
+    .await;
     let dockerfile = format!("FROM {base}\nRUN uname -m > /built-on\nCOPY app.txt /app.txt\n");
     let commit = multi_commit(&github, &dockerfile, "two platforms");
     let started = Instant::now();
     let id = slipway.merge(REPO, &commit).await;
     let record = slipway.wait_for(&id).await;
     let log = slipway.build_log(&id).await;
-    println!("two-platform publish in {:?}\n{log}", started.elapsed());
+    println!(
+        "two-platform publish ({push_path}) in {:?}\n{log}",
+        started.elapsed()
+    );
     assert_eq!(record["status"], "succeeded", "{record}\n{log}");
+    let path_line = match push_path {
+        "export" => "exported ",
+        _ => "pushed by the engine through the loopback relay",
+    };
+    assert_eq!(
+        log.matches(path_line).count(),
+        2,
+        "each platform by {push_path}:\n{log}"
+    );
     let multi = service(&record, "multi");
     let index_digest = multi["digest"].as_str().expect("digest").to_string();
     let platforms = platforms_of(multi);
@@ -391,4 +420,37 @@ async fn a_missing_arm64_base_names_the_platform() {
     );
     assert_eq!(head_digest(&registry, "multi", "1.0.0"), None);
     println!("failed in {:?}: {error}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_the_machine_cannot_run_fails_at_once_naming_it() {
+    let (github, registry, slipway) = start_stack(&[]).await;
+    // For ia64, a program the kernel cannot run and no binfmt handler takes
+    // (QEMU has no ia64): the engine's busybox with its ELF machine made
+    // IA-64's (50), named `true` as busybox takes its applet from its name.
+    // The tools stage runs natively on the build platform.
+    let dockerfile = "FROM --platform=$BUILDPLATFORM slipway-test-base:1 AS tools\n\
+        ARG TARGETARCH\n\
+        RUN cp /bin/busybox /true && if [ \"$TARGETARCH\" = ia64 ]; then printf '\\062\\000' | dd of=/true bs=1 seek=18 conv=notrunc; fi\n\
+        FROM scratch\n\
+        COPY --from=tools /true /true\n\
+        RUN [\"/true\"]\n";
+    let commit = commit_for(&github, &["linux/amd64", "linux/ia64"], dockerfile, "x");
+    let started = Instant::now();
+    let id = slipway.merge(REPO, &commit).await;
+    let record = slipway.wait_for(&id).await;
+    let elapsed = started.elapsed();
+    let log = slipway.build_log(&id).await;
+    let multi = service(&record, "multi");
+    assert_eq!(multi["status"], "failed", "{multi}\n{log}");
+    let error = multi["error"].as_str().expect("error");
+    assert!(
+        error.contains("linux/ia64 programs cannot run on the engine's machine")
+            && error.contains("qemu-user-static"),
+        "names the platform and what to install: {error}"
+    );
+    assert!(log.contains("built sha256:"), "amd64 built first:\n{log}");
+    assert!(elapsed < Duration::from_secs(60), "at once: {elapsed:?}");
+    assert_eq!(head_digest(&registry, "multi", "1.0.0"), None);
+    println!("failed in {elapsed:?}: {error}");
 }
