@@ -446,7 +446,7 @@ ensure_base_image() {
             "$BASE_TAR" "$BASE_IMAGE" >/dev/null
         say "$name: base image $BASE_IMAGE imported from busybox-static"
     fi
-    DOCKER_HOST=$host ensure_platform_bases "$BASE_IMAGE"
+    DOCKER_HOST=$host ensure_platform_bases
 }
 
 # --- commands ---------------------------------------------------------------------------

@@ -77,4 +77,4 @@ install_packages
 ensure_engine
 ensure_base_image
 ensure_emulation
-ensure_platform_bases "$BASE_IMAGE"
+ensure_platform_bases

@@ -47,17 +47,17 @@ arm64_busybox() {
     say "arm64 busybox: $(basename "$deb")"
 }
 
-# docker_load_arm64 ROOT_TAR NAME: loads ROOT_TAR as a one-layer linux/arm64 image NAME, from an
-# archive in `docker save` format written here. Not `docker import --platform linux/arm64`:
-# Engine 20.10 ignores that option and records amd64, and BuildKit then passes the image over
-# for an arm64 build (it looks for the name on Docker Hub instead).
-docker_load_arm64() {
-    local root_tar=$1 name=$2 dir diff_id config config_id
+# docker_load_platform ROOT_TAR ARCH NAME: loads ROOT_TAR as a one-layer linux/ARCH image NAME
+# (labelled io.slipway.test-base=ARCH), from an archive in `docker save` format written here.
+# Not `docker import --platform linux/arm64`: Engine 20.10 ignores that option and records
+# amd64, and BuildKit then passes the image over for an arm64 build.
+docker_load_platform() {
+    local root_tar=$1 arch=$2 name=$3 dir diff_id config config_id
     dir=$(mktemp -d)
     diff_id=$(sha256sum "$root_tar" | cut -d' ' -f1)
     mkdir "$dir/$diff_id"
     cp "$root_tar" "$dir/$diff_id/layer.tar"
-    config=$(printf '{"architecture":"arm64","os":"linux","created":"2024-01-01T00:00:00Z","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"2024-01-01T00:00:00Z","created_by":"busybox-static:arm64 (scripts/lib/emulation.sh)"}]}' "$diff_id")
+    config=$(printf '{"architecture":"%s","os":"linux","created":"2024-01-01T00:00:00Z","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"],"Labels":{"io.slipway.test-base":"%s"}},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"2024-01-01T00:00:00Z","created_by":"busybox-static (scripts/lib/emulation.sh)"}]}' "$arch" "$arch" "$diff_id")
     config_id=$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
     printf '%s' "$config" >"$dir/$config_id.json"
     printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]}]' \
@@ -66,25 +66,27 @@ docker_load_arm64() {
     rm -rf "$dir"
 }
 
-# ensure_platform_bases [BASE]: the engine named by DOCKER_HOST (or the default) gets
-# slipway-test-base-amd64:1 (BASE, the amd64 base, under a second name) and
-# slipway-test-base-arm64:1.
-ensure_platform_bases() {
-    local base=${1:-slipway-test-base:1} tar arch
-    if ! docker image inspect slipway-test-base-amd64:1 >/dev/null 2>&1; then
-        docker tag "$base" slipway-test-base-amd64:1
-        say "base image slipway-test-base-amd64:1: $base"
-    fi
-    arch=$(docker image inspect slipway-test-base-arm64:1 --format '{{.Architecture}}' 2>/dev/null || true)
-    if [ "$arch" = arm64 ]; then
-        say "base image slipway-test-base-arm64:1: present"
+# ensure_platform_base ARCH BUSYBOX: slipway-test-base-ARCH:1 in the engine named by DOCKER_HOST
+# (or the default). Its own image, not another name of slipway-test-base:1: the multi-platform
+# tests push it to registries, which gives the image repository digests, and other tests read
+# slipway-test-base:1's.
+ensure_platform_base() {
+    local arch=$1 busybox=$2 name="slipway-test-base-$1:1" tar
+    if [ "$(docker image inspect "$name" --format '{{index .Config.Labels "io.slipway.test-base"}}' 2>/dev/null)" = "$arch" ]; then
+        say "base image $name: present"
         return
     fi
-    arm64_busybox
     tar=$(mktemp --suffix=.tar)
-    # The arm64 binary cannot list its applets here without emulation; the host's has the same.
-    busybox_root_tar "$ARM64_BUSYBOX" "$tar" "$(/bin/busybox --list)"
-    docker_load_arm64 "$tar" slipway-test-base-arm64:1
+    # Only the host's busybox can list its applets here; every build has the same ones.
+    busybox_root_tar "$busybox" "$tar" "$(/bin/busybox --list)"
+    docker_load_platform "$tar" "$arch" "$name"
     rm -f "$tar"
-    say "base image slipway-test-base-arm64:1: built from busybox-static:arm64"
+    say "base image $name: built from busybox-static ($arch)"
+}
+
+# ensure_platform_bases: slipway-test-base-amd64:1 and slipway-test-base-arm64:1.
+ensure_platform_bases() {
+    ensure_platform_base amd64 /bin/busybox
+    arm64_busybox
+    ensure_platform_base arm64 "$ARM64_BUSYBOX"
 }

@@ -6,7 +6,8 @@
 //!
 //! The Dockerfiles' base is a two-platform index in a plain (HTTP, no
 //! auth) registry of each test's own, made from the engine's
-//! slipway-test-base-amd64:1 and slipway-test-base-arm64:1. Engine 20.10's
+//! slipway-test-base-amd64:1 and slipway-test-base-arm64:1 (images of their
+//! own, so pushing them leaves slipway-test-base:1 as other tests know it). Engine 20.10's
 //! image store holds one platform per name and its Dockerfile frontend has no
 //! `TARGETARCH` for `FROM` lines, so one name for both platforms can only be
 //! in a registry: BuildKit picks each platform's manifest from the index.
@@ -92,6 +93,7 @@ impl PlainRegistry {
         let name = format!("{}/base:{tag}", self.host);
         docker(&["tag", image, &name]);
         docker(&["push", "--quiet", &name]);
+        // The engine keeps no name of this registry's, which ends with the test.
         docker(&["rmi", &name]);
         let accept = "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
         let (status, body) = self.curl(&[&format!("/v2/base/manifests/{tag}"), "-H", accept]);
