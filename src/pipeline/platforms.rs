@@ -3,15 +3,20 @@
 //! image index of them is pushed by digest, signed, and only then tagged.
 //! One failed platform fails the service before anything is tagged.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use super::service::{Done, Ready, ServiceJob};
 use super::PipelineError;
 use crate::context::PreparedContext;
+use crate::engine::Engine;
 use crate::platform::Platform;
 use crate::registry::{PushStats, Untagged};
 use crate::store::{PlatformRecord, ServiceStatus};
+use crate::types::Version;
 
 impl ServiceJob {
     pub(super) async fn build_and_push_platforms(
@@ -25,22 +30,29 @@ impl ServiceJob {
         self.update(|s| s.status = ServiceStatus::Building).await;
         let engine = self.pipeline.engine().await?;
         let labels = self.labels(inputs);
-        // One platform after another: on an image store without indexes
-        // (Engine 20.10's) each build takes the image's name, so each is on
-        // its way to the registry before the next one starts.
-        let mut ready = Vec::with_capacity(platforms.len());
-        for platform in platforms {
-            let on_its_way = async {
-                let image_id = self.build_image(engine, context, Some(platform)).await?;
-                let dir = work_dir.join(platform.to_string().replace('/', "-"));
-                std::fs::create_dir_all(&dir).map_err(PipelineError::TempSpace)?;
-                self.ready_for_registry(engine, &image_id, dir, &labels)
-                    .await
-            };
-            let on_its_way = on_its_way.await.map_err(|err| err.for_platform(platform))?;
-            ready.push((platform.clone(), on_its_way));
+        // Each platform's build takes a build slot: the service's own, and
+        // as many more as are free, so an emulated build overlaps a native
+        // one without going past --max-concurrent-builds. Each build has a
+        // name of its own in the engine (`local_name`).
+        let mut slots = vec![slot];
+        while slots.len() < platforms.len() {
+            match self.pipeline.service_slots.try_acquire() {
+                Ok(more) => slots.push(more),
+                Err(_) => break,
+            }
         }
-        drop(slot);
+        let builds: Vec<_> = platforms
+            .iter()
+            .map(|platform| {
+                self.on_its_way(engine, context, &work_dir, &labels, platform)
+                    .boxed()
+            })
+            .collect();
+        let ready: Vec<(Platform, Ready)> = futures::stream::iter(builds)
+            .buffered(slots.len())
+            .try_collect()
+            .await?;
+        drop(slots);
         self.update(|s| s.status = ServiceStatus::Pushing).await;
         let push_started = Instant::now();
         let image = self.image();
@@ -92,11 +104,54 @@ impl ServiceJob {
         })
     }
 
+    /// `platform`'s image built and on its way to the registry (pushed
+    /// through the relay, or exported).
+    async fn on_its_way(
+        &self,
+        engine: &Engine,
+        context: &PreparedContext,
+        work_dir: &Path,
+        labels: &BTreeMap<String, String>,
+        platform: &Platform,
+    ) -> Result<(Platform, Ready), PipelineError> {
+        let log = self
+            .log
+            .for_service(&format!("{} {platform}", self.spec.name));
+        let ready = async {
+            let image_id = self
+                .build_image(engine, context, Some(platform), &log)
+                .await?;
+            let dir = work_dir.join(platform.to_string().replace('/', "-"));
+            std::fs::create_dir_all(&dir).map_err(PipelineError::TempSpace)?;
+            self.ready_for_registry(engine, &image_id, dir, labels)
+                .await
+        };
+        match ready.await {
+            Ok(ready) => Ok((platform.clone(), ready)),
+            Err(err) => Err(err.for_platform(platform)),
+        }
+    }
+
+    /// The engine's name for `platform`'s build, `NAME:VERSION-OS-ARCH`:
+    /// builds running at once under one name fail on the containerd image
+    /// store ("already exists").
+    pub(super) fn local_name(&self, platform: &Platform) -> String {
+        let slug = platform.to_string().replace('/', "-");
+        let version = self.spec.version.as_str();
+        // A tag is at most 128 characters, all ASCII.
+        let keep = 127usize.saturating_sub(slug.len()).min(version.len());
+        let tag = format!("{}-{slug}", version.get(..keep).unwrap_or(version));
+        match Version::parse(&tag) {
+            Ok(tag) => self.pipeline.registry.image_ref(&self.spec.name, &tag),
+            Err(_) => self.image(),
+        }
+    }
+
     /// Each platform's image, pushed by digest; with the counts of them all.
     async fn push_platforms(
         &self,
         ready: Vec<(Platform, Ready)>,
-        labels: &std::collections::BTreeMap<String, String>,
+        labels: &BTreeMap<String, String>,
     ) -> Result<(Vec<(Platform, Untagged)>, PushStats), PipelineError> {
         let mut stats = PushStats::default();
         let mut pushed = Vec::with_capacity(ready.len());

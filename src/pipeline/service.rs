@@ -308,7 +308,7 @@ impl ServiceJob {
         let image = self.image();
         let platform = self.platforms().first();
         let image_id = self
-            .build_image(engine, context, platform)
+            .build_image(engine, context, platform, &self.log)
             .await
             .map_err(|err| match platform {
                 Some(platform) => err.for_platform(platform),
@@ -359,8 +359,12 @@ impl ServiceJob {
         engine: &Engine,
         context: &PreparedContext,
         platform: Option<&Platform>,
+        log: &BuildLog,
     ) -> Result<String, PipelineError> {
-        let image = self.image();
+        let image = match platform {
+            Some(platform) if self.platforms().len() > 1 => self.local_name(platform),
+            _ => self.image(),
+        };
         let sync_dir = SyncDir::new(self.tree.clone(), self.spec.context.as_str());
         let classic_tar = || -> ContextTar { Box::pin(context.classic_tar()) };
         let request = BuildRequest {
@@ -374,9 +378,9 @@ impl ServiceJob {
             platform,
         };
         let build_started = Instant::now();
-        let image_id = engine.build(request, &self.log).await?;
+        let image_id = engine.build(request, log).await?;
         let target = platform.map(|p| format!(" for {p}")).unwrap_or_default();
-        self.log.line(&format!(
+        log.line(&format!(
             "built {image_id}{target} in {:.2?}",
             build_started.elapsed()
         ));

@@ -451,7 +451,6 @@ async fn a_platform_the_machine_cannot_run_fails_at_once_naming_it() {
             && error.contains("qemu-user-static"),
         "names the platform and what to install: {error}"
     );
-    assert!(log.contains("built sha256:"), "amd64 built first:\n{log}");
     assert!(elapsed < Duration::from_secs(60), "at once: {elapsed:?}");
     assert_eq!(head_digest(&registry, "multi", "1.0.0"), None);
     println!("failed in {elapsed:?}: {error}");
