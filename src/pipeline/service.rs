@@ -197,11 +197,12 @@ impl ServiceJob {
             .tempdir_in(&self.pipeline.settings.work_dir)
             .map_err(PipelineError::TempSpace)?;
         let context = self.prepare_context().await?;
-        self.log.line(&format!(
-            "context: {} files, inputs {}",
-            context.files, context.inputs_digest
-        ));
+        // With platforms named, the inputs cover them too (the image's label).
         let inputs = self.inputs(&context.inputs_digest);
+        self.log.line(&format!(
+            "context: {} files, inputs {inputs}",
+            context.files
+        ));
         let published = self.published.clone().await?;
         if let Some(done) = self.immutable(published, &inputs)? {
             return Ok(done);
