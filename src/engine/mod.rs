@@ -7,6 +7,7 @@
 
 mod address;
 mod buildkit;
+mod cache;
 mod classic;
 mod secrets;
 
@@ -20,6 +21,7 @@ use futures::{Stream, TryStreamExt};
 
 use crate::context::SyncDir;
 use crate::log::BuildLog;
+pub use cache::{CacheSource, RegistryCache};
 pub use secrets::{BuildSecrets, SecretError, SecretSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +165,8 @@ pub struct BuildRequest<'a> {
     pub build_args: &'a BTreeMap<String, String>,
     pub target: Option<&'a str>,
     pub network: Option<&'a str>,
+    /// `--build-cache registry`, which only BuildKit takes.
+    pub cache: Option<&'a RegistryCache>,
 }
 
 /// Builds an image from a context tar, streaming progress into the log,

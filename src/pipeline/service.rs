@@ -263,6 +263,8 @@ impl ServiceJob {
         let image = self.image();
         let sync_dir = SyncDir::new(self.tree.clone(), self.spec.context.as_str());
         let classic_tar = || -> ContextTar { Box::pin(context.classic_tar()) };
+        let cache = self.registry_cache().await;
+        let pulled_before = self.cache_bytes_pulled();
         let request = BuildRequest {
             context_tar: &classic_tar,
             context: &sync_dir,
@@ -271,6 +273,7 @@ impl ServiceJob {
             build_args: &self.spec.build_args,
             target: self.spec.target.as_deref(),
             network: self.pipeline.settings.build_network.as_deref(),
+            cache: cache.as_ref(),
         };
         let build_started = Instant::now();
         let image_id = engine.build(request, &self.log).await?;
@@ -279,6 +282,7 @@ impl ServiceJob {
             "built {image_id} in {:.2?}",
             build_started.elapsed()
         ));
+        self.log_cache_read(cache.as_ref(), pulled_before);
         self.update(|s| s.status = ServiceStatus::Pushing).await;
         let push_started = Instant::now();
         let labels = self.labels(&context.inputs_digest);
