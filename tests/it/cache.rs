@@ -174,3 +174,67 @@ async fn without_the_relay_the_cache_is_not_used_and_the_log_says_so() {
     assert!(!third.contains("importing cache manifest"), "{third}");
     assert!(!third.contains(NOT_USED), "{third}");
 }
+
+/// The figures of docs/performance.md, by hand on each engine:
+/// `cargo test --test it -- --ignored --nocapture cache::figures`. A service
+/// whose dependency step takes 20 s and writes 20 MB, built after a small
+/// source change by an engine that never built it: from the registry's
+/// cache, then cold (`--build-cache local`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "figures, by hand: about a minute a round"]
+async fn figures() {
+    let (github, registry, shared) = start_stack(&[]).await;
+    let local =
+        Slipway::start(SlipwayOptions::new(&github, &registry).env("SLIPWAY_BUILD_CACHE", "local"))
+            .await;
+    let commit = |marker: &str, version: &str| {
+        let commit = sha();
+        let manifest = json!({"services": [{"name": "api", "version": version}]});
+        let dockerfile = format!(
+            "FROM slipway-test-base:1\n\
+             RUN echo {marker} && sleep 20 && head -c 20000000 /dev/urandom > /deps\n\
+             COPY src.txt /src.txt\n"
+        );
+        github.add_commit_files(
+            REPO,
+            &commit,
+            &[
+                ("dockerInfo.json", &manifest.to_string()),
+                ("Dockerfile", &dockerfile),
+                ("src.txt", version),
+            ],
+        );
+        commit
+    };
+    let built_in = |log: &str| -> String {
+        let line = log
+            .lines()
+            .find(|l| l.contains("] built sha256:"))
+            .unwrap_or_default();
+        line.rsplit(" in ").next().unwrap_or_default().to_string()
+    };
+    let read = |log: &str| -> String {
+        log.lines()
+            .find(|l| l.contains("KiB of layers read from the registry"))
+            .unwrap_or("none")
+            .to_string()
+    };
+    for round in 1..=3 {
+        let marker = uuid();
+        let first = format!("1.{round}.0");
+        publish(&shared, &commit(&marker, &first)).await;
+        docker(&["image", "rm", &format!("{}/api:{first}", registry.host)]);
+        forget_builds_of(&marker);
+        let cached = publish(&shared, &commit(&marker, &format!("1.{round}.1"))).await;
+        let hit = !cached.contains(&format!("{marker}\n")) && cached.contains(" CACHED");
+        docker(&["image", "rm", &format!("{}/api:1.{round}.1", registry.host)]);
+        forget_builds_of(&marker);
+        let cold = publish(&local, &commit(&marker, &format!("1.{round}.2"))).await;
+        eprintln!(
+            "FIGURES round {round}: registry cache {} (hit: {hit}; {}), cold {}",
+            built_in(&cached),
+            read(&cached),
+            built_in(&cold)
+        );
+    }
+}
