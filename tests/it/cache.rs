@@ -13,6 +13,11 @@ use serde_json::{json, Value};
 const REPO: &str = "acme/cached";
 const NOT_USED: &str = "the registry cache was not used";
 
+/// One test of this module at a time: on the containerd image store, a
+/// prune (even of one record) can remove content a build of this module is
+/// exporting at that moment, and that build fails with "not found".
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A commit of `api` at `version`: a dependency step whose output (not its
 /// command line) names `marker`, then a source file that changes per version.
 fn api_commit(github: &FakeGitHub, marker: &str, version: &str) -> String {
@@ -92,6 +97,7 @@ fn forget_builds_of(marker: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_that_never_built_a_service_reuses_its_previous_version_from_the_registry() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (github, registry, slipway) = start_stack(&[]).await;
     let marker = uuid();
     let first = publish(&slipway, &api_commit(&github, &marker, "1.0.0")).await;
@@ -133,6 +139,7 @@ async fn an_engine_that_never_built_a_service_reuses_its_previous_version_from_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_the_engine_cannot_import_leaves_a_cold_build_and_one_line() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let github = FakeGitHub::start().await;
     let registry = TestRegistry::start();
     let marker = uuid();
@@ -159,6 +166,7 @@ async fn a_cache_the_engine_cannot_import_leaves_a_cold_build_and_one_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_relay_the_cache_is_not_used_and_the_log_says_so() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (github, registry, slipway) = start_stack(&[("SLIPWAY_PUSH_PATH", "export")]).await;
     let marker = uuid();
     publish(&slipway, &api_commit(&github, &marker, "1.0.0")).await;
@@ -183,6 +191,7 @@ async fn without_the_relay_the_cache_is_not_used_and_the_log_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "figures, by hand: about a minute a round"]
 async fn figures() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (github, registry, shared) = start_stack(&[]).await;
     let local =
         Slipway::start(SlipwayOptions::new(&github, &registry).env("SLIPWAY_BUILD_CACHE", "local"))
