@@ -517,30 +517,16 @@ async fn serve(listener: tokio::net::TcpListener, relay: Arc<Relay>) {
     }
 }
 
-/// The distribution API paths the engine's push uses.
+/// The distribution API paths the engine's push uses, and a pull's reads
+/// (of the build cache).
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     Base,
-    BlobHead {
-        repository: String,
-        digest: String,
-    },
-    UploadStart {
-        repository: String,
-    },
-    UploadPatch {
-        repository: String,
-        id: String,
-    },
-    UploadPut {
-        repository: String,
-        id: String,
-    },
-    ManifestPut {
-        repository: String,
-        tag: String,
-    },
-    /// A pull's GET or HEAD of a manifest, or GET of a blob.
+    BlobHead { repository: String, digest: String },
+    UploadStart { repository: String },
+    UploadPatch { repository: String, id: String },
+    UploadPut { repository: String, id: String },
+    ManifestPut { repository: String, tag: String },
     Read(pull::Read),
 }
 
