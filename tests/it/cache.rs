@@ -21,13 +21,16 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// A commit of `api` at `version`: a dependency step whose output (not its
 /// command line) names `marker`, then a source file that changes per version.
 fn api_commit(github: &FakeGitHub, marker: &str, version: &str) -> String {
+    let step = format!("echo \"deps-$((6*7))-{marker}\" && sleep 3 && echo {marker} > /deps");
+    commit_with_step(github, &step, version)
+}
+
+/// A commit of `api` at `version` whose Dockerfile runs `step`, then copies
+/// a source file that changes per version.
+fn commit_with_step(github: &FakeGitHub, step: &str, version: &str) -> String {
     let commit = sha();
     let manifest = json!({"services": [{"name": "api", "version": version}]});
-    let dockerfile = format!(
-        "FROM slipway-test-base:1\n\
-         RUN echo \"deps-$((6*7))-{marker}\" && sleep 3 && echo {marker} > /deps\n\
-         COPY src.txt /src.txt\n"
-    );
+    let dockerfile = format!("FROM slipway-test-base:1\nRUN {step}\nCOPY src.txt /src.txt\n");
     github.add_commit_files(
         REPO,
         &commit,
@@ -197,23 +200,8 @@ async fn figures() {
         Slipway::start(SlipwayOptions::new(&github, &registry).env("SLIPWAY_BUILD_CACHE", "local"))
             .await;
     let commit = |marker: &str, version: &str| {
-        let commit = sha();
-        let manifest = json!({"services": [{"name": "api", "version": version}]});
-        let dockerfile = format!(
-            "FROM slipway-test-base:1\n\
-             RUN echo {marker} && sleep 20 && head -c 20000000 /dev/urandom > /deps\n\
-             COPY src.txt /src.txt\n"
-        );
-        github.add_commit_files(
-            REPO,
-            &commit,
-            &[
-                ("dockerInfo.json", &manifest.to_string()),
-                ("Dockerfile", &dockerfile),
-                ("src.txt", version),
-            ],
-        );
-        commit
+        let step = format!("echo {marker} && sleep 20 && head -c 20000000 /dev/urandom > /deps");
+        commit_with_step(&github, &step, version)
     };
     let built_in = |log: &str| -> String {
         let line = log
