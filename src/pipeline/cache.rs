@@ -5,17 +5,22 @@
 
 use super::service::ServiceJob;
 use crate::config::BuildCache;
-use crate::engine::{CacheSource, RegistryCache};
+use crate::engine::{BuilderKind, CacheSource, RegistryCache};
 use crate::secret::Secret;
 use crate::tags::SemVer;
 use crate::types::Version;
 
 impl ServiceJob {
-    /// The cache this service's build gets; `None` with `--build-cache local`.
+    /// The cache this service's build gets; `None` with `--build-cache local`
+    /// or `--builder classic`.
     /// Whatever stands in the way of the cache is one log line, and the build
     /// goes on without it.
     pub(super) async fn registry_cache(&self) -> Option<RegistryCache> {
-        if self.pipeline.settings.build_cache != BuildCache::Registry {
+        // The classic builder neither imports cache nor writes inline cache.
+        let settings = &self.pipeline.settings;
+        if settings.build_cache != BuildCache::Registry
+            || settings.engine.builder != BuilderKind::Buildkit
+        {
             return None;
         }
         let from = match self.cache_source().await {
