@@ -13,6 +13,10 @@ use slipway::types::ImageName;
 
 const REPO: &str = "acme/tokens";
 
+fn dockerfile() -> String {
+    format!("FROM {BASE_IMAGE}\nCOPY hello.txt /hello.txt\nCMD [\"cat\", \"/hello.txt\"]\n")
+}
+
 async fn publish_on_a_token_registry(push_path: &str) {
     let github = FakeGitHub::start().await;
     let registry = TestRegistry::start_with_token_service();
@@ -26,12 +30,7 @@ async fn publish_on_a_token_registry(push_path: &str) {
         &sha,
         &[
             ("dockerInfo.json", &manifest.to_string()),
-            (
-                "Dockerfile",
-                &format!(
-                    "FROM {BASE_IMAGE}\nCOPY hello.txt /hello.txt\nCMD [\"cat\", \"/hello.txt\"]\n"
-                ),
-            ),
+            ("Dockerfile", &dockerfile()),
             ("hello.txt", "token-auth"),
         ],
     );
@@ -63,6 +62,35 @@ async fn publish_on_a_token_registry(push_path: &str) {
     let image = format!("{}/api:2.0.0", registry.host);
     pull_fresh(&image);
     assert_eq!(docker_run(&image, &[]).trim(), "token-auth");
+    if push_path == "relay" {
+        // The next version reads the previous one's inline cache through the
+        // relay, whose reads take the same tokens.
+        let next = crate::support::sha();
+        let manifest = json!({"services": [{"name": "api", "version": "2.0.1", "context": "."}]});
+        github.add_commit_files(
+            REPO,
+            &next,
+            &[
+                ("dockerInfo.json", &manifest.to_string()),
+                ("Dockerfile", &dockerfile()),
+                ("hello.txt", "token-auth, again"),
+            ],
+        );
+        let body = merged_pr_payload(REPO, &next, 8, "main").to_string();
+        let (status, answer) = slipway
+            .deliver("pull_request", &uuid(), body.as_bytes())
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        let id = answer["build_id"].as_str().expect("a build id").to_string();
+        let record = slipway.wait_for(&id).await;
+        let log = slipway.build_log(&id).await;
+        assert_eq!(record["status"], "succeeded", "{record}\n{log}");
+        assert!(
+            log.contains("build cache: 2.0.0, the previous version"),
+            "{log}"
+        );
+        assert!(!log.contains("the registry cache was not used"), "{log}");
+    }
     for text in [log, slipway.log()] {
         assert!(!text.contains(&registry.password), "the password leaked");
         assert!(!text.contains("Bearer ey"), "a token leaked");
