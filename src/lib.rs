@@ -34,6 +34,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod registry;
 pub mod reply;
+pub mod retention;
 pub mod retry;
 pub mod secret;
 pub mod setup;

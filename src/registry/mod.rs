@@ -10,6 +10,7 @@ pub mod compress;
 pub mod export;
 mod layers;
 pub mod relay;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
