@@ -154,6 +154,10 @@ impl Retention {
         let plan = self.settled_plan(name).await?;
         let mut done = Vec::new();
         for deletion in plan.deletions {
+            // Another run here may have met the refusal while this one waited.
+            if self.refused.load(Ordering::Relaxed) && !self.settings.dry_run {
+                break;
+            }
             if self.settings.dry_run {
                 tracing::info!(%repository, digest = %deletion.digest, "retention (dry run) would delete {} ({})", deletion.target, deletion.digest);
                 self.metrics.retention_deleted(deletion.target.kind(), true);
@@ -174,7 +178,9 @@ impl Retention {
                     tracing::debug!(%repository, digest = %deletion.digest, "already deleted")
                 }
                 Deleted::Refused(said) => {
-                    self.refused.store(true, Ordering::Relaxed);
+                    if self.refused.swap(true, Ordering::Relaxed) {
+                        break;
+                    }
                     tracing::error!(registry = %self.registry.host(), answer = %said, "retention: the registry refuses to delete manifests (405); enable deletes in its configuration (distribution: `storage: delete: enabled: true`, or REGISTRY_STORAGE_DELETE_ENABLED=true) and restart it, then Slipway. Retention deletes nothing until then");
                     break;
                 }

@@ -25,6 +25,7 @@ mod hostile;
 mod layers;
 mod publish;
 mod results;
+mod retention;
 mod signing;
 mod store;
 mod tags;

@@ -33,6 +33,8 @@ pub struct TestRegistry {
     child: Option<Child>,
     port: u16,
     storage: PathBuf,
+    /// distribution's `storage.delete.enabled`.
+    deletes: bool,
 }
 
 impl TestRegistry {
@@ -44,6 +46,17 @@ impl TestRegistry {
     /// Starts a registry on a free loopback port with TLS, basic auth and fresh storage, makes the
     /// local Docker Engine trust its CA and logs the docker CLI in, so tests can `docker pull`.
     pub fn start_with_credentials(user: &str, password: &str) -> TestRegistry {
+        Self::start_with(user, password, true)
+    }
+
+    /// A registry that refuses to delete manifests (405 UNSUPPORTED), as
+    /// distribution does by default.
+    #[allow(dead_code)] // only tests/it/retention.rs
+    pub fn start_without_deletes() -> TestRegistry {
+        Self::start_with(DEFAULT_USER, &random_password(), false)
+    }
+
+    fn start_with(user: &str, password: &str, deletes: bool) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("slipway-registry-")
             .tempdir()
@@ -61,6 +74,7 @@ impl TestRegistry {
             child: None,
             port: 0,
             storage,
+            deletes,
         };
         registry.start_on_free_port();
         registry.trust_ca();
@@ -83,6 +97,12 @@ impl TestRegistry {
         if let Err(e) = self.spawn_and_wait() {
             self.fail(&e);
         }
+    }
+
+    /// The registry's configuration file, for `docker-registry garbage-collect`.
+    #[allow(dead_code)] // only tests/it/retention.rs
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yml")
     }
 
     /// Where the registry keeps blobs and manifests, to search them.
@@ -132,7 +152,7 @@ storage:
   filesystem:
     rootdirectory: "{storage}"
   delete:
-    enabled: true
+    enabled: {deletes}
 http:
   addr: "{host}"
   # Fixed rather than random so upload sessions stay valid across restart().
@@ -152,6 +172,7 @@ health:
 "#,
             storage = self.storage.display(),
             host = self.host,
+            deletes = self.deletes,
         );
         fs::write(self.dir.path().join("config.yml"), config).expect("write registry config");
     }
