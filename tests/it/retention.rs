@@ -17,7 +17,7 @@ use crate::signing::{cosign_verify, digest_of, keygen, public_point, Oci};
 use crate::support::*;
 use crate::tags::api_commit;
 use serde_json::{json, Value};
-use slipway::registry::retention::Deleted;
+use slipway::registry::retention::{Deleted, Deleter};
 use slipway::registry::{Registry, RegistrySettings};
 use slipway::retention::{Retention, RetentionSettings};
 use slipway::types::{ImageName, Version};
@@ -183,24 +183,24 @@ struct Pushed {
     layers: BTreeMap<String, String>,
 }
 
-fn settings(registry: &TestRegistry) -> RegistrySettings<'_> {
-    RegistrySettings {
+/// Slipway's registry client for the test registry, and a deleter beside it.
+fn clients(registry: &TestRegistry) -> (Registry, Deleter) {
+    let password = slipway::secret::Secret::new(registry.password.clone());
+    let settings = RegistrySettings {
         host: &registry.host,
         ca_file: Some(&registry.ca_pem),
         user: Some(&registry.user),
-        password: None,
+        password: Some(&password),
         namespace: None,
         plain_http: false,
-    }
+    };
+    let client = Registry::new(&settings).expect("registry client");
+    let deleter = Deleter::new(client.clone(), &settings).expect("deleter");
+    (client, deleter)
 }
 
 async fn push_ten(test_registry: &TestRegistry) -> Pushed {
-    let password = slipway::secret::Secret::new(test_registry.password.clone());
-    let registry = Registry::new(&RegistrySettings {
-        password: Some(&password),
-        ..settings(test_registry)
-    })
-    .expect("registry client");
+    let (registry, _) = clients(test_registry);
     let name = ImageName::parse("api").expect("name");
     let signer = slipway::signing::Signer::new(slipway::signing::SigningKey::generate());
     let mut pushed = Pushed {
@@ -314,14 +314,7 @@ fn instance(
     store: Arc<dyn slipway::store::Store>,
     dry_run: bool,
 ) -> (Retention, Arc<slipway::metrics::Metrics>) {
-    let password = slipway::secret::Secret::new(test_registry.password.clone());
-    let settings = RegistrySettings {
-        password: Some(&password),
-        ..settings(test_registry)
-    };
-    let registry = Registry::new(&settings).expect("registry client");
-    let deleter =
-        slipway::registry::retention::Deleter::new(registry.clone(), &settings).expect("deleter");
+    let (registry, deleter) = clients(test_registry);
     let metrics = Arc::new(slipway::metrics::Metrics::default());
     let policy = slipway::config::RetentionPolicy {
         keep: std::num::NonZeroUsize::new(3).expect("3"),
@@ -463,14 +456,7 @@ async fn plan_and_dry_run_change_nothing_two_instances_delete_once_and_gc_frees_
     };
     assert_eq!(counted(&a_metrics) + counted(&b_metrics), 15);
     // A manifest someone else deleted first is no error.
-    let deleter = slipway::registry::retention::Deleter::new(
-        pushed.registry.clone(),
-        &RegistrySettings {
-            password: Some(&slipway::secret::Secret::new(registry.password.clone())),
-            ..settings(&registry)
-        },
-    )
-    .expect("deleter");
+    let (_, deleter) = clients(&registry);
     assert_eq!(
         deleter
             .delete(&pushed.name, &pushed.digests["1.0.1"])
@@ -519,15 +505,21 @@ async fn plan_and_dry_run_change_nothing_two_instances_delete_once_and_gc_frees_
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_that_refuses_deletes_is_said_once_with_what_to_change() {
+/// Slipway with `keep=1`, its periodic run every second.
+async fn keep_one_every_second(registry: &TestRegistry) -> (FakeGitHub, Slipway) {
     let github = FakeGitHub::start().await;
-    let registry = TestRegistry::start_without_deletes();
-    let slipway = Slipway::start(SlipwayOptions::new(&github, &registry).envs(&[
+    let slipway = Slipway::start(SlipwayOptions::new(&github, registry).envs(&[
         ("SLIPWAY_RETENTION", "keep=1"),
         ("SLIPWAY_RETENTION_INTERVAL", "1s"),
     ]))
     .await;
+    (github, slipway)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_refuses_deletes_is_said_once_with_what_to_change() {
+    let registry = TestRegistry::start_without_deletes();
+    let (github, slipway) = keep_one_every_second(&registry).await;
     publish(&github, &slipway, "1.0.0", &[]).await;
     publish(&github, &slipway, "1.0.1", &[]).await;
     let said = "the registry refuses to delete manifests";
@@ -569,4 +561,37 @@ fn retention_values_that_do_not_parse_refuse_the_start() {
         assert!(stderr.contains("--retention"), "{value}: {stderr}");
         assert!(stderr.contains(why), "{value}: {stderr}");
     }
+}
+
+/// The periodic run (every second here, hourly by default) on the images
+/// Slipway's records name: a version another instance pushed counts, and
+/// goes when it is not among the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_run_counts_versions_published_elsewhere() {
+    let test_registry = TestRegistry::start();
+    let (github, slipway) = keep_one_every_second(&test_registry).await;
+    let published = publish(&github, &slipway, "2.0.0", &[]).await;
+    // The run after the publish found one version; the next ones are the
+    // periodic runs'.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (registry, _) = clients(&test_registry);
+    let pushed = Pushed {
+        registry,
+        name: ImageName::parse("api").expect("name"),
+        digests: BTreeMap::new(),
+        layers: BTreeMap::new(),
+    };
+    // Published elsewhere in January: older than 2.0.0.
+    let (elsewhere, _) = push_version(&pushed, "1.9.0", 15).await;
+    let oci = Oci {
+        registry: &test_registry,
+    };
+    until(
+        Duration::from_secs(30),
+        || format!("1.9.0 not deleted:\n{}", slipway.log()),
+        || oci.manifest("api", &elsewhere).is_none(),
+    )
+    .await;
+    assert_eq!(digest_at(&oci, "api", "2.0.0"), Some(published));
+    assert!(slipway.log().contains("retention deleted version 1.9.0"));
 }
