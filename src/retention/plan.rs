@@ -156,34 +156,8 @@ fn newest_first(a: &Version, b: &Version) -> std::cmp::Ordering {
 
 /// Decides what `policy` keeps and deletes in `listing`, at `now`.
 pub fn plan(listing: &Listing, policy: &RetentionPolicy, now: OffsetDateTime) -> Plan {
-    let is_version = |tag: &str, digest: &str| {
-        listing
-            .manifests
-            .get(digest)
-            .is_some_and(|m| m.slipway && m.version.as_deref() == Some(tag))
-    };
-    let mut versions: Vec<Version> = listing
-        .tags
-        .iter()
-        .filter(|(tag, digest)| is_version(tag, digest))
-        .map(|(tag, digest)| Version {
-            tag,
-            digest,
-            created: listing.manifests.get(digest).and_then(|m| m.created),
-        })
-        .collect();
-    versions.sort_by(newest_first);
-    let version_digests: BTreeSet<&str> = versions.iter().map(|v| v.digest).collect();
-
-    // Every tag that is neither a version, an attachment, nor a version's
-    // `sha-` tag keeps what it names.
-    let mut roots: BTreeMap<&str, &str> = BTreeMap::new();
-    for (tag, digest) in &listing.tags {
-        let follows_version = is_sha_tag(tag) && version_digests.contains(digest.as_str());
-        if !is_version(tag, digest) && attachment(tag).is_none() && !follows_version {
-            roots.entry(digest).or_insert(tag);
-        }
-    }
+    let versions = versions(listing);
+    let mut roots = other_tags(listing, &versions);
     let mut kept = Vec::new();
     let mut candidates = Vec::new();
     for (rank, version) in versions.iter().enumerate() {
@@ -201,32 +175,90 @@ pub fn plan(listing: &Listing, policy: &RetentionPolicy, now: OffsetDateTime) ->
         }
     }
     let reached = reach(listing, &roots);
-    let attachments = attachments_of(listing, reached.keys().copied());
-    let mut plan = Plan {
-        kept,
+    let mut pruner = Pruner {
+        listing,
+        protected: attachments_of(listing, reached.keys().copied()),
+        reached: &reached,
+        deleted: BTreeSet::new(),
         deletions: Vec::new(),
     };
-    let mut deleted: BTreeSet<String> = BTreeSet::new();
     for version in candidates {
-        if let Some(by) = reached.get(version.digest) {
-            plan.kept
-                .push((version.tag.to_string(), Kept::Reached(by.to_string())));
-            continue;
+        match reached.get(version.digest) {
+            Some(by) => kept.push((version.tag.to_string(), Kept::Reached(by.to_string()))),
+            None => pruner.version(version),
         }
-        let mut add = |digest: &str, target: Target, plan: &mut Plan| {
-            let protected = reached.contains_key(digest) || attachments.contains(digest);
-            if !protected && deleted.insert(digest.to_string()) {
-                plan.deletions.push(Deletion {
-                    digest: digest.to_string(),
-                    target,
-                });
-            }
-        };
-        add(
-            version.digest,
-            Target::Version(version.tag.to_string()),
-            &mut plan,
-        );
+    }
+    pruner.orphans();
+    Plan {
+        kept,
+        deletions: pruner.deletions,
+    }
+}
+
+/// Slipway's versions in the listing, newest first.
+fn versions(listing: &Listing) -> Vec<Version<'_>> {
+    let mut versions: Vec<Version> = listing
+        .tags
+        .iter()
+        .filter(|(tag, digest)| is_version(listing, tag, digest))
+        .map(|(tag, digest)| Version {
+            tag,
+            digest,
+            created: listing.manifests.get(digest).and_then(|m| m.created),
+        })
+        .collect();
+    versions.sort_by(newest_first);
+    versions
+}
+
+/// A tag whose image Slipway built with that tag as its version label.
+fn is_version(listing: &Listing, tag: &str, digest: &str) -> bool {
+    listing
+        .manifests
+        .get(digest)
+        .is_some_and(|m| m.slipway && m.version.as_deref() == Some(tag))
+}
+
+/// Every tag that is neither a version, an attachment, nor a version's
+/// `sha-` tag, by the digest it keeps.
+fn other_tags<'a>(listing: &'a Listing, versions: &[Version<'a>]) -> BTreeMap<&'a str, &'a str> {
+    let version_digests: BTreeSet<&str> = versions.iter().map(|v| v.digest).collect();
+    let mut roots = BTreeMap::new();
+    for (tag, digest) in &listing.tags {
+        let follows_version = is_sha_tag(tag) && version_digests.contains(digest.as_str());
+        if !is_version(listing, tag, digest) && attachment(tag).is_none() && !follows_version {
+            roots.entry(digest.as_str()).or_insert(tag.as_str());
+        }
+    }
+    roots
+}
+
+/// Collects the deletions, each manifest once, none that is kept.
+struct Pruner<'a> {
+    listing: &'a Listing,
+    reached: &'a BTreeMap<&'a str, &'a str>,
+    /// The `.sig`/`.att` manifests of reached digests.
+    protected: BTreeSet<&'a str>,
+    deleted: BTreeSet<String>,
+    deletions: Vec<Deletion>,
+}
+
+impl Pruner<'_> {
+    fn add(&mut self, digest: &str, target: Target) {
+        let kept = self.reached.contains_key(digest) || self.protected.contains(digest);
+        if !kept && self.deleted.insert(digest.to_string()) {
+            self.deletions.push(Deletion {
+                digest: digest.to_string(),
+                target,
+            });
+        }
+    }
+
+    /// The version's manifest, its platform manifests, then the `.sig` and
+    /// `.att` of each.
+    fn version(&mut self, version: &Version) {
+        let listing = self.listing;
+        self.add(version.digest, Target::Version(version.tag.to_string()));
         let children = listing
             .manifests
             .get(version.digest)
@@ -236,26 +268,27 @@ pub fn plan(listing: &Listing, policy: &RetentionPolicy, now: OffsetDateTime) ->
             let target = Target::Platform {
                 version: version.tag.to_string(),
             };
-            add(child, target, &mut plan);
+            self.add(child, target);
         }
         for subject in std::iter::once(version.digest).chain(children.iter().map(String::as_str)) {
             for (digest, target) in attachments_found(listing, subject) {
-                add(&digest, target, &mut plan);
+                self.add(&digest, target);
             }
         }
     }
-    for subject in listing
-        .gone
-        .iter()
-        .filter(|s| !reached.contains_key(s.as_str()))
-    {
-        for (digest, target) in attachments_found(listing, subject) {
-            if !attachments.contains(digest.as_str()) && deleted.insert(digest.clone()) {
-                plan.deletions.push(Deletion { digest, target });
+
+    /// The `.sig`/`.att` of manifests already gone.
+    fn orphans(&mut self) {
+        let listing = self.listing;
+        for subject in &listing.gone {
+            if self.reached.contains_key(subject.as_str()) {
+                continue;
+            }
+            for (digest, target) in attachments_found(listing, subject) {
+                self.add(&digest, target);
             }
         }
     }
-    plan
 }
 
 /// Why a version past the `keep` newest stays, if it does.

@@ -143,7 +143,7 @@ impl Retention {
     /// deleted a manifest first leaves it counted once, there.
     pub async fn run(&self, name: &ImageName) -> Result<Vec<plan::Deletion>, RetentionError> {
         let repository = self.registry.repository(name);
-        if self.refused.load(Ordering::Relaxed) && !self.settings.dry_run {
+        if self.refuses() {
             tracing::debug!(%repository, "retention skipped: the registry refuses deletes");
             return Ok(Vec::new());
         }
@@ -155,7 +155,7 @@ impl Retention {
         let mut done = Vec::new();
         for deletion in plan.deletions {
             // Another run here may have met the refusal while this one waited.
-            if self.refused.load(Ordering::Relaxed) && !self.settings.dry_run {
+            if self.refuses() {
                 break;
             }
             if self.settings.dry_run {
@@ -167,26 +167,43 @@ impl Retention {
             if !lease.still_held(self.settings.lease).await {
                 return Err(RetentionError::LeaseLost { repository });
             }
-            match self.deleter.delete(name, &deletion.digest).await? {
-                Deleted::Deleted => {
-                    tracing::info!(%repository, digest = %deletion.digest, "retention deleted {} ({})", deletion.target, deletion.digest);
-                    self.metrics
-                        .retention_deleted(deletion.target.kind(), false);
-                    done.push(deletion);
-                }
-                Deleted::Absent => {
-                    tracing::debug!(%repository, digest = %deletion.digest, "already deleted")
-                }
-                Deleted::Refused(said) => {
-                    if self.refused.swap(true, Ordering::Relaxed) {
-                        break;
-                    }
-                    tracing::error!(registry = %self.registry.host(), answer = %said, "retention: the registry refuses to delete manifests (405); enable deletes in its configuration (distribution: `storage: delete: enabled: true`, or REGISTRY_STORAGE_DELETE_ENABLED=true) and restart it, then Slipway. Retention deletes nothing until then");
-                    break;
-                }
+            if self.delete(name, &repository, &deletion).await? {
+                done.push(deletion);
             }
         }
         Ok(done)
+    }
+
+    fn refuses(&self) -> bool {
+        self.refused.load(Ordering::Relaxed) && !self.settings.dry_run
+    }
+
+    /// Deletes one manifest; whether this run deleted it.
+    async fn delete(
+        &self,
+        name: &ImageName,
+        repository: &str,
+        deletion: &plan::Deletion,
+    ) -> Result<bool, RetentionError> {
+        let digest = &deletion.digest;
+        match self.deleter.delete(name, digest).await? {
+            Deleted::Deleted => {
+                tracing::info!(%repository, %digest, "retention deleted {} ({digest})", deletion.target);
+                self.metrics
+                    .retention_deleted(deletion.target.kind(), false);
+                Ok(true)
+            }
+            Deleted::Absent => {
+                tracing::debug!(%repository, %digest, "already deleted");
+                Ok(false)
+            }
+            Deleted::Refused(said) => {
+                if !self.refused.swap(true, Ordering::Relaxed) {
+                    tracing::error!(registry = %self.registry.host(), answer = %said, "retention: the registry refuses to delete manifests (405); enable deletes in its configuration (distribution: `storage: delete: enabled: true`, or REGISTRY_STORAGE_DELETE_ENABLED=true) and restart it, then Slipway. Retention deletes nothing until then");
+                }
+                Ok(false)
+            }
+        }
     }
 
     /// The plan, from a listing no tag appeared in while it was read: a
