@@ -440,7 +440,7 @@ impl RegistryArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RetentionArgs {
     /// Which versions of each image to keep: `keep=N[,max-age=D]`, e.g. keep=10,max-age=90d (default: keep all).
-    #[arg(long = "retention", env = "SLIPWAY_RETENTION", value_parser = parse_retention, default_value = "")]
+    #[arg(long = "retention", env = "SLIPWAY_RETENTION", value_parser = parse_retention, default_value = "", hide_default_value = true)]
     pub policy: RetentionSetting,
 
     /// Log and count what retention would delete; delete nothing.
