@@ -92,11 +92,14 @@ async fn keep_three_after_each_publish_keeps_what_tags_reach_and_their_signature
     let public_pem = std::fs::read_to_string(keys.path().join("cosign.pub")).expect("pub");
     let public = public_point(&public_pem);
     let key = keys.path().join("cosign.key").display().to_string();
-    let (github, registry, slipway) = start_stack(&[
+    // Its own database, so `retention plan` can read the same records.
+    let database = on_postgres().then(postgres::database);
+    let mut extra = vec![
         ("SLIPWAY_SIGNING_KEY", key.as_str()),
         ("SLIPWAY_RETENTION", "keep=3"),
-    ])
-    .await;
+    ];
+    extra.extend(database.as_deref().map(|url| ("SLIPWAY_DATABASE", url)));
+    let (github, registry, slipway) = start_stack(&extra).await;
     let oci = Oci {
         registry: &registry,
     };
@@ -162,6 +165,13 @@ async fn keep_three_after_each_publish_keeps_what_tags_reach_and_their_signature
             "{tag}"
         );
     }
+    // The records name `api`: the plan finds it, with nothing left to delete.
+    let store = (slipway.data_dir.as_path(), database.as_deref());
+    let text = plan_text(&registry, store, &[]);
+    assert!(
+        text.contains("/api: keeps 5 versions, deletes 0 (0 manifests)"),
+        "{text}"
+    );
     let log = slipway.log();
     assert_eq!(count(&log, "retention deleted version"), 5, "{log}");
     assert!(log.contains("retention deleted version 1.3.0"), "{log}");
@@ -347,18 +357,36 @@ fn snapshot(registry: &TestRegistry) -> BTreeMap<String, Option<String>> {
         .collect()
 }
 
-fn plan_cli(registry: &TestRegistry, data_dir: &Path, retention: &str) -> std::process::Output {
+/// `slipway retention plan IMAGES…` with `store`'s records: a data dir, and
+/// the database when there is one.
+fn plan_cli(
+    registry: &TestRegistry,
+    store: (&Path, Option<&str>),
+    retention: &str,
+    images: &[&str],
+) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args(["retention", "plan", "api"])
+        .args(["retention", "plan"])
+        .args(images)
         .env_clear()
+        .envs(store.1.map(|url| ("SLIPWAY_DATABASE", url)))
         .env("SLIPWAY_REGISTRY", &registry.host)
         .env("SLIPWAY_REGISTRY_CA", &registry.ca_pem)
         .env("SLIPWAY_REGISTRY_USER", &registry.user)
         .env("SLIPWAY_REGISTRY_PASSWORD", &registry.password)
-        .env("SLIPWAY_DATA_DIR", data_dir)
+        .env("SLIPWAY_DATA_DIR", store.0)
         .env("SLIPWAY_RETENTION", retention)
         .output()
         .expect("slipway retention plan runs")
+}
+
+/// What `slipway retention plan` with keep=3 prints, once it succeeded.
+fn plan_text(registry: &TestRegistry, store: (&Path, Option<&str>), images: &[&str]) -> String {
+    let out = plan_cli(registry, store, "keep=3", images);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{stderr}");
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,13 +403,7 @@ async fn plan_and_dry_run_change_nothing_two_instances_delete_once_and_gc_frees_
     let kept = ["1.0.10", "1.0.9", "1.0.8", "1.0.2", "1.0.3"];
 
     let data = tempfile::tempdir().expect("tempdir");
-    let out = plan_cli(&registry, data.path(), "keep=3");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = plan_text(&registry, (data.path(), None), &["api"]);
     assert!(
         text.contains("keeps 5 versions, deletes 5 (15 manifests)"),
         "{text}"
@@ -403,7 +425,7 @@ async fn plan_and_dry_run_change_nothing_two_instances_delete_once_and_gc_frees_
             "{text}"
         );
     }
-    let refused = plan_cli(&registry, data.path(), "keep=0");
+    let refused = plan_cli(&registry, (data.path(), None), "keep=0", &["api"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("keep at least 1"));
 
