@@ -73,13 +73,7 @@ async fn start_relay(
         listen: args.relay_listen,
         advertise: args.relay_advertise,
     };
-    let relay = Relay::start(
-        &registry_settings(args),
-        registry.clone(),
-        addresses,
-        &port_file,
-    )
-    .await?;
+    let relay = Relay::start(registry.clone(), addresses, &port_file).await?;
     tracing::info!(
         listen = %relay.listen_addr(),
         engine_pushes_to = %relay.addr(),
@@ -216,16 +210,8 @@ fn github_repositories(state: &AppState) -> Vec<crate::types::Repository> {
 }
 
 /// `--retention`, when set: run after each publish and on its interval.
-fn retention(
-    args: &ServeArgs,
-    pipeline: &Pipeline,
-) -> Result<Option<Arc<crate::retention::Retention>>, StartError> {
-    let Some(policy) = args.retention.policy.0 else {
-        return Ok(None);
-    };
-    let registry = pipeline.registry.clone();
-    let deleter =
-        crate::registry::retention::Deleter::new(registry.clone(), &registry_settings(args))?;
+fn retention(args: &ServeArgs, pipeline: &Pipeline) -> Option<Arc<crate::retention::Retention>> {
+    let policy = args.retention.policy.0?;
     tracing::info!(
         keep = policy.keep.get(),
         max_age = ?policy.max_age,
@@ -238,13 +224,12 @@ fn retention(
         dry_run: args.retention.dry_run,
         lease: args.lease,
     };
-    Ok(Some(Arc::new(crate::retention::Retention::new(
+    Some(Arc::new(crate::retention::Retention::new(
         settings,
-        registry,
-        deleter,
+        pipeline.registry.clone(),
         pipeline.store.clone(),
         pipeline.metrics.clone(),
-    ))))
+    )))
 }
 
 /// Without `--api-token`, anyone who reaches a non-loopback address reads
@@ -295,7 +280,7 @@ impl App {
         };
         let slots = args.max_concurrent_builds as usize;
         let mut pipeline = Pipeline::new(store.clone(), forges, registry, settings, slots);
-        pipeline.retention = retention(&args, &pipeline)?;
+        pipeline.retention = retention(&args, &pipeline);
         let pipeline = Arc::new(pipeline);
         let tracker = TaskTracker::new();
         let queue = Queue::start(

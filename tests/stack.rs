@@ -1301,7 +1301,8 @@ async fn merge_through_the_stack(
             "build {id} did not end: {record}\n{}",
             stack.logs()
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Fine enough not to blur the stack bench's figures.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -1590,6 +1591,16 @@ async fn the_readme_compose_command_starts_a_stack_that_publishes_signed_merges(
         );
     }
     assert_eq!(socket_gid(), original_gid, "the socket's group is back");
+    if let Some(rounds) = stack_bench_rounds() {
+        let measured = StackBench {
+            stack: &stack,
+            github: &github,
+            webhook_secret: &webhook_secret,
+            token: &token,
+            password: &password,
+        };
+        eprintln!("{}", measured.run(rounds).await);
+    }
     let entrypoint = stack.run(&["logs", "--no-color", "slipway"]);
     assert!(
         entrypoint.contains(&format!(
@@ -1683,4 +1694,223 @@ async fn an_engine_socket_slipway_may_not_open_is_named_with_its_group() {
     );
     let inside = health_as("47999").await;
     assert!(!inside.contains("permission denied"), "{inside}");
+}
+
+/// `SLIPWAY_STACK_BENCH_ROUNDS=N`: after its checks, the stack test also
+/// times workload (d) of the bench (a one-file change on a base with a 200 MB
+/// layer) published by Slipway in the stack, against `docker build && docker
+/// push` and `docker buildx build --push` on the same engine into the stack's
+/// registry, and prints the table docs/performance.md keeps. Off by default:
+/// figures go in benchmarks, not in CI.
+fn stack_bench_rounds() -> Option<usize> {
+    std::env::var("SLIPWAY_STACK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+}
+
+struct StackBench<'a> {
+    stack: &'a ComposeStack,
+    github: &'a FakeGitHub,
+    webhook_secret: &'a str,
+    token: &'a str,
+    password: &'a str,
+}
+
+const STACK_BENCH_BASE: &str = "slipway-stack-bench-base:200mb";
+const BUILDX_PLUGIN: &str = "/opt/slipway-trixie/docker-config/cli-plugins/docker-buildx";
+
+impl StackBench<'_> {
+    async fn run(&self, rounds: usize) -> String {
+        make_stack_bench_base();
+        let config = self.docker_config();
+        let mut rows = Vec::new();
+        // Round 0 is each side's first publish on the base; reported apart.
+        for round in 0..=rounds {
+            let change = format!("round {round} {}\n", uuid());
+            let version = format!("2.0.{round}");
+            let mut times = [0.0f64; 3];
+            for side in 0..3 {
+                // Who goes first rotates, so none always meets a warm cache.
+                let side = (side + round) % 3;
+                times[side] = match side {
+                    0 => self.slipway(&version, &change, round).await,
+                    1 => cli(&config, &version, &change),
+                    _ => buildx(&config, &version, &change),
+                };
+            }
+            rows.push(times);
+        }
+        stack_bench_table(&rows)
+    }
+
+    async fn slipway(&self, version: &str, change: &str, round: usize) -> f64 {
+        let sha = sha();
+        let dockerfile = format!("FROM {STACK_BENCH_BASE}\nCOPY change.txt /change.txt\n");
+        self.github.add_commit_files(
+            "acme/stack",
+            &sha,
+            &[
+                (
+                    "dockerInfo.json",
+                    &format!(r#"{{"service_name":"bench-slipway","version":"{version}"}}"#),
+                ),
+                ("Dockerfile", &dockerfile),
+                ("change.txt", change),
+            ],
+        );
+        let started = Instant::now();
+        let (id, record) = merge_through_the_stack(
+            self.stack,
+            self.webhook_secret,
+            self.token,
+            &sha,
+            100 + round as u64,
+        )
+        .await;
+        let took = started.elapsed().as_secs_f64();
+        let log = stack_build_log(self.token, &id).await;
+        assert_eq!(record["status"], "succeeded", "{record}\n{log}");
+        took
+    }
+
+    /// A docker config of its own: the stack's registry login, and buildx.
+    fn docker_config(&self) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("docker config");
+        let plugins = dir.path().join("cli-plugins");
+        std::fs::create_dir_all(&plugins).expect("cli-plugins");
+        let _ = std::os::unix::fs::symlink(BUILDX_PLUGIN, plugins.join("docker-buildx"));
+        let mut login = Command::new("docker")
+            .arg("--config")
+            .arg(dir.path())
+            .args([
+                "login",
+                "localhost:5443",
+                "-u",
+                "slipway",
+                "--password-stdin",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker login");
+        if let Some(mut stdin) = login.stdin.take() {
+            let _ = writeln!(stdin, "{}", self.password);
+        }
+        assert!(
+            login.wait().is_ok_and(|s| s.success()),
+            "docker login localhost:5443"
+        );
+        dir
+    }
+}
+
+fn make_stack_bench_base() {
+    let context = tempfile::tempdir().expect("context");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM slipway-test-base:1\nRUN head -c 209715200 /dev/urandom > /big.bin\n",
+    )
+    .expect("Dockerfile");
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", STACK_BENCH_BASE])
+        .arg(context.path())
+        .output()
+        .expect("docker build");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
+fn bench_context(change: &str) -> tempfile::TempDir {
+    let context = tempfile::tempdir().expect("context");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {STACK_BENCH_BASE}\nCOPY change.txt /change.txt\n"),
+    )
+    .expect("Dockerfile");
+    std::fs::write(context.path().join("change.txt"), change).expect("change.txt");
+    context
+}
+
+fn timed_docker(config: &tempfile::TempDir, commands: &[Vec<String>]) -> f64 {
+    let started = Instant::now();
+    for args in commands {
+        let out = Command::new("docker")
+            .arg("--config")
+            .arg(config.path())
+            .args(args)
+            .output()
+            .expect("docker");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    started.elapsed().as_secs_f64()
+}
+
+fn cli(config: &tempfile::TempDir, version: &str, change: &str) -> f64 {
+    let context = bench_context(change);
+    let tag = format!("localhost:5443/bench-cli:{version}");
+    let dir = context.path().display().to_string();
+    timed_docker(
+        config,
+        &[
+            vec!["build".into(), "-q".into(), "-t".into(), tag.clone(), dir],
+            vec!["push".into(), "-q".into(), tag],
+        ],
+    )
+}
+
+fn buildx(config: &tempfile::TempDir, version: &str, change: &str) -> f64 {
+    let context = bench_context(change);
+    let tag = format!("localhost:5443/bench-buildx:{version}");
+    let args = [
+        "buildx",
+        "build",
+        "--push",
+        "--provenance=false",
+        "-q",
+        "-t",
+    ];
+    let mut command: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    command.extend([tag, context.path().display().to_string()]);
+    timed_docker(config, &[command])
+}
+
+/// Seconds per side and round → the table: round 0 apart, then the medians
+/// of the later rounds and of their per-round ratios.
+fn stack_bench_table(rows: &[[f64; 3]]) -> String {
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(|a, b| a.total_cmp(b));
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let ratio = |r: &[f64; 3]| r[0] / r[1].min(r[2]);
+    let mut table = String::from(
+        "| publish | Slipway in the stack | docker build + push | buildx --push | Slipway / faster (median of rounds) | per round |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    if let Some(first) = rows.first() {
+        table += &format!(
+            "| first, on a base new to the registry | {:.2} s | {:.2} s | {:.2} s | **{:.2}** | - |\n",
+            first[0], first[1], first[2], ratio(first)
+        );
+    }
+    let later = &rows[1.min(rows.len())..];
+    let column = |i: usize| median(later.iter().map(|r| r[i]).collect());
+    let per_round: Vec<String> = later.iter().map(|r| format!("{:.2}", ratio(r))).collect();
+    table += &format!(
+        "| later ({} rounds) | {:.2} s | {:.2} s | {:.2} s | **{:.2}** | {} |\n",
+        later.len(),
+        column(0),
+        column(1),
+        column(2),
+        median(later.iter().map(ratio).collect()),
+        per_round.join(" / ")
+    );
+    table
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use super::{Retention, RetentionError, RetentionSettings};
 use crate::config::RetentionPlanArgs;
-use crate::registry::retention::Deleter;
 use crate::registry::Registry;
 
 /// The plan of every image `args` names (or the records do), as text.
@@ -15,7 +14,6 @@ pub async fn plan_command(args: RetentionPlanArgs) -> Result<String, RetentionEr
     let policy = args.retention.policy.0.ok_or(RetentionError::NoPolicy)?;
     let settings = args.registry.settings();
     let registry = Registry::new(&settings)?;
-    let deleter = Deleter::new(registry.clone(), &settings)?;
     let store = crate::store::open(args.database.as_ref(), &args.data_dir).await?;
     let retention = Retention::new(
         RetentionSettings {
@@ -24,7 +22,6 @@ pub async fn plan_command(args: RetentionPlanArgs) -> Result<String, RetentionEr
             lease: std::time::Duration::from_secs(30),
         },
         registry.clone(),
-        deleter,
         store,
         Arc::default(),
     );

@@ -15,8 +15,7 @@ use super::plan::{self, Plan};
 use super::{read_listing, RetentionError};
 use crate::config::RetentionPolicy;
 use crate::metrics::Metrics;
-use crate::registry::retention::{Deleted, Deleter};
-use crate::registry::Registry;
+use crate::registry::{Deleted, Registry};
 use crate::store::{within, Fence, ListFilter, Store};
 use crate::types::{ImageName, Version};
 
@@ -39,7 +38,6 @@ pub struct RetentionSettings {
 pub struct Retention {
     settings: RetentionSettings,
     registry: Registry,
-    deleter: Deleter,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     /// Set when the registry refused a delete: said once, then not tried
@@ -51,14 +49,12 @@ impl Retention {
     pub fn new(
         settings: RetentionSettings,
         registry: Registry,
-        deleter: Deleter,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             settings,
             registry,
-            deleter,
             store,
             metrics,
             refused: AtomicBool::new(false),
@@ -186,7 +182,7 @@ impl Retention {
         deletion: &plan::Deletion,
     ) -> Result<bool, RetentionError> {
         let digest = &deletion.digest;
-        match self.deleter.delete(name, digest).await? {
+        match self.registry.delete_manifest(name, digest).await? {
             Deleted::Deleted => {
                 tracing::info!(%repository, %digest, "retention deleted {} ({digest})", deletion.target);
                 self.metrics
@@ -197,9 +193,9 @@ impl Retention {
                 tracing::debug!(%repository, %digest, "already deleted");
                 Ok(false)
             }
-            Deleted::Refused(said) => {
+            Deleted::Unsupported => {
                 if !self.refused.swap(true, Ordering::Relaxed) {
-                    tracing::error!(registry = %self.registry.host(), answer = %said, "retention: the registry refuses to delete manifests (405); enable deletes in its configuration (distribution: `storage: delete: enabled: true`, or REGISTRY_STORAGE_DELETE_ENABLED=true) and restart it, then Slipway. Retention deletes nothing until then");
+                    tracing::error!(registry = %self.registry.host(), "retention: the registry refuses to delete manifests (405); enable deletes in its configuration (distribution: `storage: delete: enabled: true`, or REGISTRY_STORAGE_DELETE_ENABLED=true) and restart it, then Slipway. Retention deletes nothing until then");
                 }
                 Ok(false)
             }

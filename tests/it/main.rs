@@ -24,6 +24,7 @@ mod hooks;
 mod hostile;
 mod layers;
 mod publish;
+mod registry_auth;
 mod results;
 mod retention;
 mod signing;

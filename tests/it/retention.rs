@@ -17,8 +17,7 @@ use crate::signing::{cosign_verify, digest_of, keygen, public_point, Oci};
 use crate::support::*;
 use crate::tags::api_commit;
 use serde_json::{json, Value};
-use slipway::registry::retention::{Deleted, Deleter};
-use slipway::registry::{Registry, RegistrySettings};
+use slipway::registry::{Deleted, Registry, RegistrySettings};
 use slipway::retention::{Retention, RetentionSettings};
 use slipway::types::{ImageName, Version};
 
@@ -193,8 +192,8 @@ struct Pushed {
     layers: BTreeMap<String, String>,
 }
 
-/// Slipway's registry client for the test registry, and a deleter beside it.
-fn clients(registry: &TestRegistry) -> (Registry, Deleter) {
+/// Slipway's registry client for the test registry.
+fn client(registry: &TestRegistry) -> Registry {
     let password = slipway::secret::Secret::new(registry.password.clone());
     let settings = RegistrySettings {
         host: &registry.host,
@@ -204,13 +203,11 @@ fn clients(registry: &TestRegistry) -> (Registry, Deleter) {
         namespace: None,
         plain_http: false,
     };
-    let client = Registry::new(&settings).expect("registry client");
-    let deleter = Deleter::new(client.clone(), &settings).expect("deleter");
-    (client, deleter)
+    Registry::new(&settings).expect("registry client")
 }
 
 async fn push_ten(test_registry: &TestRegistry) -> Pushed {
-    let (registry, _) = clients(test_registry);
+    let registry = client(test_registry);
     let name = ImageName::parse("api").expect("name");
     let signer = slipway::signing::Signer::new(slipway::signing::SigningKey::generate());
     let mut pushed = Pushed {
@@ -324,7 +321,7 @@ fn instance(
     store: Arc<dyn slipway::store::Store>,
     dry_run: bool,
 ) -> (Retention, Arc<slipway::metrics::Metrics>) {
-    let (registry, deleter) = clients(test_registry);
+    let registry = client(test_registry);
     let metrics = Arc::new(slipway::metrics::Metrics::default());
     let policy = slipway::config::RetentionPolicy {
         keep: std::num::NonZeroUsize::new(3).expect("3"),
@@ -337,7 +334,6 @@ fn instance(
             lease: Duration::from_secs(5),
         },
         registry,
-        deleter,
         store,
         metrics.clone(),
     );
@@ -478,10 +474,10 @@ async fn plan_and_dry_run_change_nothing_two_instances_delete_once_and_gc_frees_
     };
     assert_eq!(counted(&a_metrics) + counted(&b_metrics), 15);
     // A manifest someone else deleted first is no error.
-    let (_, deleter) = clients(&registry);
     assert_eq!(
-        deleter
-            .delete(&pushed.name, &pushed.digests["1.0.1"])
+        pushed
+            .registry
+            .delete_manifest(&pushed.name, &pushed.digests["1.0.1"])
             .await
             .expect("delete"),
         Deleted::Absent
@@ -596,7 +592,7 @@ async fn the_periodic_run_counts_versions_published_elsewhere() {
     // The run after the publish found one version; the next ones are the
     // periodic runs'.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (registry, _) = clients(&test_registry);
+    let registry = client(&test_registry);
     let pushed = Pushed {
         registry,
         name: ImageName::parse("api").expect("name"),

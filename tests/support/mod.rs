@@ -6,6 +6,7 @@ pub mod forges;
 pub mod github;
 pub mod postgres;
 pub mod registry;
+pub mod token_service;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

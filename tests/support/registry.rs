@@ -18,6 +18,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use super::token_service::TokenService;
+
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const DEFAULT_USER: &str = "slipway";
 const SETUP_HINT: &str = "run scripts/test-env.sh to install the test environment";
@@ -33,6 +35,9 @@ pub struct TestRegistry {
     child: Option<Child>,
     port: u16,
     storage: PathBuf,
+    /// With one, the registry takes bearer tokens from it (`auth: token`)
+    /// instead of basic credentials.
+    pub token_service: Option<TokenService>,
     /// distribution's `storage.delete.enabled`.
     deletes: bool,
 }
@@ -46,17 +51,28 @@ impl TestRegistry {
     /// Starts a registry on a free loopback port with TLS, basic auth and fresh storage, makes the
     /// local Docker Engine trust its CA and logs the docker CLI in, so tests can `docker pull`.
     pub fn start_with_credentials(user: &str, password: &str) -> TestRegistry {
-        Self::start_with(user, password, true)
+        Self::start_with(user, password, false, true)
     }
 
     /// A registry that refuses to delete manifests (405 UNSUPPORTED), as
     /// distribution does by default.
     #[allow(dead_code)] // only tests/it/retention.rs
     pub fn start_without_deletes() -> TestRegistry {
-        Self::start_with(DEFAULT_USER, &random_password(), false)
+        Self::start_with(DEFAULT_USER, &random_password(), false, false)
     }
 
-    fn start_with(user: &str, password: &str, deletes: bool) -> TestRegistry {
+    /// A registry that wants bearer tokens from a token service (as Harbor,
+    /// GitLab's and Docker Hub's do), which issues them to user "slipway".
+    pub fn start_with_token_service() -> TestRegistry {
+        Self::start_with(DEFAULT_USER, &random_password(), true, true)
+    }
+
+    fn start_with(
+        user: &str,
+        password: &str,
+        with_token_service: bool,
+        deletes: bool,
+    ) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("slipway-registry-")
             .tempdir()
@@ -74,8 +90,13 @@ impl TestRegistry {
             child: None,
             port: 0,
             storage,
+            token_service: None,
             deletes,
         };
+        if with_token_service {
+            let cert = registry.dir.path().join("token.pem");
+            registry.token_service = Some(TokenService::start(user, password, &cert));
+        }
         registry.start_on_free_port();
         registry.trust_ca();
         registry.docker_login();
@@ -160,10 +181,7 @@ http:
   tls:
     certificate: "{dir}/server.pem"
     key: "{dir}/server.key"
-auth:
-  htpasswd:
-    realm: slipway-test-registry
-    path: "{dir}/htpasswd"
+{auth}
 health:
   storagedriver:
     enabled: true
@@ -172,9 +190,25 @@ health:
 "#,
             storage = self.storage.display(),
             host = self.host,
+            auth = self.auth_config(),
             deletes = self.deletes,
         );
         fs::write(self.dir.path().join("config.yml"), config).expect("write registry config");
+    }
+
+    fn auth_config(&self) -> String {
+        let dir = self.dir.path().display();
+        match &self.token_service {
+            None => format!(
+                "auth:\n  htpasswd:\n    realm: slipway-test-registry\n    path: \"{dir}/htpasswd\""
+            ),
+            Some(tokens) => format!(
+                "auth:\n  token:\n    realm: \"{}\"\n    service: {}\n    issuer: {}\n    rootcertbundle: \"{dir}/token.pem\"",
+                tokens.realm,
+                super::token_service::SERVICE,
+                super::token_service::ISSUER,
+            ),
+        }
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), String> {
@@ -244,9 +278,17 @@ health:
         cmd.args(["--silent", "--show-error", "--max-time", "5", "--cacert"])
             .arg(&self.ca_pem)
             .args(["--write-out", "\n%{http_code}"]);
-        if with_auth {
-            cmd.arg("--user")
-                .arg(format!("{}:{}", self.user, self.password));
+        match (&self.token_service, with_auth) {
+            (_, false) => {}
+            (None, true) => {
+                cmd.arg("--user")
+                    .arg(format!("{}:{}", self.user, self.password));
+            }
+            (Some(tokens), true) => {
+                let scope = read_scope(path);
+                cmd.arg("--header")
+                    .arg(format!("Authorization: Bearer {}", tokens.token(&[&scope])));
+            }
         }
         let out = cmd
             .arg(format!("https://{}{path}", self.host))
@@ -336,6 +378,19 @@ impl Drop for TestRegistry {
         let _lock = docker_config_lock();
         let _ = Command::new("docker").args(["logout", &self.host]).output();
     }
+}
+
+/// The pull scope a read of `path` (`/v2/NAME/tags/list`, …) needs.
+fn read_scope(path: &str) -> String {
+    let name = path
+        .trim_start_matches("/v2/")
+        .split("/tags/")
+        .next()
+        .unwrap_or_default()
+        .split("/manifests/")
+        .next()
+        .unwrap_or_default();
+    format!("repository:{name}:pull")
 }
 
 fn free_port() -> u16 {

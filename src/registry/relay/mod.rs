@@ -24,7 +24,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::oneshot;
 
-use super::{read_ca_pem, PushStats, Registry, RegistryError, RegistrySettings};
+mod upstream;
+
+use super::{PushStats, Registry, RegistryError};
+use upstream::{Failure, UploadStart, Upstream};
 
 /// The engine sends manifests of a few KiB; anything far larger is not one.
 const MANIFEST_MAX: usize = 4 << 20;
@@ -181,7 +184,6 @@ impl Relay {
     /// blobs it pushed per registry address, so a new port would cost one
     /// full push.
     pub async fn start(
-        settings: &RegistrySettings<'_>,
         registry: Registry,
         addresses: RelayAddresses,
         port_file: &Path,
@@ -200,7 +202,7 @@ impl Relay {
             listen,
             addr: addresses.advertised(listen),
             password: random_password(),
-            upstream: Upstream::new(settings)?,
+            upstream: Upstream::new(registry.http.clone()),
             registry,
             sessions: Mutex::default(),
             uploads: Mutex::default(),
@@ -379,7 +381,7 @@ impl Relay {
         let (location, before) = self.upload(id)?;
         let counted = Arc::new(AtomicU64::new(0));
         let body = counting_body(request.into_body(), counted.clone());
-        let location = self.upstream.patch(&location, body).await?;
+        let location = self.upstream.patch(repository, &location, body).await?;
         let received = before + counted.load(Ordering::Relaxed);
         self.remember_upload(id, location, received);
         Ok(upload_accepted(repository, id, received))
@@ -401,7 +403,9 @@ impl Relay {
         };
         let counted = Arc::new(AtomicU64::new(0));
         let body = counting_body(request.into_body(), counted.clone());
-        self.upstream.commit(&location, &digest, body).await?;
+        self.upstream
+            .commit(repository, &location, &digest, body)
+            .await?;
         if let Ok(mut uploads) = self.uploads.lock() {
             uploads.remove(id);
         }
@@ -543,170 +547,6 @@ impl Route {
             repository: repository.to_string(),
             tag: tag.to_string(),
         })
-    }
-}
-
-enum UploadStart {
-    Mounted(String),
-    Location(String),
-}
-
-/// The real registry, spoken to over raw HTTP so the engine's upload can
-/// stream through without knowing its digest beforehand.
-struct Upstream {
-    client: reqwest::Client,
-    base: String,
-    auth: Option<(String, String)>,
-}
-
-impl Upstream {
-    fn new(settings: &RegistrySettings<'_>) -> Result<Self, RegistryError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120));
-        if let Some(path) = settings.ca_file {
-            let pem = read_ca_pem(path)?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| RegistryError::BadCa {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| relay_failed(format!("HTTP client: {e}")))?;
-        let scheme = if settings.plain_http { "http" } else { "https" };
-        let auth = settings
-            .user
-            .zip(settings.password)
-            .map(|(user, password)| (user.to_string(), password.expose().to_string()));
-        Ok(Self {
-            client,
-            base: format!("{scheme}://{}", settings.host),
-            auth,
-        })
-    }
-
-    fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
-        let request = self.client.request(method, url);
-        match &self.auth {
-            Some((user, password)) => request.basic_auth(user, Some(password)),
-            None => request,
-        }
-    }
-
-    /// Relative `Location`s are the registry's own paths.
-    fn absolute(&self, location: &str) -> String {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_string()
-        } else {
-            format!("{}{location}", self.base)
-        }
-    }
-
-    async fn blob_size(&self, repository: &str, digest: &str) -> Result<Option<u64>, Failure> {
-        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
-        let response = self.send(self.request(Method::HEAD, &url)).await?;
-        match response.status() {
-            StatusCode::OK => Ok(Some(content_length(&response))),
-            StatusCode::NOT_FOUND => Ok(None),
-            other => Err(refusal("checking a blob", other)),
-        }
-    }
-
-    async fn start_upload(&self, repository: &str, query: &str) -> Result<UploadStart, Failure> {
-        let mut url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
-        if !query.is_empty() {
-            url = format!("{url}?{query}");
-        }
-        let response = self.send(self.request(Method::POST, &url)).await?;
-        match response.status() {
-            StatusCode::CREATED => {
-                let digest = query_value(Some(query), "mount").unwrap_or_default();
-                Ok(UploadStart::Mounted(digest))
-            }
-            StatusCode::ACCEPTED => Ok(UploadStart::Location(self.location(&response)?)),
-            other => Err(refusal("starting an upload", other)),
-        }
-    }
-
-    async fn patch(&self, location: &str, body: reqwest::Body) -> Result<String, Failure> {
-        let request = self
-            .request(Method::PATCH, location)
-            .header("content-type", "application/octet-stream")
-            .body(body);
-        let response = self.send(request).await?;
-        match response.status() {
-            StatusCode::ACCEPTED | StatusCode::NO_CONTENT => Ok(self.location(&response)?),
-            other => Err(refusal("uploading a blob", other)),
-        }
-    }
-
-    async fn commit(
-        &self,
-        location: &str,
-        digest: &str,
-        body: reqwest::Body,
-    ) -> Result<(), Failure> {
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{separator}digest={digest}");
-        let request = self
-            .request(Method::PUT, &url)
-            .header("content-type", "application/octet-stream")
-            .body(body);
-        let response = self.send(request).await?;
-        match response.status() {
-            StatusCode::CREATED | StatusCode::NO_CONTENT => Ok(()),
-            other => Err(refusal("finishing an upload", other)),
-        }
-    }
-
-    fn location(&self, response: &reqwest::Response) -> Result<String, String> {
-        response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(|l| self.absolute(l))
-            .ok_or_else(|| "the registry gave no upload location".to_string())
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
-        request
-            .send()
-            .await
-            .map_err(|e| Failure::Other(format!("registry unreachable: {e}")))
-    }
-}
-
-fn content_length(response: &reqwest::Response) -> u64 {
-    response
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_default()
-}
-
-/// Why the relay could not pass a request on.
-#[derive(Debug)]
-enum Failure {
-    /// The registry wants credentials the relay cannot give (a bearer token).
-    CredentialsRefused(String),
-    Other(String),
-}
-
-impl From<String> for Failure {
-    fn from(message: String) -> Self {
-        Failure::Other(message)
-    }
-}
-
-fn refusal(what: &str, status: StatusCode) -> Failure {
-    match status {
-        StatusCode::UNAUTHORIZED => Failure::CredentialsRefused(format!(
-            "{what}: the registry wants credentials the relay cannot give (401); Slipway pushes these itself from now on"
-        )),
-        other => Failure::Other(format!("{what}: the registry answered {other}")),
     }
 }
 
