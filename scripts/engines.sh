@@ -29,6 +29,8 @@
 set -euo pipefail
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
+# shellcheck source=lib/emulation.sh
+. "$(dirname "$0")/lib/emulation.sh"
 
 TRIXIE=/opt/slipway-trixie
 ROOT=$TRIXIE/root
@@ -438,12 +440,13 @@ ensure_base_image() {
     host=$(host_of "$name")
     if DOCKER_HOST=$host docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
         say "$name: base image $BASE_IMAGE present"
-        return
+    else
+        base_tar
+        DOCKER_HOST=$host docker import "${BUSYBOX_IMPORT_CHANGES[@]}" \
+            "$BASE_TAR" "$BASE_IMAGE" >/dev/null
+        say "$name: base image $BASE_IMAGE imported from busybox-static"
     fi
-    base_tar
-    DOCKER_HOST=$host docker import "${BUSYBOX_IMPORT_CHANGES[@]}" \
-        "$BASE_TAR" "$BASE_IMAGE" >/dev/null
-    say "$name: base image $BASE_IMAGE imported from busybox-static"
+    DOCKER_HOST=$host ensure_platform_bases
 }
 
 # --- commands ---------------------------------------------------------------------------

@@ -2,10 +2,14 @@
 # Prepares this machine for slipway's integration tests: the tools the registry harness
 # (tests/support/registry.rs) shells out to, PostgreSQL's server for tests/support/postgres.rs
 # (which starts one itself), a running Docker Engine and the offline base image
-# slipway-test-base:1. Idempotent; does nothing slow when everything is there already.
+# slipway-test-base:1; for the multi-platform tests, QEMU's arm64 binfmt handler and the bases
+# slipway-test-base-amd64:1 and slipway-test-base-arm64:1 (lib/emulation.sh).
+# Idempotent; does nothing slow when everything is there already.
 set -euo pipefail
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
+# shellcheck source=lib/emulation.sh
+. "$(dirname "$0")/lib/emulation.sh"
 
 BASE_IMAGE=slipway-test-base:1
 DOCKERD_LOG=/var/log/slipway-dockerd.log
@@ -72,3 +76,5 @@ ensure_base_image() {
 install_packages
 ensure_engine
 ensure_base_image
+ensure_emulation
+ensure_platform_bases

@@ -266,6 +266,7 @@ impl App {
             },
             build_timeout: args.build_timeout,
             build_network: args.build_network.clone(),
+            platforms: args.platforms.0.clone(),
             engine: engine_settings(&args)?,
             policy: ContextPolicy {
                 allow_syntax_directive: args.allow_syntax_directive,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{BuilderKind, SecretSpec};
+use crate::platform::PlatformList;
 pub use crate::secret::Secret;
 use crate::types::{ImageName, Repository};
 
@@ -293,6 +294,10 @@ pub struct ServeArgs {
     /// Network mode for builds (`none` supported; default: the engine's).
     #[arg(long, env = "SLIPWAY_BUILD_NETWORK")]
     pub build_network: Option<String>,
+
+    /// Default platforms of every service, comma-separated (e.g. `linux/amd64,linux/arm64`); a service's own `platforms` wins (default: the engine's own).
+    #[arg(long, env = "SLIPWAY_PLATFORMS", default_value = "")]
+    pub platforms: PlatformList,
 
     /// `buildkit`, as today's `docker build`; `classic` for the legacy builder.
     /// An engine without BuildKit gets the classic builder, and the log says so.
@@ -719,5 +724,6 @@ mod tests {
         assert_eq!(args.branches, vec!["main", "release"]);
         assert_eq!(args.max_concurrent_builds, 2);
         assert_eq!(args.build_timeout, Duration::from_secs(1800));
+        assert!(args.platforms.0.is_empty());
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! [`pipeline`] drives one build through steps 3 to 7. [`state`] is what the
 //! handlers share; [`app`] wires everything and is imported by nothing.
-//! Leaf types ([`secret`], [`types`], [`digest`]) import nothing from the
+//! Leaf types ([`secret`], [`types`], [`digest`], [`platform`]) import nothing from the
 //! crate. `scripts/import-cycles.py` keeps the imports free of circles.
 
 pub mod admission;
@@ -31,6 +31,7 @@ pub mod log;
 pub mod manifest;
 pub mod metrics;
 pub mod pipeline;
+pub mod platform;
 pub mod queue;
 pub mod registry;
 pub mod reply;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::platform::{Platform, PlatformError};
 use crate::tags::MovingTag;
 use crate::types::{ImageName, Version};
 
@@ -100,6 +101,9 @@ pub struct ServiceSpec {
     pub target: Option<String>,
     /// The other tags it sets (full shape only), without repeats.
     pub tags: Vec<MovingTag>,
+    /// The platforms it is built for (full shape only), without repeats;
+    /// empty: `--platforms`, else the engine's own.
+    pub platforms: Vec<Platform>,
 }
 
 impl ServiceSpec {
@@ -154,7 +158,7 @@ fn broken_entry(reason: &str) -> ServiceEntry {
     }
 }
 
-/// `{"name", "version", "context", "dockerfile", "build_args", "target", "tags"}`.
+/// `{"name", "version", "context", "dockerfile", "build_args", "target", "tags", "platforms"}`.
 fn full_entry(item: &Value) -> ServiceEntry {
     let Value::Object(obj) = item else {
         return broken_entry("each entry of `services` must be an object");
@@ -181,6 +185,7 @@ fn full_entry(item: &Value) -> ServiceEntry {
             dockerfile,
             build_args: build_args(obj)?,
             target: target(obj)?,
+            platforms: platforms(obj)?,
         })
     })();
     ServiceEntry {
@@ -212,6 +217,7 @@ fn short_entry(obj: &Map<String, Value>, in_list: bool) -> ServiceEntry {
             build_args: BTreeMap::new(),
             target: None,
             tags: Vec::new(),
+            platforms: Vec::new(),
         })
     })();
     ServiceEntry {
@@ -298,17 +304,30 @@ fn target(obj: &Map<String, Value>) -> Result<Option<String>, String> {
 }
 
 fn tags(obj: &Map<String, Value>, version: &Version) -> Result<Vec<MovingTag>, String> {
-    let not_a_list = || crate::tags::TagError::NotAList.to_string();
-    let list = match obj.get("tags") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(list)) => list,
-        Some(_) => return Err(not_a_list()),
-    };
-    let raw: Vec<&str> = list
-        .iter()
-        .map(|tag| tag.as_str().ok_or_else(not_a_list))
-        .collect::<Result<_, _>>()?;
+    let raw = string_list(obj, "tags", crate::tags::TagError::NotAList.to_string())?;
     MovingTag::parse_list(&raw, version).map_err(|e| e.to_string())
+}
+
+fn platforms(obj: &Map<String, Value>) -> Result<Vec<Platform>, String> {
+    let raw = string_list(obj, "platforms", PlatformError::NotAList.to_string())?;
+    Platform::parse_list(raw).map_err(|e| e.to_string())
+}
+
+/// The strings of list `key`, empty when it is absent; `not_a_list` when
+/// it is something else.
+fn string_list<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    not_a_list: String,
+) -> Result<Vec<&'a str>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|item| item.as_str().ok_or_else(|| not_a_list.clone()))
+            .collect(),
+        Some(_) => Err(not_a_list),
+    }
 }
 
 fn reject_duplicates(mut entries: Vec<ServiceEntry>) -> Vec<ServiceEntry> {
@@ -391,11 +410,27 @@ mod tests {
     }
 
     #[test]
+    fn full_shape_platforms() {
+        let spec = only_spec(
+            r#"{"services":[{"name":"api","version":"1.4.0","platforms":["linux/amd64","linux/arm64","linux/amd64"]}]}"#,
+        );
+        let shown: Vec<String> = spec.platforms.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["linux/amd64", "linux/arm64"]);
+        let broken =
+            rule_broken(r#"{"services":[{"name":"a","version":"1","platforms":"linux/arm64"}]}"#);
+        assert!(broken.contains("`platforms` must be a list"), "{broken}");
+        let broken =
+            rule_broken(r#"{"services":[{"name":"a","version":"1","platforms":["arm64"]}]}"#);
+        assert!(broken.contains("platform `arm64` is not"), "{broken}");
+    }
+
+    #[test]
     fn full_shape_defaults() {
         let spec = only_spec(r#"{"services":[{"name":"api","version":"1"}]}"#);
         assert_eq!(spec.context, RepoPath::root());
         assert_eq!(spec.dockerfile_in_context(), "Dockerfile");
         assert!(spec.tags.is_empty());
+        assert!(spec.platforms.is_empty());
     }
 
     #[test]

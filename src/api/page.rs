@@ -154,6 +154,24 @@ fn service_item(out: &mut String, service: &ServiceRecord) {
             .collect();
         let _ = write!(out, "<div class=tags>also tagged {}</div>", tags.join(" "));
     }
+    if !service.platforms.is_empty() {
+        let platforms: Vec<String> = service
+            .platforms
+            .iter()
+            .map(|p| {
+                format!(
+                    "<code title=\"{}\">{}</code>",
+                    esc(&p.digest),
+                    esc(&p.platform)
+                )
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "<div class=platforms>platforms {}</div>",
+            platforms.join(" ")
+        );
+    }
     if let Some(error) = &service.error {
         let _ = write!(out, "<div class=error>{}</div>", esc(error));
     }

@@ -6,7 +6,7 @@ use bollard::query_parameters::BuildImageOptions;
 use bollard::Docker;
 use futures::StreamExt;
 
-use super::{BuildRequest, EngineError, ImageBuilder};
+use super::{build_failure, BuildRequest, EngineError, ImageBuilder};
 use crate::log::BuildLog;
 
 pub(super) struct ClassicBuilder {
@@ -22,6 +22,7 @@ impl ImageBuilder for ClassicBuilder {
             buildargs: Some(req.build_args.clone().into_iter().collect()),
             target: req.target.unwrap_or_default().to_string(),
             networkmode: req.network.map(str::to_string),
+            platform: req.platform.map(ToString::to_string).unwrap_or_default(),
             rm: true,
             forcerm: true,
             ..Default::default()
@@ -36,7 +37,7 @@ impl ImageBuilder for ClassicBuilder {
                     .message
                     .unwrap_or_else(|| "unknown engine error".into());
                 log.line(&format!("error: {}", message.trim_end()));
-                return Err(EngineError::BuildFailed(message.trim().to_string()));
+                return Err(build_failure(message.trim().to_string(), false));
             }
             if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
                 log.text(text);
@@ -53,7 +54,7 @@ impl ImageBuilder for ClassicBuilder {
 /// errorDetail line; both mean the Dockerfile failed.
 fn build_error(err: bollard::errors::Error) -> EngineError {
     match err {
-        bollard::errors::Error::DockerStreamError { error } => EngineError::BuildFailed(error),
+        bollard::errors::Error::DockerStreamError { error } => build_failure(error, false),
         other => other.into(),
     }
 }

@@ -20,6 +20,7 @@ use futures::{Stream, TryStreamExt};
 
 use crate::context::SyncDir;
 use crate::log::BuildLog;
+use crate::platform::Platform;
 pub use secrets::{BuildSecrets, SecretError, SecretSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,15 @@ pub enum EngineError {
     Unreachable(String),
     #[error("build failed: {0}")]
     BuildFailed(String),
+    /// The build failed because a `FROM` image could not be had (for the
+    /// platform built, when one was asked for).
+    #[error("build failed: a base image (FROM) is missing: {0}")]
+    BaseMissing(String),
+    /// The build failed because a program of the image could not be run on
+    /// the engine's machine: built for a platform the kernel has no binfmt
+    /// handler (emulator) for.
+    #[error("build failed: the engine's machine cannot run the image's programs (exec format error): {0}")]
+    CannotRun(String),
     #[error("the engine finished the build without reporting an image")]
     NoImage,
     #[error("Docker Engine error: {0}")]
@@ -83,6 +93,30 @@ fn registry_unreachable(err: EngineError) -> EngineError {
         EngineError::RegistryUnreachable(Box::new(err))
     } else {
         err
+    }
+}
+
+/// What the engine's words for a failed build say it was: a missing base
+/// and a program the machine cannot run are told apart from the rest, as
+/// each has its own remedy. `saw_exec_format` says the build's output had
+/// the kernel's "exec format error" (runc prints it; the error itself may
+/// only give the exit code).
+fn build_failure(text: String, saw_exec_format: bool) -> EngineError {
+    /// How BuildKit and the classic builder word a `FROM` image they cannot get.
+    const BASE_MISSING: &[&str] = &[
+        "no match for platform",
+        "no matching manifest for",
+        "failed to resolve source metadata",
+        "pull access denied",
+        "manifest unknown",
+        "failed to do request",
+    ];
+    if saw_exec_format || text.contains("exec format error") {
+        EngineError::CannotRun(text)
+    } else if BASE_MISSING.iter().any(|words| text.contains(words)) {
+        EngineError::BaseMissing(text)
+    } else {
+        EngineError::BuildFailed(text)
     }
 }
 
@@ -163,6 +197,8 @@ pub struct BuildRequest<'a> {
     pub build_args: &'a BTreeMap<String, String>,
     pub target: Option<&'a str>,
     pub network: Option<&'a str>,
+    /// The platform to build for; none: the engine's own.
+    pub platform: Option<&'a Platform>,
 }
 
 /// Builds an image from a context tar, streaming progress into the log,
@@ -399,6 +435,26 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_builds_are_told_apart() {
+        // As Engine 20.10's BuildKit words a base without the platform asked for.
+        let missing = "failed to solve with frontend dockerfile.v0: failed to create LLB definition: no match for platform in manifest sha256:aa: not found";
+        assert!(matches!(
+            build_failure(missing.into(), false),
+            EngineError::BaseMissing(_)
+        ));
+        let cannot_run =
+            "process \"/bin/sh -c uname -m\" did not complete successfully: exit code: 1";
+        assert!(matches!(
+            build_failure(cannot_run.into(), true),
+            EngineError::CannotRun(_)
+        ));
+        assert!(matches!(
+            build_failure(cannot_run.into(), false),
+            EngineError::BuildFailed(_)
+        ));
+    }
 
     #[test]
     fn a_registry_the_engine_cannot_dial_is_recognised() {

@@ -112,6 +112,7 @@ mod tests {
                 signature: None,
                 attestation: None,
                 tags: None,
+                platforms: Vec::new(),
             };
         let merge = crate::trigger::MergedPullRequest {
             repository: crate::types::Repository::parse("o/r").expect("a repository"),
@@ -137,6 +138,7 @@ mod tests {
         };
         record.services.push(ServiceRecord {
             tags: Some(vec!["1.0".into(), "latest".into()]),
+            platforms: Vec::new(),
             ..service("tagged", ServiceStatus::Skipped, Some("sha256:def"), None)
         });
         let text = render(&record, Some("https://x.example/"));

@@ -107,6 +107,47 @@ pub enum PipelineError {
     Attest { image: String, source: AttachError },
     #[error("reading the attestation of {image}: {source}")]
     ReadAttestation { image: String, source: AttachError },
+    /// A multi-platform service's base is not there for one platform.
+    #[error("the base image (FROM) is missing for {platform}: every FROM image must exist for each platform the service is built for ({detail})")]
+    PlatformBaseMissing { platform: String, detail: String },
+    /// A multi-platform service's platform cannot run where the engine is.
+    #[error("{platform} programs cannot run on the engine's machine: install QEMU's binfmt handlers there (Debian: `apt-get install qemu-user-static binfmt-support`; elsewhere: `docker run --privileged --rm tonistiigi/binfmt --install {arch}`), then retry the build ({detail})")]
+    PlatformCannotRun {
+        platform: String,
+        arch: String,
+        detail: String,
+    },
+    /// One platform of a multi-platform service failed otherwise.
+    #[error("{platform}: {source}")]
+    PlatformFailed {
+        platform: String,
+        source: Box<PipelineError>,
+    },
+}
+
+impl PipelineError {
+    /// This failure, as one of `platform`'s build or push.
+    pub fn for_platform(self, platform: &crate::platform::Platform) -> Self {
+        match self {
+            PipelineError::Engine(EngineError::BaseMissing(detail)) => {
+                PipelineError::PlatformBaseMissing {
+                    platform: platform.to_string(),
+                    detail,
+                }
+            }
+            PipelineError::Engine(EngineError::CannotRun(detail)) => {
+                PipelineError::PlatformCannotRun {
+                    platform: platform.to_string(),
+                    arch: platform.arch().to_string(),
+                    detail,
+                }
+            }
+            other => PipelineError::PlatformFailed {
+                platform: platform.to_string(),
+                source: Box::new(other),
+            },
+        }
+    }
 }
 
 fn existing_inputs(existing: Option<&str>, inputs: &str) -> String {

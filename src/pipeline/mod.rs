@@ -6,6 +6,7 @@
 
 mod comment;
 mod error;
+mod platforms;
 mod service;
 mod sign;
 mod tags;
@@ -46,6 +47,9 @@ pub struct PipelineSettings {
     pub limits: Limits,
     pub build_timeout: Duration,
     pub build_network: Option<String>,
+    /// `--platforms`: what a service without its own `platforms` is built for
+    /// (empty: the engine's own).
+    pub platforms: Vec<crate::platform::Platform>,
     pub engine: EngineSettings,
     pub policy: ContextPolicy,
     /// Temporary space for tarballs, contexts and exported layers.
@@ -479,6 +483,7 @@ impl Pipeline {
                 signature: None,
                 attestation: None,
                 tags: None,
+                platforms: Vec::new(),
                 error: entry.spec.as_ref().err().cloned(),
                 duration_ms: None,
             })

@@ -15,9 +15,10 @@ use crate::context::{self, PreparedContext, SourceTree, SyncDir};
 use crate::engine::{BuildRequest, ContextTar, Engine, EngineError};
 use crate::log::BuildLog;
 use crate::manifest::ServiceSpec;
+use crate::platform::Platform;
 use crate::registry::relay::RelayedManifest;
-use crate::registry::{self, export, Published, PushStats};
-use crate::store::{now_rfc3339, BuildRecord, Fence, ServiceRecord, ServiceStatus};
+use crate::registry::{self, export, Published, PushStats, Untagged};
+use crate::store::{now_rfc3339, BuildRecord, Fence, PlatformRecord, ServiceRecord, ServiceStatus};
 use futures::future::{BoxFuture, Shared};
 
 #[derive(Clone)]
@@ -48,6 +49,8 @@ pub(super) enum Done {
         digest: String,
         stats: PushStats,
         signed: Option<Signed>,
+        /// With several platforms: each one's manifest, which the index lists.
+        platforms: Vec<PlatformRecord>,
     },
     Skipped {
         digest: String,
@@ -68,6 +71,7 @@ impl ServiceJob {
     pub(super) async fn run(self) {
         let started = Instant::now();
         let outcome = self.keep_signed(self.publish().await).await;
+        let skipped_platforms = self.skipped_platforms(&outcome).await;
         let elapsed = started.elapsed();
         match &outcome {
             Ok(Done::Published { digest, stats, .. }) => {
@@ -113,14 +117,21 @@ impl ServiceJob {
         self.update(|s| {
             s.duration_ms = Some(elapsed.as_millis() as u64);
             match &outcome {
-                Ok(Done::Published { digest, signed, .. }) => {
+                Ok(Done::Published {
+                    digest,
+                    signed,
+                    platforms,
+                    ..
+                }) => {
                     s.status = ServiceStatus::Succeeded;
                     s.digest = Some(digest.clone());
+                    s.platforms = platforms.clone();
                     Signed::record(signed, s);
                 }
                 Ok(Done::Skipped { digest, signed }) => {
                     s.status = ServiceStatus::Skipped;
                     s.digest = Some(digest.clone());
+                    s.platforms = skipped_platforms;
                     Signed::record(signed, s);
                 }
                 Err(error) => {
@@ -176,7 +187,7 @@ impl ServiceJob {
             .image_ref(&self.spec.name, &self.spec.version)
     }
 
-    async fn update(&self, change: impl FnOnce(&mut ServiceRecord)) {
+    pub(super) async fn update(&self, change: impl FnOnce(&mut ServiceRecord)) {
         let mut record = self.shared.lock().await;
         if let Some(service) = record.services.get_mut(self.index) {
             change(service);
@@ -190,12 +201,14 @@ impl ServiceJob {
             .tempdir_in(&self.pipeline.settings.work_dir)
             .map_err(PipelineError::TempSpace)?;
         let context = self.prepare_context().await?;
+        // With platforms named, the inputs cover them too (the image's label).
+        let inputs = self.inputs(&context.inputs_digest);
         self.log.line(&format!(
-            "context: {} files, inputs {}",
-            context.files, context.inputs_digest
+            "context: {} files, inputs {inputs}",
+            context.files
         ));
         let published = self.published.clone().await?;
-        if let Some(done) = self.immutable(published, &context.inputs_digest)? {
+        if let Some(done) = self.immutable(published, &inputs)? {
             return Ok(done);
         }
         // The slot bounds engine builds; it is released before the push, so
@@ -207,12 +220,40 @@ impl ServiceJob {
             .await
             .map_err(|_| PipelineError::ShuttingDown)?;
         let timeout = self.pipeline.settings.build_timeout;
-        tokio::time::timeout(
-            timeout,
-            self.build_and_push(&context, work.path().to_path_buf(), slot),
-        )
-        .await
-        .map_err(|_| PipelineError::TimedOut(timeout))?
+        let work_dir = work.path().to_path_buf();
+        let platforms = self.platforms();
+        let publish = async {
+            if platforms.len() > 1 {
+                self.build_and_push_platforms(&context, &inputs, work_dir, slot, platforms)
+                    .await
+            } else {
+                self.build_and_push(&context, &inputs, work_dir, slot).await
+            }
+        };
+        tokio::time::timeout(timeout, publish)
+            .await
+            .map_err(|_| PipelineError::TimedOut(timeout))?
+    }
+
+    /// What the service is built for: its own `platforms`, else
+    /// `--platforms`; empty: the engine's own platform.
+    pub(super) fn platforms(&self) -> &[Platform] {
+        if self.spec.platforms.is_empty() {
+            &self.pipeline.settings.platforms
+        } else {
+            &self.spec.platforms
+        }
+    }
+
+    /// The context's inputs, and the platforms when some are named: the
+    /// same sources built for other platforms are another image.
+    fn inputs(&self, context_inputs: &str) -> String {
+        let platforms = self.platforms();
+        if platforms.is_empty() {
+            return context_inputs.to_string();
+        }
+        let names: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+        export::sha256_digest(format!("{context_inputs}\nplatforms {}", names.join(",")).as_bytes())
     }
 
     async fn prepare_context(&self) -> Result<PreparedContext, PipelineError> {
@@ -228,14 +269,18 @@ impl ServiceJob {
             .map_err(PipelineError::from)
     }
 
-    async fn lookup(&self) -> Result<Published, PipelineError> {
+    pub(super) async fn lookup(&self) -> Result<Published, PipelineError> {
         self.pipeline
             .lookup(&self.spec.name, &self.spec.version)
             .await
     }
 
     /// Published versions are immutable: same inputs → skip, other inputs → refuse.
-    fn immutable(&self, published: Published, inputs: &str) -> Result<Option<Done>, PipelineError> {
+    pub(super) fn immutable(
+        &self,
+        published: Published,
+        inputs: &str,
+    ) -> Result<Option<Done>, PipelineError> {
         match published {
             Published::Absent => Ok(None),
             Published::Present {
@@ -259,33 +304,25 @@ impl ServiceJob {
     async fn build_and_push(
         &self,
         context: &PreparedContext,
+        inputs: &str,
         work_dir: PathBuf,
         slot: tokio::sync::SemaphorePermit<'_>,
     ) -> Result<Done, PipelineError> {
         self.update(|s| s.status = ServiceStatus::Building).await;
         let engine = self.pipeline.engine().await?;
         let image = self.image();
-        let sync_dir = SyncDir::new(self.tree.clone(), self.spec.context.as_str());
-        let classic_tar = || -> ContextTar { Box::pin(context.classic_tar()) };
-        let request = BuildRequest {
-            context_tar: &classic_tar,
-            context: &sync_dir,
-            dockerfile: self.spec.dockerfile_in_context(),
-            tag: &image,
-            build_args: &self.spec.build_args,
-            target: self.spec.target.as_deref(),
-            network: self.pipeline.settings.build_network.as_deref(),
-        };
-        let build_started = Instant::now();
-        let image_id = engine.build(request, &self.log).await?;
+        let platform = self.platforms().first();
+        let image_id = self
+            .build_image(engine, context, platform, &self.log)
+            .await
+            .map_err(|err| match platform {
+                Some(platform) => err.for_platform(platform),
+                None => err,
+            })?;
         drop(slot);
-        self.log.line(&format!(
-            "built {image_id} in {:.2?}",
-            build_started.elapsed()
-        ));
         self.update(|s| s.status = ServiceStatus::Pushing).await;
         let push_started = Instant::now();
-        let labels = self.labels(&context.inputs_digest);
+        let labels = self.labels(inputs);
         let ready = self
             .ready_for_registry(engine, &image_id, work_dir, &labels)
             .await?;
@@ -295,27 +332,12 @@ impl ServiceJob {
         let Some(tag_lease) = self.pipeline.lock_tag(&image, &fence).await else {
             return Err(PipelineError::LeaseLost);
         };
-        if let Some(done) = self.immutable(self.lookup().await?, &context.inputs_digest)? {
+        if let Some(done) = self.immutable(self.lookup().await?, inputs)? {
             return Ok(done);
         }
         let registry = &self.pipeline.registry;
         let (name, version) = (&self.spec.name, &self.spec.version);
-        let (untagged, stats) = match ready {
-            Ready::Exported(exported) => {
-                let mut stats = PushStats::default();
-                let untagged = registry
-                    .push_untagged(name, version, &exported, &mut stats)
-                    .await;
-                (untagged, stats)
-            }
-            Ready::Relayed(relayed) => {
-                let untagged = registry
-                    .push_relayed(name, version, &relayed, &labels)
-                    .await;
-                (untagged, relayed.stats)
-            }
-        };
-        let untagged = untagged?;
+        let (untagged, stats) = self.push_ready(ready, &labels).await?;
         self.still_holds(&fence, &tag_lease).await?;
         // Signed before the tag goes up: no tag is ever visible unsigned.
         let signed = self.sign_pushed(&untagged.digest, engine).await?;
@@ -331,13 +353,74 @@ impl ServiceJob {
             digest,
             stats,
             signed,
+            platforms: Vec::new(),
         })
+    }
+
+    /// Has the engine build the image (for `platform`, when one is named);
+    /// answers its id.
+    pub(super) async fn build_image(
+        &self,
+        engine: &Engine,
+        context: &PreparedContext,
+        platform: Option<&Platform>,
+        log: &BuildLog,
+    ) -> Result<String, PipelineError> {
+        let image = match platform {
+            Some(platform) if self.platforms().len() > 1 => self.local_name(platform),
+            _ => self.image(),
+        };
+        let sync_dir = SyncDir::new(self.tree.clone(), self.spec.context.as_str());
+        let classic_tar = || -> ContextTar { Box::pin(context.classic_tar()) };
+        let request = BuildRequest {
+            context_tar: &classic_tar,
+            context: &sync_dir,
+            dockerfile: self.spec.dockerfile_in_context(),
+            tag: &image,
+            build_args: &self.spec.build_args,
+            target: self.spec.target.as_deref(),
+            network: self.pipeline.settings.build_network.as_deref(),
+            platform,
+        };
+        let build_started = Instant::now();
+        let image_id = engine.build(request, log).await?;
+        let target = platform.map(|p| format!(" for {p}")).unwrap_or_default();
+        log.line(&format!(
+            "built {image_id}{target} in {:.2?}",
+            build_started.elapsed()
+        ));
+        Ok(image_id)
+    }
+
+    /// Pushes the image by digest (no tag names it yet) by the path it took.
+    pub(super) async fn push_ready(
+        &self,
+        ready: Ready,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(Untagged, PushStats), PipelineError> {
+        let registry = &self.pipeline.registry;
+        let (name, version) = (&self.spec.name, &self.spec.version);
+        match ready {
+            Ready::Exported(exported) => {
+                let mut stats = PushStats::default();
+                let untagged = registry
+                    .push_untagged(name, version, &exported, &mut stats)
+                    .await?;
+                Ok((untagged, stats))
+            }
+            Ready::Relayed(relayed) => {
+                let untagged = registry
+                    .push_relayed(name, version, &relayed, labels)
+                    .await?;
+                Ok((untagged, relayed.stats))
+            }
+        }
     }
 
     /// The image's layers on their way: pushed by the engine through the
     /// loopback relay where it can reach it (only changed layers are read),
     /// else exported whole for Slipway's own upload.
-    async fn ready_for_registry(
+    pub(super) async fn ready_for_registry(
         &self,
         engine: &Engine,
         image_id: &str,
@@ -434,7 +517,7 @@ impl ServiceJob {
         }
     }
 
-    fn labels(&self, inputs: &str) -> BTreeMap<String, String> {
+    pub(super) fn labels(&self, inputs: &str) -> BTreeMap<String, String> {
         [
             (
                 "org.opencontainers.image.revision",
@@ -456,7 +539,7 @@ impl ServiceJob {
 }
 
 /// The image on its way to the registry, by one of the two push paths.
-enum Ready {
+pub(super) enum Ready {
     Exported(export::ExportedImage),
     Relayed(RelayedManifest),
 }

@@ -7,6 +7,8 @@ use std::time::Instant;
 use super::service::{Done, ServiceJob, Signed};
 use super::PipelineError;
 use crate::engine::Engine;
+use crate::platform::Platform;
+use crate::registry::Untagged;
 use crate::signing::base_images;
 use crate::signing::provenance::{BaseImage, Provenance};
 use crate::store::{now_rfc3339, BuildRecord};
@@ -40,6 +42,42 @@ impl ServiceJob {
             signature,
             attestation: Some(attestation),
         }))
+    }
+
+    /// Signs the index pushed as `digest` and attests the provenance of
+    /// each platform's manifest it lists; answers the index's signature and
+    /// each manifest's attestation, in the order of `manifests`.
+    pub(super) async fn sign_index(
+        &self,
+        digest: &str,
+        manifests: &[(Platform, Untagged)],
+        engine: &Engine,
+    ) -> Result<(Option<Signed>, Vec<Option<String>>), PipelineError> {
+        if self.pipeline.settings.signer.is_none() {
+            return Ok((None, vec![None; manifests.len()]));
+        }
+        let started = Instant::now();
+        let build = self.shared.lock().await.clone();
+        let image = self.image();
+        let attestations = manifests
+            .iter()
+            .map(|(_, untagged)| self.attestation(&build, &untagged.digest, engine));
+        let (signature, attestations) = tokio::join!(
+            self.signature(&build, digest, &image),
+            futures::future::try_join_all(attestations)
+        );
+        let ((signature, added), attestations) = (signature?, attestations?);
+        self.log.line(&format!(
+            "signed {image}: signature {signature}{} for the index, provenance {} for its platforms, in {} ms",
+            if added { "" } else { " (there already)" },
+            attestations.join(", "),
+            started.elapsed().as_millis()
+        ));
+        let signed = Signed {
+            signature,
+            attestation: None,
+        };
+        Ok((Some(signed), attestations.into_iter().map(Some).collect()))
     }
 
     /// Pushes the signed provenance of this build of the image.

@@ -2,7 +2,8 @@
 //! Docker Engine needs no registry configuration; the private CA is trusted
 //! here. One file per job:
 //! - `published`: what the registry holds (tags, manifests, labels);
-//! - `upload`: pushing an image's blobs and manifest, streamed;
+//! - `upload`: pushing an image's blobs and manifest, streamed; `index`: a
+//!   multi-platform image index;
 //! - `auth` and `http`: credentials, one token-aware path for every raw
 //!   request (the relay's and deletes); `error`: what failures mean;
 //! - `relay`: the loopback registry the engine pushes through.
@@ -17,6 +18,7 @@ pub mod compress;
 mod error;
 pub mod export;
 mod http;
+pub mod index;
 mod layers;
 mod published;
 pub mod relay;

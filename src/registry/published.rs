@@ -59,10 +59,13 @@ impl Registry {
             Err(err) if is_not_found(&err) => return Ok(Published::Absent),
             Err(err) => return Err(self.classify(err, reference.repository())),
         };
+        if let Some(inputs) = super::index::index_inputs(&manifest) {
+            return Ok(Published::Present { digest, inputs });
+        }
         let config = serde_json::from_slice::<serde_json::Value>(&manifest)
             .ok()
             .and_then(|m| serde_json::from_value::<OciDescriptor>(m["config"].clone()).ok());
-        // An index, or anything without a config, was not pushed by Slipway.
+        // Anything else without a config was not pushed by Slipway.
         let Some(config) = config else {
             return Ok(Published::Present {
                 digest,
@@ -135,6 +138,9 @@ impl Registry {
         let Some((manifest, digest)) = self.manifest(name, tag).await? else {
             return Ok(None);
         };
+        if let Some(version) = super::index::index_annotation(&manifest, VERSION_LABEL) {
+            return Ok(Some((digest, version)));
+        }
         let config = serde_json::from_slice::<serde_json::Value>(&manifest)
             .ok()
             .and_then(|m| m["config"]["digest"].as_str().map(str::to_string));

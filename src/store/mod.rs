@@ -16,7 +16,9 @@ use std::time::Duration;
 
 pub use clock::{Clock, ManualClock};
 pub use postgres::PostgresStore;
-pub use record::{now_rfc3339, BuildRecord, BuildStatus, ServiceRecord, ServiceStatus, Trigger};
+pub use record::{
+    now_rfc3339, BuildRecord, BuildStatus, PlatformRecord, ServiceRecord, ServiceStatus, Trigger,
+};
 pub use sqlite::SqliteStore;
 
 use crate::secret::Secret;

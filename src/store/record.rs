@@ -85,6 +85,22 @@ pub struct ServiceRecord {
     /// ones); present, possibly empty, once the service is published or skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
+    /// With several platforms: each platform's manifest, which the index
+    /// `digest` lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformRecord>,
+}
+
+/// One platform's manifest of a multi-platform image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformRecord {
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    pub digest: String,
+    /// With `--signing-key`: the digest of this manifest's `.att` manifest,
+    /// when this build attested it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +197,7 @@ mod tests {
             signature: None,
             attestation: None,
             tags,
+            platforms: Vec::new(),
         }
     }
 
@@ -200,5 +217,18 @@ mod tests {
         let old = r#"{"name":"api","version":"1","image":null,"status":"failed","digest":null,"error":"x","duration_ms":null}"#;
         let old: ServiceRecord = serde_json::from_str(old).expect("reads");
         assert_eq!(old.tags, None);
+        assert!(old.platforms.is_empty());
+        assert!(unpublished.get("platforms").is_none(), "{unpublished}");
+        let mut two = service(Some(vec![]));
+        two.platforms = vec![PlatformRecord {
+            platform: "linux/arm64".into(),
+            digest: "sha256:aa".into(),
+            attestation: None,
+        }];
+        let json = serde_json::to_value(&two).expect("json");
+        assert_eq!(
+            json["platforms"],
+            serde_json::json!([{"platform": "linux/arm64", "digest": "sha256:aa"}])
+        );
     }
 }

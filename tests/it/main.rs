@@ -23,6 +23,7 @@ mod github_app;
 mod hooks;
 mod hostile;
 mod layers;
+mod platforms;
 mod publish;
 mod registry_auth;
 mod results;

@@ -26,7 +26,7 @@ fn b64() -> base64::engine::GeneralPurpose {
 }
 
 /// `slipway keygen --out DIR`, as a user runs it.
-pub(crate) fn keygen(dir: &Path, force: bool) -> std::process::Output {
+pub(super) fn keygen(dir: &Path, force: bool) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_slipway"));
     cmd.args(["keygen", "--out"]).arg(dir);
     if force {
@@ -134,7 +134,7 @@ impl Oci<'_> {
 /// sigstore-rs's cosign verification (the test-only crate in
 /// tests/cosign-verify): the references it verified `image`'s signatures
 /// for with `public_key`, or its refusal.
-fn sigstore_verify(
+pub(super) fn sigstore_verify(
     registry: &TestRegistry,
     image: &str,
     public_key: &Path,

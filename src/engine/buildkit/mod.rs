@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use prost::Message as _;
 
 use super::address::{empty_body, error_text, EngineAddress, RequestBody};
-use super::{BuildRequest, BuildSecrets, EngineError, ImageBuilder};
+use super::{build_failure, BuildRequest, BuildSecrets, EngineError, ImageBuilder};
 use crate::log::BuildLog;
 use progress::Progress;
 use session::Session;
@@ -153,12 +153,16 @@ impl BuildKitBuilder {
         })?;
         if let Some(error) = message.error_text() {
             log.line(&self.secrets.mask(&format!("error: {error}")));
-            return Err(EngineError::BuildFailed(self.secrets.mask(&error)));
+            return Err(build_failure(
+                self.secrets.mask(&error),
+                progress.saw_exec_format,
+            ));
         }
         match (message.id.as_deref(), message.aux) {
             (Some("moby.buildkit.trace"), Some(serde_json::Value::String(encoded))) => {
                 let status = decode_status(&encoded)?;
                 for text in progress.lines(status) {
+                    progress.saw_exec_format |= text.contains("exec format error");
                     log.line(&self.secrets.mask(&text));
                 }
             }
@@ -255,6 +259,9 @@ fn build_request(
     }
     if let Some(network) = req.network {
         query.push(("networkmode", network.to_string()));
+    }
+    if let Some(platform) = req.platform {
+        query.push(("platform", platform.to_string()));
     }
     let query = serde_urlencoded::to_string(&query).map_err(|e| EngineError::Api(e.to_string()))?;
     // The context comes through the session, not as the body: an uploaded

@@ -23,6 +23,9 @@ pub(super) struct Progress {
     steps: HashMap<String, Step>,
     numbered: u32,
     transfers_done: HashSet<(String, String)>,
+    /// A step printed the kernel's "exec format error": a program of a
+    /// platform the machine has no emulator for.
+    pub(super) saw_exec_format: bool,
 }
 
 fn seconds(at: &Option<Timestamp>) -> Option<f64> {
