@@ -23,6 +23,7 @@ use slipway::types::{ImageName, Version};
 
 const REPO: &str = "acme/shop";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Publishes `api:version` through Slipway; returns its digest.
 async fn publish(github: &FakeGitHub, slipway: &Slipway, version: &str, tags: &[&str]) -> String {
@@ -258,17 +259,7 @@ async fn push_ten(test_registry: &TestRegistry) -> Pushed {
 /// Returns the manifest's digest and its layer's.
 async fn push_version(pushed: &Pushed, version: &str, day: u32) -> (String, String) {
     let layer = format!("the layer of {version}").into_bytes();
-    let config = json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Labels": {
-            "org.opencontainers.image.version": version,
-            "io.slipway.inputs": format!("sha256:{}", "0".repeat(64)),
-            "org.opencontainers.image.created": format!("2026-01-{day:02}T00:00:00Z"),
-        }},
-        "rootfs": {"type": "layers", "diff_ids": [digest_of(&layer)]},
-    })
-    .to_string()
-    .into_bytes();
+    let config = labelled_config(version, day, "amd64", &layer);
     let digest = put_image(
         pushed,
         version,
@@ -278,6 +269,73 @@ async fn push_version(pushed: &Pushed, version: &str, day: u32) -> (String, Stri
     )
     .await;
     (digest, digest_of(&layer))
+}
+
+/// An image config with the labels Slipway sets, published on January `day`.
+fn labelled_config(version: &str, day: u32, arch: &str, layer: &[u8]) -> Vec<u8> {
+    json!({
+        "architecture": arch, "os": "linux",
+        "config": {"Labels": {
+            "org.opencontainers.image.version": version,
+            "io.slipway.inputs": format!("sha256:{}", "0".repeat(64)),
+            "org.opencontainers.image.created": format!("2026-01-{day:02}T00:00:00Z"),
+        }},
+        "rootfs": {"type": "layers", "diff_ids": [digest_of(layer)]},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// `version` as an OCI index of two platform images pushed by digest, the
+/// index signed and each platform attested, as multi-platform publishes
+/// are; returns the index's digest and the platforms'.
+async fn push_index(
+    pushed: &Pushed,
+    oci: &Oci<'_>,
+    version: &str,
+    day: u32,
+) -> (String, Vec<String>) {
+    let mut platforms = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let layer = format!("the {arch} layer of {version}").into_bytes();
+        let config = labelled_config(version, day, arch, &layer);
+        let manifest = image_manifest(
+            pushed,
+            &config,
+            &layer,
+            "application/vnd.oci.image.layer.v1.tar",
+        )
+        .await;
+        let digest = digest_of(&manifest);
+        oci.put_manifest("api", &digest, OCI_MANIFEST, &manifest);
+        put_attestation(pushed, &digest).await;
+        platforms.push(
+            json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len(),
+            "platform": {"os": "linux", "architecture": arch}}),
+        );
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": platforms})
+        .to_string()
+        .into_bytes();
+    oci.put_manifest("api", version, OCI_INDEX, &index);
+    let digest = digest_of(&index);
+    let signer = slipway::signing::Signer::new(slipway::signing::SigningKey::generate());
+    let reference = format!("{}/api:{version}", oci.registry.host);
+    signer
+        .sign(
+            &pushed.registry,
+            &pushed.name,
+            &reference,
+            &digest,
+            &json!({}),
+        )
+        .await
+        .expect("signed");
+    let children = platforms
+        .iter()
+        .filter_map(|p| p["digest"].as_str().map(str::to_string))
+        .collect();
+    (digest, children)
 }
 
 async fn put_attestation(pushed: &Pushed, subject: &str) {
@@ -302,21 +360,27 @@ async fn put_image(
     layer: &[u8],
     layer_type: &str,
 ) -> String {
+    let manifest = image_manifest(pushed, config, layer, layer_type).await;
+    let tag = Version::parse(tag).expect("tag");
+    pushed
+        .registry
+        .put_manifest(&pushed.name, &tag, &manifest, OCI_MANIFEST)
+        .await
+        .expect("manifest")
+}
+
+/// Pushes `config` and one layer; returns the OCI manifest naming them.
+async fn image_manifest(pushed: &Pushed, config: &[u8], layer: &[u8], layer_type: &str) -> Vec<u8> {
     let (registry, name) = (&pushed.registry, &pushed.name);
     registry.put_blob(name, layer).await.expect("layer");
     registry.put_blob(name, config).await.expect("config");
-    let manifest = json!({
+    json!({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(config), "size": config.len()},
         "layers": [{"mediaType": layer_type, "digest": digest_of(layer), "size": layer.len()}],
     })
     .to_string()
-    .into_bytes();
-    let tag = Version::parse(tag).expect("tag");
-    registry
-        .put_manifest(name, &tag, &manifest, OCI_MANIFEST)
-        .await
-        .expect("manifest")
+    .into_bytes()
 }
 
 /// A retention run as an instance runs it, on `store`.
@@ -324,11 +388,12 @@ fn instance(
     test_registry: &TestRegistry,
     store: Arc<dyn slipway::store::Store>,
     dry_run: bool,
+    keep: usize,
 ) -> (Retention, Arc<slipway::metrics::Metrics>) {
     let registry = client(test_registry);
     let metrics = Arc::new(slipway::metrics::Metrics::default());
     let policy = slipway::config::RetentionPolicy {
-        keep: std::num::NonZeroUsize::new(3).expect("3"),
+        keep: std::num::NonZeroUsize::new(keep).expect("keep"),
         max_age: None,
     };
     let retention = Retention::new(
@@ -432,7 +497,7 @@ async fn plan_and_dry_run_change_nothing_two_instances_delete_once_and_gc_frees_
     let store = slipway::store::open(None, data.path())
         .await
         .expect("store");
-    let (dry, dry_metrics) = instance(&registry, store.clone(), true);
+    let (dry, dry_metrics) = instance(&registry, store.clone(), true, 3);
     let would = dry.run(&pushed.name).await.expect("dry run");
     assert_eq!(would.len(), 15, "{would:#?}");
     let rendered = dry_metrics.render(0, "test");
@@ -450,8 +515,8 @@ async fn plan_and_dry_run_change_nothing_two_instances_delete_once_and_gc_frees_
     let other_store = slipway::store::open(None, data.path())
         .await
         .expect("store");
-    let (a, a_metrics) = instance(&registry, store, false);
-    let (b, b_metrics) = instance(&registry, other_store, false);
+    let (a, a_metrics) = instance(&registry, store, false, 3);
+    let (b, b_metrics) = instance(&registry, other_store, false, 3);
     let (ran_a, ran_b) = tokio::join!(a.run(&pushed.name), b.run(&pushed.name));
     let (ran_a, ran_b) = (ran_a.expect("instance a"), ran_b.expect("instance b"));
     let mut all: Vec<String> = ran_a
@@ -616,4 +681,69 @@ async fn the_periodic_run_counts_versions_published_elsewhere() {
     .await;
     assert_eq!(oci.manifest("api", &elsewhere), None);
     assert_eq!(digest_at(&oci, "api", "2.0.0"), Some(published));
+}
+
+/// Whether the registry still has the manifest `digest` (index or image).
+async fn there(pushed: &Pushed, digest: &str) -> bool {
+    let found = pushed
+        .registry
+        .manifest_by_digest(&pushed.name, digest)
+        .await;
+    found.expect("read").is_some()
+}
+
+/// A multi-platform version: its index, both platform manifests, the
+/// index's signature and each platform's attestation go; the kept index
+/// keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_goes_with_its_platform_manifests_and_their_attachments() {
+    let registry = TestRegistry::start();
+    let oci = Oci {
+        registry: &registry,
+    };
+    let pushed = Pushed {
+        registry: client(&registry),
+        name: ImageName::parse("api").expect("name"),
+        digests: BTreeMap::new(),
+        layers: BTreeMap::new(),
+    };
+    let (old, old_platforms) = push_index(&pushed, &oci, "2.0.0", 1).await;
+    let (new, new_platforms) = push_index(&pushed, &oci, "2.0.1", 2).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let store = slipway::store::open(None, data.path())
+        .await
+        .expect("store");
+    let (retention, _) = instance(&registry, store, false, 1);
+    let deleted = retention.run(&pushed.name).await.expect("run");
+    let kinds: Vec<&str> = deleted.iter().map(|d| d.target.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "version",
+            "platform",
+            "platform",
+            "signature",
+            "attestation",
+            "attestation"
+        ]
+    );
+    for digest in std::iter::once(&old).chain(&old_platforms) {
+        assert!(!there(&pushed, digest).await, "{digest} deleted");
+    }
+    assert!(oci.attachment("api", &old, "sig").is_none());
+    for digest in std::iter::once(&new).chain(&new_platforms) {
+        assert!(there(&pushed, digest).await, "{digest} kept");
+    }
+    assert!(oci.attachment("api", &new, "sig").is_some());
+    for platform in &new_platforms {
+        assert!(oci.attachment("api", platform, "att").is_some());
+    }
+    assert_eq!(
+        registry
+            .tags("api")
+            .iter()
+            .filter(|t| t.starts_with("2.0"))
+            .count(),
+        1
+    );
 }
