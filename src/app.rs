@@ -278,6 +278,7 @@ impl App {
             instance_id: instance_id.clone(),
             lease: args.lease,
             relay: start_relay(&args, &registry).await?,
+            build_cache: args.build_cache,
         };
         let slots = args.max_concurrent_builds as usize;
         let mut pipeline = Pipeline::new(store.clone(), forges, registry, settings, slots);

@@ -196,6 +196,15 @@ pub enum PushPath {
     Export,
 }
 
+/// Where BuildKit finds cache beside the engine's own (`--build-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuildCache {
+    /// The image's previous version in the registry, as inline cache.
+    Registry,
+    /// The engine's own build cache only.
+    Local,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address of the HTTP server.
@@ -320,6 +329,17 @@ pub struct ServeArgs {
     /// `docker save`, then Slipway's own upload.
     #[arg(long, env = "SLIPWAY_PUSH_PATH", value_enum, default_value = "relay")]
     pub push_path: PushPath,
+
+    /// `registry`: BuildKit builds each service with its previous version in
+    /// the registry as cache (read through the relay), so an engine that never
+    /// built it reuses its unchanged layers; `local`: the engine's own cache only.
+    #[arg(
+        long,
+        env = "SLIPWAY_BUILD_CACHE",
+        value_enum,
+        default_value = "registry"
+    )]
+    pub build_cache: BuildCache,
 
     /// IP:PORT the relay listens on (default: 127.0.0.1, on a port kept in
     /// --data-dir). In a container, 0.0.0.0:PORT, with PORT published on the

@@ -7,6 +7,7 @@
 
 mod address;
 mod buildkit;
+mod cache;
 mod classic;
 mod secrets;
 
@@ -21,6 +22,7 @@ use futures::{Stream, TryStreamExt};
 use crate::context::SyncDir;
 use crate::log::BuildLog;
 use crate::platform::Platform;
+pub use cache::{CacheSource, RegistryCache};
 pub use secrets::{BuildSecrets, SecretError, SecretSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +201,8 @@ pub struct BuildRequest<'a> {
     pub network: Option<&'a str>,
     /// The platform to build for; none: the engine's own.
     pub platform: Option<&'a Platform>,
+    /// `--build-cache registry`, which only BuildKit takes.
+    pub cache: Option<&'a RegistryCache>,
 }
 
 /// Builds an image from a context tar, streaming progress into the log,

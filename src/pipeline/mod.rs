@@ -4,6 +4,7 @@
 //! Owns the order of the steps; imports every step's module, and nothing
 //! imports it but the wiring, the queue and the shared state.
 
+mod cache;
 mod comment;
 mod error;
 mod platforms;
@@ -67,6 +68,8 @@ pub struct PipelineSettings {
     pub lease: Duration,
     /// The loopback registry the engine pushes through (`--push-path relay`).
     pub relay: Option<Arc<crate::registry::relay::Relay>>,
+    /// `--build-cache`: whether BuildKit gets the previous version as cache.
+    pub build_cache: crate::config::BuildCache,
 }
 
 pub struct Pipeline {

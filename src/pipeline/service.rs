@@ -372,6 +372,8 @@ impl ServiceJob {
         };
         let sync_dir = SyncDir::new(self.tree.clone(), self.spec.context.as_str());
         let classic_tar = || -> ContextTar { Box::pin(context.classic_tar()) };
+        let cache = self.registry_cache().await;
+        let pulled_before = self.cache_bytes_pulled();
         let request = BuildRequest {
             context_tar: &classic_tar,
             context: &sync_dir,
@@ -381,6 +383,7 @@ impl ServiceJob {
             target: self.spec.target.as_deref(),
             network: self.pipeline.settings.build_network.as_deref(),
             platform,
+            cache: cache.as_ref(),
         };
         let build_started = Instant::now();
         let image_id = engine.build(request, log).await?;
@@ -389,6 +392,7 @@ impl ServiceJob {
             "built {image_id}{target} in {:.2?}",
             build_started.elapsed()
         ));
+        self.log_cache_read(cache.as_ref(), pulled_before);
         Ok(image_id)
     }
 

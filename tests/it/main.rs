@@ -16,6 +16,7 @@ mod support;
 
 mod browser;
 mod buildkit;
+mod cache;
 mod catch_up;
 mod forges;
 mod fuzz_parsers;

@@ -5,6 +5,7 @@
 //! stream that goes silent, and the engine's build cancelled whenever
 //! Slipway stops following it (time-out, shutdown, watchdog, a failure).
 
+mod auth;
 mod filesync;
 mod progress;
 mod session;
@@ -19,6 +20,7 @@ use hyper::body::Incoming;
 use prost::Message as _;
 
 use super::address::{empty_body, error_text, EngineAddress, RequestBody};
+use super::cache::INLINE_CACHE_ARG;
 use super::{build_failure, BuildRequest, BuildSecrets, EngineError, ImageBuilder};
 use crate::log::BuildLog;
 use progress::Progress;
@@ -69,7 +71,14 @@ impl BuildKitBuilder {
             .address
             .as_ref()
             .map_err(|why| EngineError::NoBuildKit(why.clone()))?;
-        let session = Session::open(address, self.secrets.clone(), req.context.clone()).await?;
+        let cache_from = req.cache.and_then(|cache| cache.from.clone());
+        let session = Session::open(
+            address,
+            self.secrets.clone(),
+            req.context.clone(),
+            cache_from,
+        )
+        .await?;
         // Armed until the stream ends well: every other way out stops the build in the engine.
         let mut cancel = CancelOnDrop::new(address.clone(), session.id.clone());
         let response = address.send(build_request(req, &session.id)?).await?;
@@ -131,6 +140,11 @@ impl BuildKitBuilder {
             }
         }
         self.message(&pending, &mut progress, &mut image, log)?;
+        if let Some(error) = progress.cache_import_error() {
+            log.line(&self.secrets.mask(&format!(
+                "the registry cache was not used: the engine could not import it ({error}); this build ran without it"
+            )));
+        }
         if !session.missing_secrets().is_empty() {
             return Err(missing_secret(session));
         }
@@ -196,6 +210,9 @@ impl ImageBuilder for BuildKitBuilder {
         log.line(&format!(
             "this engine cannot build with BuildKit ({reason}); building with the classic builder instead"
         ));
+        if req.cache.is_some_and(|cache| cache.from.is_some()) {
+            log.line("the registry cache was not used: only BuildKit imports it");
+        }
         self.fallback.build(req, log).await
     }
 }
@@ -242,6 +259,7 @@ fn build_request(
     req: &BuildRequest<'_>,
     session: &str,
 ) -> Result<hyper::Request<RequestBody>, EngineError> {
+    let build_args = with_inline_cache(req);
     let mut query = vec![
         ("version", "2".to_string()),
         ("remote", "client-session".to_string()),
@@ -251,9 +269,16 @@ fn build_request(
         ("t", req.tag.to_string()),
         (
             "buildargs",
-            serde_json::to_string(req.build_args).map_err(|e| EngineError::Api(e.to_string()))?,
+            serde_json::to_string(&build_args).map_err(|e| EngineError::Api(e.to_string()))?,
         ),
     ];
+    if let Some(from) = req.cache.and_then(|cache| cache.from.as_ref()) {
+        let references = [from.reference.as_str()];
+        query.push((
+            "cachefrom",
+            serde_json::to_string(&references).map_err(|e| EngineError::Api(e.to_string()))?,
+        ));
+    }
     if let Some(target) = req.target {
         query.push(("target", target.to_string()));
     }
@@ -269,6 +294,17 @@ fn build_request(
     hyper::Request::post(format!("/build?{query}"))
         .body(empty_body())
         .map_err(|e| EngineError::Api(e.to_string()))
+}
+
+/// The build args, with inline cache metadata asked for under
+/// `--build-cache registry` (unless the manifest set the arg itself).
+fn with_inline_cache(req: &BuildRequest<'_>) -> std::collections::BTreeMap<String, String> {
+    let mut args = req.build_args.clone();
+    if req.cache.is_some() {
+        args.entry(INLINE_CACHE_ARG.to_string())
+            .or_insert_with(|| "1".to_string());
+    }
+    args
 }
 
 /// Asks the engine to stop a build that Slipway no longer follows. Closing

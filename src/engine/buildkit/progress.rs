@@ -26,7 +26,13 @@ pub(super) struct Progress {
     /// A step printed the kernel's "exec format error": a program of a
     /// platform the machine has no emulator for.
     pub(super) saw_exec_format: bool,
+    /// Why importing `cachefrom` failed, when it did: BuildKit then builds
+    /// without it, and says so only in that step's error.
+    cache_import_error: Option<String>,
 }
+
+/// The name BuildKit gives the step importing a `cachefrom` reference.
+const CACHE_IMPORT_STEP: &str = "importing cache manifest from ";
 
 fn seconds(at: &Option<Timestamp>) -> Option<f64> {
     at.as_ref()
@@ -34,6 +40,11 @@ fn seconds(at: &Option<Timestamp>) -> Option<f64> {
 }
 
 impl Progress {
+    /// The error of the `cachefrom` import, if it failed.
+    pub fn cache_import_error(&self) -> Option<&str> {
+        self.cache_import_error.as_deref()
+    }
+
     /// The lines this status update adds, in order.
     pub fn lines(&mut self, status: StatusResponse) -> Vec<String> {
         let mut out = Vec::new();
@@ -110,6 +121,9 @@ impl Progress {
         let ending = if vertex.cached {
             Some("CACHED".to_string())
         } else if !vertex.error.is_empty() {
+            if step.name.starts_with(CACHE_IMPORT_STEP) {
+                self.cache_import_error = Some(vertex.error.clone());
+            }
             Some(format!("ERROR: {}", vertex.error))
         } else {
             seconds(&vertex.completed).map(|end| {

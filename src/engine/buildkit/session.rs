@@ -1,8 +1,9 @@
 //! The BuildKit session: Slipway asks the engine to upgrade `POST /session`
 //! to HTTP/2, then serves gRPC on it, the engine being the client. bollard's
 //! own session serves registry auth only; this one serves the build context
-//! (FileSync, as buildx does), build secrets, and tells the build when the
-//! Dockerfile asked for a secret nobody configured.
+//! (FileSync, as buildx does), build secrets, the registry cache's
+//! credentials (Auth), and tells the build when the Dockerfile asked for a
+//! secret nobody configured.
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -20,11 +21,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::{Request, Response, Status};
 
+use super::auth::{self, CacheAuth};
 use super::filesync::{self, ContextSync};
 use crate::context::SyncDir;
 use crate::engine::address::{empty_body, error_text, EngineAddress};
-use crate::engine::{BuildSecrets, EngineError};
+use crate::engine::{BuildSecrets, CacheSource, EngineError};
 use bollard_buildkit_proto::moby::filesync::packet::file_sync_server::FileSyncServer;
+use bollard_buildkit_proto::moby::filesync::v1::auth_server::AuthServer;
 
 /// The gRPC methods the engine may call on this session.
 const METHODS: [&str; 3] = [
@@ -50,6 +53,7 @@ impl Session {
         address: &EngineAddress,
         secrets: Arc<BuildSecrets>,
         context: SyncDir,
+        cache: Option<CacheSource>,
     ) -> Result<Self, EngineError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut request = hyper::Request::post("/session")
@@ -58,7 +62,7 @@ impl Session {
             .header("X-Docker-Expose-Session-Uuid", &id)
             .header("X-Docker-Expose-Session-Name", "slipway")
             .header("X-Docker-Expose-Session-Sharedkey", &id);
-        for method in METHODS {
+        for method in METHODS.into_iter().chain(auth::METHODS) {
             request = request.header("X-Docker-Expose-Session-Grpc-Method", method);
         }
         let request = request
@@ -90,6 +94,7 @@ impl Session {
         };
         let routes = tonic::service::Routes::new(HealthServer::new(Healthy))
             .add_service(SecretsServer::new(provider))
+            .add_service(AuthServer::new(CacheAuth::new(cache)))
             .add_service(
                 FileSyncServer::new(ContextSync::new(context))
                     .max_decoding_message_size(usize::MAX)

@@ -5,7 +5,10 @@
 //! `docker save` would write out every layer first. Blobs go on to the real
 //! registry as they arrive (with its CA and credentials, which the engine
 //! never sees); the manifest stops here, so Slipway can add its labels and
-//! sign before anything is tagged.
+//! sign before anything is tagged. BuildKit also reads the registry cache
+//! through it (see `pull`).
+
+mod pull;
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -34,7 +37,15 @@ const MANIFEST_MAX: usize = 4 << 20;
 /// The user name the engine presents; the password is this process's secret.
 const RELAY_USER: &str = "slipway-relay";
 
-type Reply = Response<Full<Bytes>>;
+/// A reply's body: a few bytes, or a blob streamed from the registry.
+type ReplyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+type Reply = Response<ReplyBody>;
+
+fn full_body(bytes: Bytes) -> ReplyBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// What the engine pushed under a session's tag: its manifest, untouched.
 #[derive(Debug, Clone)]
@@ -92,6 +103,8 @@ pub struct Relay {
     /// Set when a push showed the relay cannot serve: the engine could not
     /// reach it, or the registry wants credentials the relay cannot give.
     unusable: std::sync::atomic::AtomicBool,
+    /// Blob bytes BuildKit read as cache, by repository.
+    pulled: Mutex<HashMap<String, Arc<AtomicU64>>>,
 }
 
 struct Session {
@@ -207,6 +220,7 @@ impl Relay {
             sessions: Mutex::default(),
             uploads: Mutex::default(),
             unusable: std::sync::atomic::AtomicBool::new(false),
+            pulled: Mutex::default(),
         });
         tokio::spawn(serve(listener, relay.clone()));
         Ok(relay)
@@ -302,6 +316,7 @@ impl Relay {
             Route::ManifestPut { repository, tag } => {
                 self.manifest_put(&repository, &tag, request).await
             }
+            Route::Read(read) => self.read(&read, &request).await,
         };
         outcome.unwrap_or_else(|failure| {
             let message = match failure {
@@ -506,7 +521,8 @@ async fn serve(listener: tokio::net::TcpListener, relay: Arc<Relay>) {
     }
 }
 
-/// The distribution API paths the engine's push uses.
+/// The distribution API paths the engine's push uses, and a pull's reads
+/// (of the build cache).
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     Base,
@@ -515,6 +531,7 @@ enum Route {
     UploadPatch { repository: String, id: String },
     UploadPut { repository: String, id: String },
     ManifestPut { repository: String, tag: String },
+    Read(pull::Read),
 }
 
 impl Route {
@@ -537,16 +554,22 @@ impl Route {
             };
         }
         if let Some((repository, digest)) = rest.rsplit_once("/blobs/") {
-            return (method == Method::HEAD).then(|| Route::BlobHead {
-                repository: repository.to_string(),
-                digest: digest.to_string(),
-            });
+            return match *method {
+                Method::HEAD => Some(Route::BlobHead {
+                    repository: repository.to_string(),
+                    digest: digest.to_string(),
+                }),
+                _ => pull::Read::blob(method, repository, digest).map(Route::Read),
+            };
         }
         let (repository, tag) = rest.rsplit_once("/manifests/")?;
-        (method == Method::PUT).then(|| Route::ManifestPut {
-            repository: repository.to_string(),
-            tag: tag.to_string(),
-        })
+        match *method {
+            Method::PUT => Some(Route::ManifestPut {
+                repository: repository.to_string(),
+                tag: tag.to_string(),
+            }),
+            _ => pull::Read::manifest(method, repository, tag).map(Route::Read),
+        }
     }
 }
 
@@ -598,7 +621,7 @@ fn empty(status: StatusCode) -> Reply {
 
 /// A reply with no body, the distribution API's version header, and `headers`.
 fn with_headers(status: StatusCode, headers: &[(&'static str, String)]) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::new()));
+    let mut reply = Response::new(full_body(Bytes::new()));
     *reply.status_mut() = status;
     let version = (
         "docker-distribution-api-version",
@@ -620,7 +643,7 @@ fn challenge() -> Reply {
 fn error(status: StatusCode, code: &str, message: &str) -> Reply {
     let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
     let mut reply = with_headers(status, &[("content-type", "application/json".into())]);
-    *reply.body_mut() = Full::new(Bytes::from(body.to_string()));
+    *reply.body_mut() = full_body(Bytes::from(body.to_string()));
     reply
 }
 
@@ -753,7 +776,14 @@ mod tests {
                     tag: "slipway-x".into(),
                 }),
             ),
-            (Method::GET, "/v2/api/manifests/x", None),
+            (
+                Method::GET,
+                "/v2/api/manifests/x",
+                Some(Route::Read(
+                    pull::Read::manifest(&Method::GET, "api", "x").expect("read"),
+                )),
+            ),
+            (Method::POST, "/v2/api/manifests/x", None),
             (Method::DELETE, "/v2/api/blobs/sha256:ab", None),
             (Method::GET, "/other", None),
         ];

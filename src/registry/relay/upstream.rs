@@ -81,6 +81,28 @@ impl Upstream {
         }
     }
 
+    /// A read (a manifest or a blob, for the build cache), with the
+    /// engine's own `Accept` and range headers.
+    pub(super) async fn read(
+        &self,
+        repository: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&'static str, reqwest::header::HeaderValue)],
+    ) -> Result<reqwest::Response, Failure> {
+        let url = self.http.url(path);
+        let response = self
+            .http
+            .send(repository, |client| {
+                headers.iter().fold(
+                    client.request(method.clone(), &url),
+                    |request, (name, value)| request.header(*name, value.clone()),
+                )
+            })
+            .await?;
+        Ok(response)
+    }
+
     /// The upload's start fetched the token this streamed body goes with.
     pub(super) async fn patch(
         &self,
