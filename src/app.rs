@@ -57,14 +57,7 @@ pub enum StartError {
 /// The builder, its secrets read now, and the combinations a build would
 /// only fail on refused before the service starts.
 fn registry_settings(args: &ServeArgs) -> RegistrySettings<'_> {
-    RegistrySettings {
-        host: &args.registry,
-        ca_file: args.registry_ca.as_deref(),
-        user: args.registry_user.as_deref(),
-        password: args.registry_password.as_ref(),
-        namespace: args.registry_namespace.as_ref(),
-        plain_http: args.registry_plain_http,
-    }
+    args.registry.settings()
 }
 
 /// The loopback registry the engine pushes through, with `--push-path relay`.
@@ -116,6 +109,7 @@ struct Watch {
     catch_up_interval: Option<Duration>,
     hooks: Option<(PublicUrl, Duration)>,
     webhook_secret: Secret,
+    retention_interval: Option<Duration>,
 }
 
 impl Watch {
@@ -140,6 +134,7 @@ impl Watch {
                 .filter(|_| able && args.manage_hooks)
                 .map(|url| (url, args.hooks_poll_interval.max(Duration::from_secs(1)))),
             webhook_secret: args.webhook_secret.clone(),
+            retention_interval: Some(args.retention.interval).filter(|i| !i.is_zero()),
         }
     }
 
@@ -154,6 +149,11 @@ impl Watch {
                 board: state.hooks.clone(),
             };
             tokio::spawn(keeper.run());
+        }
+        if let (Some(retention), Some(interval)) =
+            (&state.pipeline.retention, self.retention_interval)
+        {
+            tokio::spawn(retention.clone().every(interval));
         }
         let sources = catch_up_sources(state);
         if let Some(interval) = self.catch_up_interval.filter(|_| !sources.is_empty()) {
@@ -209,6 +209,29 @@ fn github_repositories(state: &AppState) -> Vec<crate::types::Repository> {
         .collect()
 }
 
+/// `--retention`, when set: run after each publish and on its interval.
+fn retention(args: &ServeArgs, pipeline: &Pipeline) -> Option<Arc<crate::retention::Retention>> {
+    let policy = args.retention.policy.0?;
+    tracing::info!(
+        keep = policy.keep.get(),
+        max_age = ?policy.max_age,
+        dry_run = args.retention.dry_run,
+        "retention on: after each publish and every {:?}",
+        args.retention.interval
+    );
+    let settings = crate::retention::RetentionSettings {
+        policy,
+        dry_run: args.retention.dry_run,
+        lease: args.lease,
+    };
+    Some(Arc::new(crate::retention::Retention::new(
+        settings,
+        pipeline.registry.clone(),
+        pipeline.store.clone(),
+        pipeline.metrics.clone(),
+    )))
+}
+
 /// Without `--api-token`, anyone who reaches a non-loopback address reads
 /// every build log and can start builds; say so where operators look.
 fn warn_if_exposed(addr: SocketAddr, has_token: bool) {
@@ -258,13 +281,9 @@ impl App {
             build_cache: args.build_cache,
         };
         let slots = args.max_concurrent_builds as usize;
-        let pipeline = Arc::new(Pipeline::new(
-            store.clone(),
-            forges,
-            registry,
-            settings,
-            slots,
-        ));
+        let mut pipeline = Pipeline::new(store.clone(), forges, registry, settings, slots);
+        pipeline.retention = retention(&args, &pipeline);
+        let pipeline = Arc::new(pipeline);
         let tracker = TaskTracker::new();
         let queue = Queue::start(
             pipeline.clone(),

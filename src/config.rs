@@ -41,6 +41,34 @@ pub enum Command {
     Hook(HookCommand),
     /// Write an ECDSA P-256 key pair for signing images: cosign.key (mode 0600) and cosign.pub.
     Keygen(KeygenArgs),
+    /// Image retention (--retention).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Print, per image, the versions --retention keeps and those it would delete; delete nothing.
+    Plan(Box<RetentionPlanArgs>),
+}
+
+/// What `retention plan` reads: the registry as `serve` reaches it, and the
+/// records that say which images Slipway published.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionPlanArgs {
+    /// Images to plan for, e.g. `api` (default: every image Slipway's records name).
+    #[arg(value_parser = parse_namespace)]
+    pub images: Vec<ImageName>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Where build records are kept (SQLite), unless --database is set.
+    #[arg(long, env = "SLIPWAY_DATA_DIR", default_value = "./slipway-data")]
+    pub data_dir: PathBuf,
+    /// A postgres:// URL of the records.
+    #[arg(long, env = "SLIPWAY_DATABASE", hide_env_values = true)]
+    pub database: Option<Secret>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -228,29 +256,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SLIPWAY_GITLAB_TOKEN", hide_env_values = true)]
     pub gitlab_token: Option<Secret>,
 
-    /// host[:port] of the registry.
-    #[arg(long, env = "SLIPWAY_REGISTRY")]
-    pub registry: String,
-
-    /// PEM file of the CA that signed the registry's certificate (default: system roots).
-    #[arg(long, env = "SLIPWAY_REGISTRY_CA")]
-    pub registry_ca: Option<PathBuf>,
-
-    /// Registry user (basic credentials).
-    #[arg(long, env = "SLIPWAY_REGISTRY_USER")]
-    pub registry_user: Option<String>,
-
-    /// Registry password (basic credentials).
-    #[arg(long, env = "SLIPWAY_REGISTRY_PASSWORD", hide_env_values = true)]
-    pub registry_password: Option<Secret>,
-
-    /// Path prefix for every image: `team` gives host/team/api:1.0.0.
-    #[arg(long, env = "SLIPWAY_REGISTRY_NAMESPACE", value_parser = parse_namespace)]
-    pub registry_namespace: Option<ImageName>,
-
-    /// Talk plain HTTP to a registry without TLS.
-    #[arg(long, env = "SLIPWAY_REGISTRY_PLAIN_HTTP", default_value_t = false)]
-    pub registry_plain_http: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// Path of the service manifest inside the repository.
     #[arg(long, env = "SLIPWAY_MANIFEST", default_value = "dockerInfo.json")]
@@ -400,6 +407,121 @@ pub struct ServeArgs {
     /// How often an idle instance looks for builds to claim, besides the database's notices (at least 50ms).
     #[arg(long, env = "SLIPWAY_QUEUE_POLL", default_value = "1s", value_parser = parse_queue_poll)]
     pub queue_poll: Duration,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// Where and how to reach the registry, for `serve` and `retention plan`.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// host[:port] of the registry.
+    #[arg(long, env = "SLIPWAY_REGISTRY")]
+    pub registry: String,
+
+    /// PEM file of the CA that signed the registry's certificate (default: system roots).
+    #[arg(long, env = "SLIPWAY_REGISTRY_CA")]
+    pub registry_ca: Option<PathBuf>,
+
+    /// Registry user (basic credentials).
+    #[arg(long, env = "SLIPWAY_REGISTRY_USER")]
+    pub registry_user: Option<String>,
+
+    /// Registry password (basic credentials).
+    #[arg(long, env = "SLIPWAY_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<Secret>,
+
+    /// Path prefix for every image: `team` gives host/team/api:1.0.0.
+    #[arg(long, env = "SLIPWAY_REGISTRY_NAMESPACE", value_parser = parse_namespace)]
+    pub registry_namespace: Option<ImageName>,
+
+    /// Talk plain HTTP to a registry without TLS.
+    #[arg(long, env = "SLIPWAY_REGISTRY_PLAIN_HTTP", default_value_t = false)]
+    pub registry_plain_http: bool,
+}
+
+impl RegistryArgs {
+    pub fn settings(&self) -> crate::registry::RegistrySettings<'_> {
+        crate::registry::RegistrySettings {
+            host: &self.registry,
+            ca_file: self.registry_ca.as_deref(),
+            user: self.registry_user.as_deref(),
+            password: self.registry_password.as_ref(),
+            namespace: self.registry_namespace.as_ref(),
+            plain_http: self.registry_plain_http,
+        }
+    }
+
+    /// An empty variable means unset, as [`ServeArgs::without_empty_values`] says.
+    fn without_empty_values(mut self) -> Self {
+        self.registry_user = self.registry_user.filter(|v| !v.trim().is_empty());
+        self.registry_password = self.registry_password.filter(|v| !v.expose().is_empty());
+        self.registry_ca = self.registry_ca.filter(|p| !p.as_os_str().is_empty());
+        self
+    }
+}
+
+/// `--retention` and its companions, shared by `serve` and `retention plan`.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Which versions of each image to keep: `keep=N[,max-age=D]`, e.g. keep=10,max-age=90d (default: keep all).
+    #[arg(long = "retention", env = "SLIPWAY_RETENTION", value_parser = parse_retention, default_value = "", hide_default_value = true)]
+    pub policy: RetentionSetting,
+
+    /// Log and count what retention would delete; delete nothing.
+    #[arg(
+        long = "retention-dry-run",
+        env = "SLIPWAY_RETENTION_DRY_RUN",
+        default_value_t = false
+    )]
+    pub dry_run: bool,
+
+    /// How often retention runs besides after each publish; 0 turns the hourly run off.
+    #[arg(long = "retention-interval", env = "SLIPWAY_RETENTION_INTERVAL", default_value = "1h", value_parser = parse_duration, hide = true)]
+    pub interval: Duration,
+}
+
+/// `--retention`: none keeps every version (an empty variable included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionSetting(pub Option<RetentionPolicy>);
+
+/// Keep the `keep` most recently published versions of each image; of the
+/// others, delete those older than `max_age` (all of them without it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub keep: std::num::NonZeroUsize,
+    pub max_age: Option<Duration>,
+}
+
+fn parse_retention(raw: &str) -> Result<RetentionSetting, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(RetentionSetting(None));
+    }
+    const SHAPE: &str = "expected keep=N or keep=N,max-age=D (e.g. keep=10,max-age=90d)";
+    let (mut keep, mut max_age) = (None, None);
+    for part in raw.split(',') {
+        let (key, value) = part
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .ok_or_else(|| format!("`{part}` is not KEY=VALUE: {SHAPE}"))?;
+        match key {
+            "keep" if keep.is_none() => {
+                let n: usize = value
+                    .parse()
+                    .map_err(|_| format!("keep=`{value}` is not a whole number: {SHAPE}"))?;
+                let n = std::num::NonZeroUsize::new(n).ok_or_else(|| {
+                    "keep=0 would delete every version: keep at least 1 (leave --retention unset to keep all)".to_string()
+                })?;
+                keep = Some(n);
+            }
+            "max-age" if max_age.is_none() => max_age = Some(parse_duration(value)?),
+            "keep" | "max-age" => return Err(format!("`{key}` is given twice: {SHAPE}")),
+            other => return Err(format!("unknown retention setting `{other}`: {SHAPE}")),
+        }
+    }
+    let keep = keep.ok_or_else(|| format!("`{raw}` names no keep=N: {SHAPE}"))?;
+    Ok(RetentionSetting(Some(RetentionPolicy { keep, max_age })))
 }
 
 impl ServeArgs {
@@ -422,18 +544,25 @@ impl ServeArgs {
         self.gitlab_token = secret(self.gitlab_token);
         self.gitea_api = text(self.gitea_api);
         self.gitlab_api = text(self.gitlab_api);
-        self.registry_password = secret(self.registry_password);
+        self.registry = self.registry.without_empty_values();
         self.api_token = secret(self.api_token);
         self.database = secret(self.database);
-        self.registry_user = text(self.registry_user);
         self.public_url = text(self.public_url);
         self.build_network = text(self.build_network);
         self.ngrok_api = text(self.ngrok_api);
-        self.registry_ca = self.registry_ca.filter(|p| !p.as_os_str().is_empty());
         self.signing_key = self.signing_key.filter(|p| !p.as_os_str().is_empty());
         self.github_app_key = self.github_app_key.filter(|p| !p.as_os_str().is_empty());
         self.instance_id = text(self.instance_id);
         self.branches.retain(|b| !b.trim().is_empty());
+        self
+    }
+}
+
+impl RetentionPlanArgs {
+    /// As [`ServeArgs::without_empty_values`].
+    pub fn without_empty_values(mut self) -> Self {
+        self.registry = self.registry.without_empty_values();
+        self.database = self.database.filter(|v| !v.expose().is_empty());
         self
     }
 }
@@ -532,6 +661,45 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn retention_parses_keep_and_max_age_and_refuses_the_rest() {
+        let policy = |raw: &str| parse_retention(raw).map(|s| s.0);
+        let keep = |n| std::num::NonZeroUsize::new(n).expect("non-zero");
+        assert_eq!(policy(""), Ok(None));
+        assert_eq!(
+            policy("keep=10"),
+            Ok(Some(RetentionPolicy {
+                keep: keep(10),
+                max_age: None
+            }))
+        );
+        assert_eq!(
+            policy(" keep=3 , max-age=90d "),
+            Ok(Some(RetentionPolicy {
+                keep: keep(3),
+                max_age: Some(Duration::from_secs(90 * 86400))
+            }))
+        );
+        assert_eq!(
+            policy("max-age=1h,keep=1").map(|p| p.map(|p| p.keep)),
+            Ok(Some(keep(1)))
+        );
+        for (bad, why) in [
+            ("keep=0", "keep at least 1"),
+            ("keep=-1", "not a whole number"),
+            ("keep=ten", "not a whole number"),
+            ("keep=", "not a whole number"),
+            ("10", "not KEY=VALUE"),
+            ("max-age=30d", "names no keep"),
+            ("keep=3,max-age=soon", "not a duration"),
+            ("keep=3,keep=4", "given twice"),
+            ("keep=3,age=1d", "unknown retention setting"),
+        ] {
+            let err = policy(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod platform;
 pub mod queue;
 pub mod registry;
 pub mod reply;
+pub mod retention;
 pub mod retry;
 pub mod secret;
 pub mod setup;

@@ -3,7 +3,7 @@ use std::io::Read;
 use anyhow::Context;
 use clap::Parser;
 
-use slipway::config::{Cli, Command, HookCommand};
+use slipway::config::{Cli, Command, HookCommand, RetentionCommand};
 use slipway::setup;
 
 /// Exit code for a configuration the service cannot start with.
@@ -33,6 +33,9 @@ async fn run() {
         Command::TunnelUrl(args) => (tunnel_url(&args.ngrok_api).await, EXIT_FAILED),
         Command::Hook(HookCommand::Install(args)) => (hook_install(&args).await, EXIT_FAILED),
         Command::Keygen(args) => (keygen(&args), EXIT_FAILED),
+        Command::Retention(RetentionCommand::Plan(args)) => {
+            (retention_plan(*args).await, EXIT_FAILED)
+        }
     };
     if let Err(err) = result {
         eprintln!("slipway: {err:#}");
@@ -94,6 +97,11 @@ fn keygen(args: &slipway::config::KeygenArgs) -> anyhow::Result<()> {
     for file in slipway::signing::keys::write_pair(&args.out, args.force)? {
         println!("wrote {}", file.display());
     }
+    Ok(())
+}
+
+async fn retention_plan(args: slipway::config::RetentionPlanArgs) -> anyhow::Result<()> {
+    print!("{}", slipway::retention::plan_command(args).await?);
     Ok(())
 }
 

@@ -47,6 +47,8 @@ struct Series {
     builds: BTreeMap<&'static str, u64>,
     services: BTreeMap<&'static str, u64>,
     signatures: BTreeMap<&'static str, u64>,
+    /// By (kind, dry run).
+    retention_deleted: BTreeMap<(&'static str, bool), u64>,
     build_seconds: Histogram,
     push_seconds: Histogram,
 }
@@ -118,6 +120,15 @@ impl Metrics {
         *self.series().signatures.entry(kind).or_default() += 1;
     }
 
+    /// Counts a manifest retention deleted, or in a dry run would have.
+    pub fn retention_deleted(&self, kind: &'static str, dry_run: bool) {
+        *self
+            .series()
+            .retention_deleted
+            .entry((kind, dry_run))
+            .or_default() += 1;
+    }
+
     pub fn pushed(&self, took: Duration, bytes: u64, blobs_pushed: u64, blobs_present: u64) {
         self.series().push_seconds.observe(took.as_secs_f64());
         self.bytes_pushed.fetch_add(bytes, Ordering::Relaxed);
@@ -159,6 +170,14 @@ impl Metrics {
             "kind",
             &series.signatures,
         );
+        let name = "slipway_retention_deleted_total";
+        let _ = writeln!(out, "# HELP {name} Manifests retention deleted (dry_run=\"true\": would have deleted), by kind.\n# TYPE {name} counter");
+        for ((kind, dry_run), count) in &series.retention_deleted {
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{kind}\",dry_run=\"{dry_run}\"}} {count}"
+            );
+        }
         series.build_seconds.render(
             &mut out,
             "slipway_build_duration_seconds",
@@ -283,6 +302,8 @@ mod tests {
         metrics.build_finished("succeeded", Duration::from_secs(3));
         metrics.pushed(Duration::from_millis(700), 1024, 2, 1);
         metrics.signed("signature");
+        metrics.retention_deleted("version", false);
+        metrics.retention_deleted("signature", true);
         let text = metrics.render(4, "a\"b");
         assert!(text.contains("slipway_webhook_deliveries_total{outcome=\"accepted\"} 2"));
         assert!(text.contains("slipway_build_duration_seconds_bucket{le=\"5\"} 1"));
@@ -291,6 +312,12 @@ mod tests {
         assert!(text.contains("slipway_builds_running 0"));
         assert!(text.contains("slipway_pushed_bytes_total 1024"));
         assert!(text.contains("slipway_signatures_total{kind=\"signature\"} 1"));
+        assert!(
+            text.contains("slipway_retention_deleted_total{kind=\"version\",dry_run=\"false\"} 1")
+        );
+        assert!(
+            text.contains("slipway_retention_deleted_total{kind=\"signature\",dry_run=\"true\"} 1")
+        );
         assert!(text.contains("slipway_claims_total{instance=\"a\\\"b\"} 0"));
     }
 }

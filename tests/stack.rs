@@ -723,10 +723,16 @@ fn start_configured_registry(dir: &Path, certs: &Path) -> ConfiguredRegistry {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_topology_from_the_repository_files_publishes_a_pullable_image() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dir.path().join("certs");
+const STACK_USER: &str = "slipway";
+const STACK_PASSWORD: &str = "a-registry-password-for-the-stack";
+
+/// The registry as registry-config/config.yml sets it up, and Slipway with
+/// the settings compose/.env.example gives it, plus `extra`.
+async fn configured_topology(
+    dir: &Path,
+    extra: &[(&str, &str)],
+) -> (ConfiguredRegistry, FakeGitHub, Slipway) {
+    let certs = dir.join("certs");
     assert!(slipway_cmd()
         .args(["certs", "--hosts", "registry,localhost,127.0.0.1", "--out"])
         .arg(&certs)
@@ -734,18 +740,20 @@ async fn the_topology_from_the_repository_files_publishes_a_pullable_image() {
         .expect("certs")
         .success());
     let env = env_example();
-    let user = "slipway".to_string();
-    let password = "a-registry-password-for-the-stack".to_string();
-    std::fs::write(dir.path().join("htpasswd"), registry_user(&user, &password)).expect("htpasswd");
-    let registry = start_configured_registry(dir.path(), &certs);
+    std::fs::write(
+        dir.join("htpasswd"),
+        registry_user(STACK_USER, STACK_PASSWORD),
+    )
+    .expect("htpasswd");
+    let registry = start_configured_registry(dir, &certs);
 
     let github = FakeGitHub::start().await;
     let mut options = SlipwayOptions {
         github_api: github.api_url(),
         registry: registry.host.clone(),
         registry_ca: Some(certs.join("ca.crt")),
-        registry_user: Some(user.clone()),
-        registry_password: Some(password.clone()),
+        registry_user: Some(STACK_USER.to_string()),
+        registry_password: Some(STACK_PASSWORD.to_string()),
         extra: vec![],
     };
     // As compose passes them; the test keeps its own secrets.
@@ -755,7 +763,15 @@ async fn the_topology_from_the_repository_files_publishes_a_pullable_image() {
     {
         options = options.env(key, value);
     }
-    let slipway = Slipway::start(options).await;
+    let slipway = Slipway::start(options.envs(extra)).await;
+    (registry, github, slipway)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topology_from_the_repository_files_publishes_a_pullable_image() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (registry, github, slipway) = configured_topology(dir.path(), &[]).await;
+    let (user, password) = (STACK_USER, STACK_PASSWORD);
     let sha = sha();
     github.add_commit_files(
         "acme/stack",
@@ -783,7 +799,7 @@ async fn the_topology_from_the_repository_files_publishes_a_pullable_image() {
 
     let image = format!("{}/stacked:1.0.0", registry.host);
     let mut login = Command::new("docker")
-        .args(["login", &registry.host, "-u", &user, "--password-stdin"])
+        .args(["login", &registry.host, "-u", user, "--password-stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -795,6 +811,114 @@ async fn the_topology_from_the_repository_files_publishes_a_pullable_image() {
     let _ = Command::new("docker")
         .args(["logout", &registry.host])
         .output();
+}
+
+/// Publishes `stacked` at `version`, its own layer holding the version.
+async fn publish_stacked(github: &FakeGitHub, slipway: &Slipway, version: &str) {
+    let sha = sha();
+    let manifest = format!(r#"{{"service_name":"stacked","version":"{version}"}}"#);
+    github.add_commit_files(
+        "acme/stack",
+        &sha,
+        &[
+            ("dockerInfo.json", &manifest),
+            (
+                "Dockerfile",
+                "FROM slipway-test-base:1\nCOPY v.txt /v.txt\n",
+            ),
+            ("v.txt", version),
+        ],
+    );
+    let id = slipway.merge("acme/stack", &sha).await;
+    let record = slipway.wait_for(&id).await;
+    assert_eq!(record["status"], "succeeded", "{record}\n{}", slipway.log());
+}
+
+/// The layer blobs of `stacked:VERSION`, read over the registry API.
+async fn stacked_layers(registry: &slipway::registry::Registry, version: &str) -> Vec<String> {
+    let name = slipway::types::ImageName::parse("stacked").expect("name");
+    let tag = slipway::types::Version::parse(version).expect("version");
+    let (manifest, _) = registry
+        .manifest(&name, &tag)
+        .await
+        .expect("read")
+        .expect("published");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
+    manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .filter_map(|l| l["digest"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Retention on the registry compose runs (its config has deletes on),
+/// then the README's garbage collection with the registry stopped: the
+/// deleted version's own layer is freed, the kept version's and the shared
+/// base's stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_then_garbage_collection_frees_the_deleted_versions_blobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (configured, github, slipway) =
+        configured_topology(dir.path(), &[("SLIPWAY_RETENTION", "keep=1")]).await;
+    let password = slipway::secret::Secret::new(STACK_PASSWORD);
+    let certs = dir.path().join("certs/ca.crt");
+    let registry = slipway::registry::Registry::new(&slipway::registry::RegistrySettings {
+        host: &configured.host,
+        ca_file: Some(&certs),
+        user: Some(STACK_USER),
+        password: Some(&password),
+        namespace: None,
+        plain_http: false,
+    })
+    .expect("client");
+    publish_stacked(&github, &slipway, "1.0.0").await;
+    let old = stacked_layers(&registry, "1.0.0").await;
+    publish_stacked(&github, &slipway, "1.0.1").await;
+    let new = stacked_layers(&registry, "1.0.1").await;
+    let name = slipway::types::ImageName::parse("stacked").expect("name");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while registry
+        .tags(&name)
+        .await
+        .expect("tags")
+        .contains(&"1.0.0".to_string())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "1.0.0 not deleted:\n{}",
+            slipway.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(slipway);
+    drop(configured);
+    let storage = dir.path().join("storage");
+    let gc = Command::new("docker-registry")
+        .arg("garbage-collect")
+        .arg(Path::new(ROOT).join("registry-config/config.yml"))
+        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &storage)
+        .output()
+        .expect("docker-registry garbage-collect");
+    assert!(gc.status.success(), "{gc:?}");
+    let blob = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:");
+        storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+    };
+    let only_old: Vec<&String> = old.iter().filter(|d| !new.contains(d)).collect();
+    assert!(
+        !only_old.is_empty(),
+        "1.0.0 has a layer of its own: {old:?}"
+    );
+    for digest in only_old {
+        assert!(!blob(digest).exists(), "{digest} freed");
+    }
+    for digest in &new {
+        assert!(blob(digest).exists(), "{digest} kept");
+    }
 }
 
 #[tokio::test]

@@ -81,6 +81,8 @@ pub struct Pipeline {
     pub settings: PipelineSettings,
     pub hub: Arc<LogHub>,
     pub metrics: Arc<Metrics>,
+    /// `--retention`: run on an image after each publish of it.
+    pub retention: Option<Arc<crate::retention::Retention>>,
     engine: OnceCell<Engine>,
     /// Service images built (and pushed) at once, across all builds.
     service_slots: Semaphore,
@@ -105,6 +107,7 @@ impl Pipeline {
             settings,
             hub: Arc::new(LogHub::default()),
             metrics: Arc::new(Metrics::default()),
+            retention: None,
             engine: OnceCell::new(),
             service_slots: Semaphore::new(max_concurrent_builds),
             tag_locks: std::sync::Mutex::default(),

@@ -109,6 +109,10 @@ impl ServiceJob {
                 .line(&format!("failed: its tags were not set: {error}"));
             tracing::warn!(%error, "tags not set");
         }
+        if let (Ok(Done::Published { .. }), Some(retention)) = (&outcome, &self.pipeline.retention)
+        {
+            retention.after_publish(&self.spec.name);
+        }
         let elapsed = started.elapsed();
         self.update(|s| {
             s.duration_ms = Some(elapsed.as_millis() as u64);

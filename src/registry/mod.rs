@@ -22,6 +22,7 @@ pub mod index;
 mod layers;
 mod published;
 pub mod relay;
+pub mod retention;
 mod upload;
 
 use std::collections::HashMap;

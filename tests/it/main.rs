@@ -28,6 +28,7 @@ mod platforms;
 mod publish;
 mod registry_auth;
 mod results;
+mod retention;
 mod signing;
 mod store;
 mod tags;

@@ -36,7 +36,7 @@ pub(super) fn keygen(dir: &Path, force: bool) -> std::process::Output {
 }
 
 /// The uncompressed EC point of a PKIX PEM public key.
-fn public_point(pem: &str) -> Vec<u8> {
+pub(crate) fn public_point(pem: &str) -> Vec<u8> {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = b64().decode(body).expect("PEM body is base64");
     let header = hex::decode(P256_SPKI_HEADER).expect("hex");
@@ -56,8 +56,8 @@ fn ecdsa_ok(public: &[u8], message: &[u8], der_signature: &[u8]) -> bool {
 }
 
 /// The registry API over curl, as any client sees it.
-struct Oci<'a> {
-    registry: &'a TestRegistry,
+pub(crate) struct Oci<'a> {
+    pub(crate) registry: &'a TestRegistry,
 }
 
 impl Oci<'_> {
@@ -88,7 +88,7 @@ impl Oci<'_> {
     }
 
     /// The manifest at `repo:reference`, if there is one.
-    fn manifest(&self, repo: &str, reference: &str) -> Option<Vec<u8>> {
+    pub(crate) fn manifest(&self, repo: &str, reference: &str) -> Option<Vec<u8>> {
         let accept = "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
         let (status, body) = self.curl(&[
             "-H",
@@ -108,7 +108,7 @@ impl Oci<'_> {
         body
     }
 
-    fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) {
+    pub(crate) fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) {
         let file = tempfile::NamedTempFile::new().expect("temp");
         std::fs::write(file.path(), body).expect("write");
         let (status, text) = self.curl(&[
@@ -124,7 +124,7 @@ impl Oci<'_> {
     }
 
     /// The `.sig` or `.att` manifest of `digest`.
-    fn attachment(&self, repo: &str, digest: &str, suffix: &str) -> Option<Value> {
+    pub(crate) fn attachment(&self, repo: &str, digest: &str, suffix: &str) -> Option<Value> {
         let tag = format!("{}.{suffix}", digest.replace(':', "-"));
         self.manifest(repo, &tag)
             .map(|m| serde_json::from_slice(&m).expect("attachment manifest is JSON"))
@@ -174,7 +174,7 @@ pub(super) fn sigstore_verify(
     Ok(references)
 }
 
-fn digest_of(bytes: &[u8]) -> String {
+pub(crate) fn digest_of(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
@@ -183,7 +183,7 @@ fn digest_of(bytes: &[u8]) -> String {
 /// layout: each simple-signing layer of `sha256-<hex>.sig` whose signature
 /// verifies and whose payload names `image_digest`. Returns the references
 /// the verified signatures are for.
-fn cosign_verify(
+pub(crate) fn cosign_verify(
     oci: &Oci,
     repo: &str,
     image_digest: &str,

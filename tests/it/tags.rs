@@ -52,7 +52,7 @@ fn record_tags(service: &Value) -> Vec<String> {
 
 /// One commit publishing `api` at `version`, with `tags`; its sources
 /// differ by version, so each version is a new image.
-fn api_commit(github: &FakeGitHub, version: &str, tags: &[&str]) -> String {
+pub(crate) fn api_commit(github: &FakeGitHub, version: &str, tags: &[&str]) -> String {
     let commit = sha();
     let manifest = json!({"services": [
         {"name": "api", "version": version, "context": "api", "tags": tags}

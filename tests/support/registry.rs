@@ -38,6 +38,8 @@ pub struct TestRegistry {
     /// With one, the registry takes bearer tokens from it (`auth: token`)
     /// instead of basic credentials.
     pub token_service: Option<TokenService>,
+    /// distribution's `storage.delete.enabled`.
+    deletes: bool,
 }
 
 impl TestRegistry {
@@ -49,16 +51,28 @@ impl TestRegistry {
     /// Starts a registry on a free loopback port with TLS, basic auth and fresh storage, makes the
     /// local Docker Engine trust its CA and logs the docker CLI in, so tests can `docker pull`.
     pub fn start_with_credentials(user: &str, password: &str) -> TestRegistry {
-        Self::start_with(user, password, false)
+        Self::start_with(user, password, false, true)
+    }
+
+    /// A registry that refuses to delete manifests (405 UNSUPPORTED), as
+    /// distribution does by default.
+    #[allow(dead_code)] // only tests/it/retention.rs
+    pub fn start_without_deletes() -> TestRegistry {
+        Self::start_with(DEFAULT_USER, &random_password(), false, false)
     }
 
     /// A registry that wants bearer tokens from a token service (as Harbor,
     /// GitLab's and Docker Hub's do), which issues them to user "slipway".
     pub fn start_with_token_service() -> TestRegistry {
-        Self::start_with(DEFAULT_USER, &random_password(), true)
+        Self::start_with(DEFAULT_USER, &random_password(), true, true)
     }
 
-    fn start_with(user: &str, password: &str, with_token_service: bool) -> TestRegistry {
+    fn start_with(
+        user: &str,
+        password: &str,
+        with_token_service: bool,
+        deletes: bool,
+    ) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("slipway-registry-")
             .tempdir()
@@ -77,6 +91,7 @@ impl TestRegistry {
             port: 0,
             storage,
             token_service: None,
+            deletes,
         };
         if with_token_service {
             let cert = registry.dir.path().join("token.pem");
@@ -103,6 +118,12 @@ impl TestRegistry {
         if let Err(e) = self.spawn_and_wait() {
             self.fail(&e);
         }
+    }
+
+    /// The registry's configuration file, for `docker-registry garbage-collect`.
+    #[allow(dead_code)] // only tests/it/retention.rs
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yml")
     }
 
     /// Where the registry keeps blobs and manifests, to search them.
@@ -152,7 +173,7 @@ storage:
   filesystem:
     rootdirectory: "{storage}"
   delete:
-    enabled: true
+    enabled: {deletes}
 http:
   addr: "{host}"
   # Fixed rather than random so upload sessions stay valid across restart().
@@ -170,6 +191,7 @@ health:
             storage = self.storage.display(),
             host = self.host,
             auth = self.auth_config(),
+            deletes = self.deletes,
         );
         fs::write(self.dir.path().join("config.yml"), config).expect("write registry config");
     }
