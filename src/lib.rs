@@ -8,14 +8,17 @@
 //! 3. source: the merge's [`forge`] (GitHub, Gitea/Forgejo, GitLab; one REST
 //!    client in [`github`]) supplies the merge commit's tarball;
 //! 4. context: [`context`] turns it into each service's build context;
-//! 5. build: the [`engine`] builds, with BuildKit or the classic builder;
-//! 6. publish: the [`registry`] receives the image, [`signing`] signs it;
+//! 5. build: the [`engine`] builds, with BuildKit or the classic builder,
+//!    once per [`platform`], with the registry's previous version as cache;
+//! 6. publish: the [`registry`] receives the image (an index for several
+//!    platforms), [`signing`] signs it, [`tags`] decides which tags move;
+//!    [`retention`] then deletes the versions no longer kept;
 //! 7. record: the [`store`] keeps records and logs; [`api`] shows them.
 //!
 //! [`pipeline`] drives one build through steps 3 to 7. [`state`] is what the
 //! handlers share; [`app`] wires everything and is imported by nothing.
-//! Leaf types ([`secret`], [`types`], [`digest`], [`platform`]) import nothing from the
-//! crate. `scripts/import-cycles.py` keeps the imports free of circles.
+//! Leaf types ([`secret`], [`types`], [`digest`], [`platform`]) import
+//! nothing from the crate. `scripts/import-cycles.py` keeps the imports free of circles.
 
 pub mod admission;
 pub mod api;
