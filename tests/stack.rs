@@ -1772,6 +1772,7 @@ impl StackBench<'_> {
         let took = started.elapsed().as_secs_f64();
         let log = stack_build_log(self.token, &id).await;
         assert_eq!(record["status"], "succeeded", "{record}\n{log}");
+        eprintln!("stack bench: round {round}, Slipway {took:.2} s:\n{log}");
         took
     }
 
