@@ -12,7 +12,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use super::service::{Done, Ready, ServiceJob};
 use super::PipelineError;
 use crate::context::PreparedContext;
-use crate::engine::Engine;
+use crate::engine::{Engine, RegistryCache};
 use crate::platform::Platform;
 use crate::registry::{PushStats, Untagged};
 use crate::store::{PlatformRecord, ServiceStatus};
@@ -41,17 +41,28 @@ impl ServiceJob {
                 Err(_) => break,
             }
         }
+        // One cache (and one line saying which) for every platform's build.
+        let cache = self.registry_cache().await;
+        let pulled_before = self.cache_bytes_pulled();
         let builds: Vec<_> = platforms
             .iter()
             .map(|platform| {
-                self.on_its_way(engine, context, &work_dir, &labels, platform)
-                    .boxed()
+                self.on_its_way(
+                    engine,
+                    context,
+                    &work_dir,
+                    &labels,
+                    cache.as_ref(),
+                    platform,
+                )
+                .boxed()
             })
             .collect();
         let ready: Vec<(Platform, Ready)> = futures::stream::iter(builds)
             .buffered(slots.len())
             .try_collect()
             .await?;
+        self.log_cache_read(cache.as_ref(), pulled_before);
         drop(slots);
         self.update(|s| s.status = ServiceStatus::Pushing).await;
         let push_started = Instant::now();
@@ -112,6 +123,7 @@ impl ServiceJob {
         context: &PreparedContext,
         work_dir: &Path,
         labels: &BTreeMap<String, String>,
+        cache: Option<&RegistryCache>,
         platform: &Platform,
     ) -> Result<(Platform, Ready), PipelineError> {
         let log = self
@@ -119,7 +131,7 @@ impl ServiceJob {
             .for_service(&format!("{} {platform}", self.spec.name));
         let ready = async {
             let image_id = self
-                .build_image(engine, context, Some(platform), &log)
+                .build_image(engine, context, Some(platform), cache, &log)
                 .await?;
             let dir = work_dir.join(platform.to_string().replace('/', "-"));
             std::fs::create_dir_all(&dir).map_err(PipelineError::TempSpace)?;

@@ -12,7 +12,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{save, Pipeline, PipelineError, TagLease};
 use crate::context::{self, PreparedContext, SourceTree, SyncDir};
-use crate::engine::{BuildRequest, ContextTar, Engine, EngineError};
+use crate::engine::{BuildRequest, ContextTar, Engine, EngineError, RegistryCache};
 use crate::log::BuildLog;
 use crate::manifest::ServiceSpec;
 use crate::platform::Platform;
@@ -312,13 +312,16 @@ impl ServiceJob {
         let engine = self.pipeline.engine().await?;
         let image = self.image();
         let platform = self.platforms().first();
+        let cache = self.registry_cache().await;
+        let pulled_before = self.cache_bytes_pulled();
         let image_id = self
-            .build_image(engine, context, platform, &self.log)
+            .build_image(engine, context, platform, cache.as_ref(), &self.log)
             .await
             .map_err(|err| match platform {
                 Some(platform) => err.for_platform(platform),
                 None => err,
             })?;
+        self.log_cache_read(cache.as_ref(), pulled_before);
         drop(slot);
         self.update(|s| s.status = ServiceStatus::Pushing).await;
         let push_started = Instant::now();
@@ -364,6 +367,7 @@ impl ServiceJob {
         engine: &Engine,
         context: &PreparedContext,
         platform: Option<&Platform>,
+        cache: Option<&RegistryCache>,
         log: &BuildLog,
     ) -> Result<String, PipelineError> {
         let image = match platform {
@@ -372,8 +376,6 @@ impl ServiceJob {
         };
         let sync_dir = SyncDir::new(self.tree.clone(), self.spec.context.as_str());
         let classic_tar = || -> ContextTar { Box::pin(context.classic_tar()) };
-        let cache = self.registry_cache().await;
-        let pulled_before = self.cache_bytes_pulled();
         let request = BuildRequest {
             context_tar: &classic_tar,
             context: &sync_dir,
@@ -383,7 +385,7 @@ impl ServiceJob {
             target: self.spec.target.as_deref(),
             network: self.pipeline.settings.build_network.as_deref(),
             platform,
-            cache: cache.as_ref(),
+            cache,
         };
         let build_started = Instant::now();
         let image_id = engine.build(request, log).await?;
@@ -392,7 +394,6 @@ impl ServiceJob {
             "built {image_id}{target} in {:.2?}",
             build_started.elapsed()
         ));
-        self.log_cache_read(cache.as_ref(), pulled_before);
         Ok(image_id)
     }
 

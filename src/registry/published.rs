@@ -49,15 +49,8 @@ impl Registry {
     }
 
     async fn try_lookup(&self, reference: &Reference) -> Result<Published, RegistryError> {
-        self.authenticate(reference).await?;
-        let pulled = self
-            .client
-            .pull_manifest_raw(reference, &self.auth, ACCEPTED_MANIFESTS)
-            .await;
-        let (manifest, digest) = match pulled {
-            Ok(found) => found,
-            Err(err) if is_not_found(&err) => return Ok(Published::Absent),
-            Err(err) => return Err(self.classify(err, reference.repository())),
+        let Some((manifest, digest)) = self.pull_manifest(reference).await? else {
+            return Ok(Published::Absent);
         };
         if let Some(inputs) = super::index::index_inputs(&manifest) {
             return Ok(Published::Present { digest, inputs });
@@ -182,19 +175,25 @@ impl Registry {
     ) -> Result<Option<(Vec<u8>, String)>, RegistryError> {
         let reference = self.reference(name, tag);
         let what = format!("reading {}", self.image_ref(name, tag));
-        self.retrying(&what, || async {
-            self.authenticate(&reference).await?;
-            match self
-                .client
-                .pull_manifest_raw(&reference, &self.auth, ACCEPTED_MANIFESTS)
-                .await
-            {
-                Ok((manifest, digest)) => Ok(Some((manifest.to_vec(), digest))),
-                Err(err) if is_not_found(&err) => Ok(None),
-                Err(err) => Err(self.classify(err, reference.repository())),
-            }
-        })
-        .await
+        self.retrying(&what, || self.pull_manifest(&reference))
+            .await
+    }
+
+    /// The manifest `reference` names and its digest, or none; one try.
+    pub(super) async fn pull_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<(Vec<u8>, String)>, RegistryError> {
+        self.authenticate(reference).await?;
+        match self
+            .client
+            .pull_manifest_raw(reference, &self.auth, ACCEPTED_MANIFESTS)
+            .await
+        {
+            Ok((manifest, digest)) => Ok(Some((manifest.to_vec(), digest))),
+            Err(err) if is_not_found(&err) => Ok(None),
+            Err(err) => Err(self.classify(err, reference.repository())),
+        }
     }
 
     /// A small blob of `NAME`'s repository, read whole.

@@ -2,8 +2,7 @@
 //! to tell an attachment whose image is gone from one whose image is there
 //! untagged (a publish under way). Deletes are `Registry::delete_manifest`.
 
-use super::error::is_not_found;
-use super::{Registry, RegistryError, ACCEPTED_MANIFESTS};
+use super::{Registry, RegistryError};
 use crate::types::ImageName;
 
 impl Registry {
@@ -14,18 +13,10 @@ impl Registry {
         digest: &str,
     ) -> Result<Option<Vec<u8>>, RegistryError> {
         let reference = self.by_digest(name, digest);
-        self.retrying(&format!("reading manifest {digest}"), || async {
-            self.authenticate(&reference).await?;
-            match self
-                .client
-                .pull_manifest_raw(&reference, &self.auth, ACCEPTED_MANIFESTS)
-                .await
-            {
-                Ok((manifest, _)) => Ok(Some(manifest.to_vec())),
-                Err(err) if is_not_found(&err) => Ok(None),
-                Err(err) => Err(self.classify(err, reference.repository())),
-            }
-        })
-        .await
+        let what = format!("reading manifest {digest}");
+        let pulled = self
+            .retrying(&what, || self.pull_manifest(&reference))
+            .await?;
+        Ok(pulled.map(|(manifest, _)| manifest))
     }
 }
